@@ -1,0 +1,176 @@
+"""Event envelope and per-kind models (the input contract of ``vigil.events``).
+
+Every model is frozen. ``ts`` accepts RFC 3339 strings (with an offset or ``Z``) or epoch
+milliseconds. Raw user ids and IP addresses never reach these models: the normaliser
+replaces them by keyed HMACs (``user_id_hash``, ``ip_hash``) and a network prefix.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter
+
+UNAUTHENTICATED_TENANT = "_unauthenticated"
+SCHEMA_VERSION = 1
+
+TenantId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$")]
+ShortText = Annotated[str, Field(max_length=256)]
+Hash = Annotated[str, Field(max_length=128)]
+
+
+def _parse_ts(value: object) -> object:
+    """Epoch milliseconds (int/float) or RFC 3339 text; naive datetimes are refused."""
+    if isinstance(value, bool):
+        raise ValueError("ts must be RFC 3339 text or epoch milliseconds, not a boolean")
+    if isinstance(value, int | float):
+        if not 0 <= value < 32_503_680_000_000:  # year 3000
+            raise ValueError(f"ts {value!r} is not epoch milliseconds in a plausible range")
+        return datetime.fromtimestamp(value / 1000.0, tz=UTC)
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            parsed = datetime.fromisoformat(text)
+        except ValueError:
+            raise ValueError(f"ts {value!r} is not RFC 3339 (e.g. 2026-01-01T12:00:00Z)") from None
+        if parsed.tzinfo is None:
+            raise ValueError(f"ts {value!r} has no UTC offset; add 'Z' or '+00:00'")
+        return parsed.astimezone(UTC)
+    if isinstance(value, datetime):
+        return value
+    raise ValueError(f"ts must be RFC 3339 text or epoch milliseconds, got {type(value).__name__}")
+
+
+Timestamp = Annotated[datetime, BeforeValidator(_parse_ts)]
+
+
+class Envelope(BaseModel):
+    """Fields every event carries, whatever its kind."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", str_strip_whitespace=True)
+
+    event_id: Annotated[str, Field(min_length=1, max_length=128)]
+    ts: Timestamp
+    tenant_id: TenantId
+    service: Annotated[str, Field(min_length=1, max_length=128)]
+    trace_id: Annotated[str, Field(max_length=64)] | None = None
+    span_id: Annotated[str, Field(max_length=32)] | None = None
+    schema_version: Annotated[int, Field(ge=1, le=SCHEMA_VERSION)] = SCHEMA_VERSION
+    ip_hash: Hash | None = None
+    ip_prefix: Annotated[str, Field(max_length=64)] | None = None
+
+
+class HttpRequest(Envelope):
+    kind: Literal["http.request"]
+    method: Annotated[str, Field(min_length=1, max_length=16)]
+    route: Annotated[str, Field(min_length=1, max_length=512)]
+    status: Annotated[int, Field(ge=100, le=599)]
+    duration_ms: Annotated[float, Field(ge=0, le=86_400_000)]
+    user_id_hash: Hash | None = None
+    actor_tenant_id: TenantId | None = None
+    resource_tenant_id: TenantId | None = None
+
+
+class AuthFailure(Envelope):
+    kind: Literal["security.auth_failure"]
+    user_id_hash: Hash | None = None
+    endpoint: ShortText | None = None
+    reason: ShortText | None = None
+
+
+class AuthSuccess(Envelope):
+    kind: Literal["security.auth_success"]
+    user_id_hash: Hash | None = None
+    endpoint: ShortText | None = None
+
+
+class WebhookSignature(Envelope):
+    kind: Literal["security.webhook_signature"]
+    provider: ShortText = "unknown"
+    endpoint: ShortText | None = None
+    valid: bool
+    signature_provided: bool = True
+    error_code: ShortText | None = None
+
+
+class AccessDenied(Envelope):
+    kind: Literal["security.access_denied"]
+    user_id_hash: Hash | None = None
+    endpoint: ShortText | None = None
+    resource: ShortText | None = None
+    action: ShortText | None = None
+
+
+class TenantViolation(Envelope):
+    kind: Literal["security.tenant_violation"]
+    actor_tenant_id: TenantId
+    resource_tenant_id: TenantId
+    user_id_hash: Hash | None = None
+    model: ShortText | None = None
+    operation: ShortText | None = None
+    endpoint: ShortText | None = None
+    blocked: bool = True
+
+
+class InputValidation(Envelope):
+    kind: Literal["security.input_validation"]
+    attack_type: Literal["sql_injection", "xss", "path_traversal", "command_injection", "other"]
+    field: ShortText | None = None
+    endpoint: ShortText | None = None
+    blocked: bool = True
+
+
+class SlowQuery(Envelope):
+    """A slow database query reported by the application (structured log shape)."""
+
+    kind: Literal["performance.slow_query"]
+    duration_ms: Annotated[float, Field(ge=0, le=86_400_000)]
+    model: ShortText | None = None
+    operation: ShortText | None = None
+    endpoint: ShortText | None = None
+    user_id_hash: Hash | None = None
+
+
+class Analytics(Envelope):
+    kind: Literal["analytics"]
+    event_name: Annotated[str, Field(min_length=1, max_length=128)]
+    user_id_hash: Hash | None = None
+    properties: dict[str, Any] = Field(default_factory=dict)
+
+
+Event = Annotated[
+    HttpRequest
+    | AuthFailure
+    | AuthSuccess
+    | WebhookSignature
+    | AccessDenied
+    | TenantViolation
+    | InputValidation
+    | SlowQuery
+    | Analytics,
+    Field(discriminator="kind"),
+]
+
+EVENT_MODELS: tuple[type[Envelope], ...] = (
+    HttpRequest,
+    AuthFailure,
+    AuthSuccess,
+    WebhookSignature,
+    AccessDenied,
+    TenantViolation,
+    InputValidation,
+    SlowQuery,
+    Analytics,
+)
+KINDS: frozenset[str] = frozenset(
+    m.model_fields["kind"].annotation.__args__[0]  # type: ignore[union-attr]
+    for m in EVENT_MODELS
+)
+#: Kinds that may legitimately arrive without a tenant (unsigned webhook call, failed
+#: login for an unknown user); they are filed under :data:`UNAUTHENTICATED_TENANT`.
+TENANTLESS_KINDS: frozenset[str] = frozenset(
+    {"security.auth_failure", "security.webhook_signature", "security.input_validation"}
+)
+
+EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)

@@ -1,0 +1,80 @@
+"""Rows stored in ClickHouse, built column by column from validated events.
+
+Column names here must match ``sinks/ddl``; an integration test compares them with
+``DESCRIBE TABLE``. Absent per-kind fields are stored as the column default ('' / 0)
+so the table has no Nullable columns on the hot path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from schemas.events import Event
+
+@dataclass(frozen=True, slots=True)
+class Provenance:
+    """Where an event came from: Kafka coordinates plus its NDJSON line (0 if none)."""
+
+    topic: str
+    partition: int
+    offset: int
+    line: int
+    timestamp_ms: int
+
+
+#: (column, attribute on the event model, default when the kind has no such field)
+_EVENT_FIELDS: tuple[tuple[str, str, Any], ...] = (
+    ("tenant_id", "tenant_id", ""),
+    ("ts", "ts", None),
+    ("event_id", "event_id", ""),
+    ("kind", "kind", ""),
+    ("service", "service", ""),
+    ("trace_id", "trace_id", ""),
+    ("span_id", "span_id", ""),
+    ("schema_version", "schema_version", 1),
+    ("method", "method", ""),
+    ("route", "route", ""),
+    ("status", "status", 0),
+    ("duration_ms", "duration_ms", 0.0),
+    ("user_id_hash", "user_id_hash", ""),
+    ("actor_tenant_id", "actor_tenant_id", ""),
+    ("resource_tenant_id", "resource_tenant_id", ""),
+    ("ip_hash", "ip_hash", ""),
+    ("ip_prefix", "ip_prefix", ""),
+    ("endpoint", "endpoint", ""),
+    ("provider", "provider", ""),
+    ("reason", "reason", ""),
+    ("error_code", "error_code", ""),
+    ("resource", "resource", ""),
+    ("action", "action", ""),
+    ("model", "model", ""),
+    ("operation", "operation", ""),
+    ("attack_type", "attack_type", ""),
+    ("field", "field", ""),
+    ("event_name", "event_name", ""),
+    ("signature_valid", "valid", 1),
+    ("blocked", "blocked", 0),
+)
+SOURCE_COLUMNS: tuple[str, ...] = ("src_topic", "src_partition", "src_offset", "src_line")
+EVENT_COLUMNS: tuple[str, ...] = tuple(c for c, _, _ in _EVENT_FIELDS) + SOURCE_COLUMNS
+
+
+def event_columns(events: Sequence[Event], sources: Sequence[Provenance]) -> dict[str, list[Any]]:
+    """Column-oriented rows for ``vigil.events``, one per event, with its provenance."""
+    columns: dict[str, list[Any]] = {}
+    for column, attr, default in _EVENT_FIELDS:
+        values: list[Any] = []
+        append = values.append
+        for event in events:
+            value = getattr(event, attr, default)
+            append(default if value is None else value)
+        columns[column] = values
+    columns["signature_valid"] = [int(v) for v in columns["signature_valid"]]
+    columns["blocked"] = [int(v) for v in columns["blocked"]]
+    columns["src_topic"] = [s.topic for s in sources]
+    columns["src_partition"] = [s.partition for s in sources]
+    columns["src_offset"] = [s.offset for s in sources]
+    columns["src_line"] = [s.line for s in sources]
+    return columns

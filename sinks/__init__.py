@@ -1,0 +1,1 @@
+"""Storage: the ClickHouse writer, versioned DDL migrations, alert forwarders."""

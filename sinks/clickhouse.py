@@ -1,0 +1,243 @@
+"""The one ClickHouse writer for every table: buffer, flush on size or time, then ack.
+
+* Rows are buffered per table, column-oriented, and flushed when the buffer reaches
+  ``flush_rows`` or ``flush_interval_s`` has passed, with explicit column names.
+* Each INSERT carries a deterministic ``insert_deduplication_token`` built from the
+  source offset ranges it covers, so retrying the same block never double-inserts.
+* A failed INSERT is retried with exponential backoff; the buffer is bounded and
+  :meth:`ClickHouseWriter.add` waits when it is full (the stream slows, nothing drops).
+* Acknowledgements run only after every table of a flush is written, in the order the
+  batches were added, so the consumer commits offsets behind what is stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import clickhouse_connect
+
+from streams.errors import ClickHouseUnavailable
+from streams.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+Columns = dict[str, list[Any]]
+Ack = Callable[[], None]
+
+
+def connect(url: str, database: str) -> Any:
+    """A clickhouse-connect client for ``chdb:///path`` or ``http(s)://…`` URLs."""
+    try:
+        if url.startswith("chdb:"):
+            return clickhouse_connect.get_client(dsn=url)
+        return clickhouse_connect.get_client(dsn=url, database=database or None)
+    except Exception as exc:
+        hint = (
+            "is another process (a running `vigil up` or worker) using this data directory?"
+            if url.startswith("chdb:")
+            else "check VIGIL_CLICKHOUSE_URL, credentials and that the server is up"
+        )
+        raise ClickHouseUnavailable(
+            f"cannot open ClickHouse at {redact_url(url)}: {exc} ({hint})"
+        ) from exc
+
+
+def redact_url(url: str) -> str:
+    """Hide the password of ``scheme://user:password@host`` URLs in messages."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        user = creds.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}"
+    return url
+
+
+@dataclass(slots=True)
+class _TableBuffer:
+    columns: Columns = field(default_factory=dict)
+    rows: int = 0
+    # (topic, partition) -> [first offset, last offset] covered by these rows
+    ranges: dict[tuple[str, int], list[int]] = field(default_factory=dict)
+
+    def extend(self, cols: Columns, source: tuple[str, int, int, int] | None) -> None:
+        n = len(next(iter(cols.values()))) if cols else 0
+        if not self.columns:
+            self.columns = {name: list(values) for name, values in cols.items()}
+        else:
+            if cols.keys() != self.columns.keys():
+                raise ValueError(
+                    f"column set changed within one table buffer: {sorted(cols)} vs "
+                    f"{sorted(self.columns)}"
+                )
+            for name, values in cols.items():
+                self.columns[name].extend(values)
+        self.rows += n
+        if source is not None:
+            topic, partition, first, last = source
+            span = self.ranges.setdefault((topic, partition), [first, last])
+            span[0], span[1] = min(span[0], first), max(span[1], last)
+
+    def token(self, table: str, extra: str) -> str:
+        spans = ",".join(f"{t}/{p}:{a}-{b}" for (t, p), (a, b) in sorted(self.ranges.items()))
+        text = f"{table}|{spans}|{self.rows}|{extra}"
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+class ClickHouseWriter:
+    """Buffered, retrying, backpressuring writer; see the module docstring."""
+
+    def __init__(
+        self,
+        client: Any,
+        database: str,
+        metrics: Metrics,
+        *,
+        flush_rows: int = 10_000,
+        flush_interval_s: float = 1.0,
+        max_buffer_rows: int = 100_000,
+        retry_initial_s: float = 0.2,
+        retry_max_s: float = 30.0,
+    ) -> None:
+        self._client = client
+        self._db = database
+        self._metrics = metrics
+        self._flush_rows = flush_rows
+        self._flush_interval_s = flush_interval_s
+        self._max_buffer_rows = max_buffer_rows
+        self._retry_initial_s = retry_initial_s
+        self._retry_max_s = retry_max_s
+        self._buffers: dict[str, _TableBuffer] = {}
+        self._acks: list[Ack] = []
+        self._flush_lock = asyncio.Lock()
+        self._wake = asyncio.Event()
+        self._space = asyncio.Condition()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        # The engine is driven from one worker thread at a time (chDB is in-process).
+        self.engine_lock = asyncio.Lock()
+
+    @property
+    def client(self) -> Any:
+        return self._client
+
+    @property
+    def buffered_rows(self) -> int:
+        return sum(b.rows for b in self._buffers.values())
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="ch-flush")
+
+    async def stop(self) -> None:
+        """Flush what is buffered (retrying) and stop the timer task."""
+        self._closing = True
+        self._wake.set()
+        if self._task is not None:
+            await self._task
+            self._task = None
+        await self.flush()
+
+    async def add(
+        self,
+        rows: dict[str, Columns],
+        *,
+        source: tuple[str, int, int, int] | None = None,
+        on_written: Ack | None = None,
+    ) -> None:
+        """Buffer rows for several tables at once; ``on_written`` runs after they land.
+
+        ``source`` is (topic, partition, first offset, last offset) of the input batch
+        these rows came from; it feeds the deduplication token. Waits while the buffer
+        holds ``max_buffer_rows`` rows or more (backpressure).
+        """
+        async with self._space:
+            await self._space.wait_for(lambda: self.buffered_rows < self._max_buffer_rows)
+        for table, cols in rows.items():
+            if cols and len(next(iter(cols.values()))):
+                self._buffers.setdefault(table, _TableBuffer()).extend(cols, source)
+        if on_written is not None:
+            self._acks.append(on_written)
+        for table, buf in self._buffers.items():
+            self._metrics.sink_rows_buffered.labels(table=table).set(buf.rows)
+        if self.buffered_rows >= self._flush_rows or (on_written and not self.buffered_rows):
+            self._wake.set()
+
+    async def _run(self) -> None:
+        while not self._closing:
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=self._flush_interval_s)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            if self._buffers or self._acks:
+                await self.flush()
+
+    async def flush(self) -> None:
+        """Write every buffered table, then run the acks of the batches it held."""
+        async with self._flush_lock:
+            buffers, self._buffers = self._buffers, {}
+            acks, self._acks = self._acks, []
+            for table, buf in buffers.items():
+                await self._insert_with_retry(table, buf)
+                self._metrics.sink_rows_buffered.labels(table=table).set(0)
+            for ack in acks:
+                ack()
+        async with self._space:
+            self._space.notify_all()
+
+    async def _insert_with_retry(self, table: str, buf: _TableBuffer, extra: str = "") -> None:
+        token = buf.token(table, extra)
+        names = list(buf.columns)
+        data = [buf.columns[n] for n in names]
+        delay = self._retry_initial_s
+        attempt = 0
+        while True:
+            attempt += 1
+            started = time.perf_counter()
+            try:
+                async with self.engine_lock:
+                    await asyncio.to_thread(
+                        self._client.insert,
+                        f"{self._db}.{table}",
+                        data,
+                        column_names=names,
+                        column_oriented=True,
+                        settings={"insert_deduplication_token": token},
+                    )
+            except Exception as exc:
+                self._metrics.sink_insert_failures.labels(table=table).inc()
+                log.warning(
+                    "insert into %s.%s failed (attempt %d, %d rows): %s; retrying in %.1fs",
+                    self._db, table, attempt, buf.rows, exc, delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._retry_max_s)
+                continue
+            self._metrics.sink_insert_duration.labels(table=table).observe(
+                time.perf_counter() - started
+            )
+            self._metrics.sink_rows_written.labels(table=table).inc(buf.rows)
+            return
+
+    async def write_now(self, table: str, cols: Columns, token_extra: str) -> None:
+        """Insert rows outside the ingest buffers (alerts), retrying like a flush."""
+        buf = _TableBuffer()
+        buf.extend(cols, None)
+        await self._insert_with_retry(table, buf, token_extra)
+
+    async def stored_offsets(self, topic: str) -> dict[int, int]:
+        """Next offset per partition of ``topic`` whose results are already stored."""
+        async with self.engine_lock:
+            result = await asyncio.to_thread(
+                self._client.query,
+                f"SELECT partition, max(next_offset) FROM {self._db}.ingest_offsets "
+                "WHERE topic = {topic:String} GROUP BY partition",
+                parameters={"topic": topic},
+            )
+        return {int(p): int(o) for p, o in result.result_rows}

@@ -1,0 +1,1 @@
+"""Vigil stream processing: the Faust app, ingest, alerting, metrics and the CLI."""

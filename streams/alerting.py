@@ -1,0 +1,144 @@
+"""Alert lifecycle: fingerprint, firing/resolved, dedup of repeats, publish + record.
+
+Detectors call :meth:`AlertPublisher.fire` every time a condition holds and
+:meth:`AlertPublisher.resolve` when it clears; the publisher decides what is news:
+the first firing, a reminder once the dedup window has passed, and the resolution.
+Times are event times passed in by the detector, so a replay produces the same alerts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from schemas.alerts import Alert, AlertData, Annotations, Severity, alert_fingerprint
+from sinks.clickhouse import ClickHouseWriter
+from streams.metrics import Metrics
+from streams.pipeline import Send
+
+
+@dataclass(slots=True)
+class _Active:
+    starts_at: datetime
+    last_sent_at: datetime
+    repeats: int = 0
+
+
+class AlertPublisher:
+    def __init__(
+        self,
+        writer: ClickHouseWriter | None,
+        send: Send,
+        topic: str,
+        metrics: Metrics,
+        dedup_window_s: float,
+    ) -> None:
+        self._writer = writer
+        self._send = send
+        self._topic = topic
+        self._metrics = metrics
+        self._window_s = dedup_window_s
+        self._active: dict[str, _Active] = {}
+
+    def is_firing(self, alertname: str, labels: dict[str, str]) -> bool:
+        return alert_fingerprint(alertname, labels) in self._active
+
+    async def fire(
+        self,
+        alertname: str,
+        severity: Severity,
+        labels: dict[str, str],
+        annotations: Annotations,
+        value: float,
+        threshold: float,
+        at: datetime,
+        evidence: dict[str, Any] | None = None,
+    ) -> Alert | None:
+        """Publish a firing alert unless an identical one went out within the window."""
+        fp = alert_fingerprint(alertname, labels)
+        state = self._active.get(fp)
+        if state is not None and (at - state.last_sent_at).total_seconds() < self._window_s:
+            state.repeats += 1
+            self._metrics.alerts_suppressed.inc()
+            return None
+        if state is None:
+            state = self._active[fp] = _Active(starts_at=at, last_sent_at=at)
+        else:
+            state.last_sent_at = at
+        data = AlertData(
+            fingerprint=fp,
+            status="firing",
+            alertname=alertname,
+            severity=severity,
+            labels=labels,
+            annotations=annotations,
+            value=value,
+            threshold=threshold,
+            startsAt=state.starts_at,
+            evidence={**(evidence or {}), "suppressed_repeats": state.repeats},
+        )
+        alert = Alert.build(data, at)
+        await self._publish(alert)
+        return alert
+
+    async def resolve(
+        self,
+        alertname: str,
+        severity: Severity,
+        labels: dict[str, str],
+        annotations: Annotations,
+        value: float,
+        threshold: float,
+        at: datetime,
+    ) -> Alert | None:
+        fp = alert_fingerprint(alertname, labels)
+        state = self._active.pop(fp, None)
+        if state is None:
+            return None
+        data = AlertData(
+            fingerprint=fp,
+            status="resolved",
+            alertname=alertname,
+            severity=severity,
+            labels=labels,
+            annotations=annotations,
+            value=value,
+            threshold=threshold,
+            startsAt=state.starts_at,
+            endsAt=at,
+        )
+        alert = Alert.build(data, at)
+        await self._publish(alert)
+        return alert
+
+    async def _publish(self, alert: Alert) -> None:
+        data = alert.data
+        delivery = await self._send(self._topic, data.fingerprint.encode(), alert.to_json(), [])
+        await delivery
+        self._metrics.alerts_published.labels(severity=data.severity, status=data.status).inc()
+        if self._writer is not None:
+            await self._writer.write_now("alerts", alert_columns([alert]), alert.id)
+
+
+def alert_columns(alerts: list[Alert]) -> dict[str, list[Any]]:
+    return {
+        "tenant_id": [a.data.labels.get("tenant_id", "") for a in alerts],
+        "ts": [a.time for a in alerts],
+        "alert_id": [a.id for a in alerts],
+        "fingerprint": [a.data.fingerprint for a in alerts],
+        "status": [a.data.status for a in alerts],
+        "alertname": [a.data.alertname for a in alerts],
+        "severity": [a.data.severity for a in alerts],
+        "labels": [a.data.labels for a in alerts],
+        "summary": [a.data.annotations.summary for a in alerts],
+        "description": [a.data.annotations.description for a in alerts],
+        "runbook_url": [a.data.annotations.runbook_url for a in alerts],
+        "value": [a.data.value for a in alerts],
+        "threshold": [a.data.threshold for a in alerts],
+        "starts_at": [a.data.starts_at for a in alerts],
+        "ends_at": [a.data.ends_at for a in alerts],
+        "evidence": [orjson.dumps(a.data.evidence).decode() for a in alerts],
+    }

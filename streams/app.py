@@ -1,0 +1,175 @@
+"""The Faust app: topics, the ingest agent, web views; built from one Settings object.
+
+The agent is deliberately thin: the batch consumer (:mod:`streams.transport`) hands it
+one event per fetched partition batch and :class:`streams.pipeline.IngestPipeline` does
+the work. The app owns the ClickHouse engine (chDB allows one process per data
+directory), so ``vigil query`` reaches it through ``/query`` on the local web port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from typing import Any
+
+import faust
+from prometheus_client import CollectorRegistry
+
+from schemas.normalize import Pseudonymizer
+from sinks.clickhouse import ClickHouseWriter, connect
+from sinks.migrate import migrate
+from streams.alerting import AlertPublisher
+from streams.ingest import Ingestor
+from streams.metrics import Metrics
+from streams.pipeline import IngestPipeline
+from streams.settings import Settings
+from streams.transport import BatchTransport, ConsumerHooks
+from streams.web import register_views
+
+log = logging.getLogger(__name__)
+
+
+class Runtime:
+    """Everything the agent needs once the engine is open; built in ``on_first_start``."""
+
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.pseudonymizer = Pseudonymizer(settings.hash_key_bytes)
+        self.ready = asyncio.Event()
+        self.writer: ClickHouseWriter | None = None
+        self.pipeline: IngestPipeline | None = None
+        self.alerts: AlertPublisher | None = None
+
+    async def open(self, app: VigilApp) -> None:
+        s = self.settings
+        client = await asyncio.to_thread(connect, s.resolved_clickhouse_url, s.clickhouse_database)
+        applied = await asyncio.to_thread(
+            migrate, client, s.clickhouse_database, s.retention_days
+        )
+        for m in applied:
+            log.info("applied migration %03d_%s", m.version, m.name)
+        self.writer = ClickHouseWriter(
+            client,
+            s.clickhouse_database,
+            self.metrics,
+            flush_rows=s.sink_flush_rows,
+            flush_interval_s=s.sink_flush_interval_s,
+            max_buffer_rows=s.sink_max_buffer_rows,
+            retry_initial_s=s.sink_retry_initial_s,
+            retry_max_s=s.sink_retry_max_s,
+        )
+        self.writer.start()
+        for name in (s.events_topic, s.dlq_topic, s.alerts_topic):
+            await app.topic(name).maybe_declare()
+        ingestor = Ingestor(self.pseudonymizer, s.max_message_bytes, int(s.max_future_skew_s * 1000))
+        self.pipeline = IngestPipeline(
+            ingestor, self.writer, app.send_raw, s.dlq_topic, self.metrics, self.pseudonymizer
+        )
+        self.alerts = AlertPublisher(
+            self.writer, app.send_raw, s.alerts_topic, self.metrics, s.alert_dedup_window_s
+        )
+        writer = self.writer
+        app.consumer_hooks = ConsumerHooks(
+            stored_offsets=writer.stored_offsets,
+            on_skipped=self.metrics.replay_skipped.inc,
+            on_lag=lambda p, lag: self.metrics.consumer_lag.labels(partition=str(p)).set(lag),
+        )
+        self.ready.set()
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            await self.writer.stop()
+
+
+class VigilApp(faust.App):  # type: ignore[misc]
+    consumer_hooks: ConsumerHooks
+    runtime: Runtime
+
+    def _new_transport(self) -> Any:
+        return BatchTransport(self.conf.broker_consumer, self)
+
+    async def on_first_start(self) -> None:
+        self.runtime.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        await super().on_first_start()
+        await self.runtime.open(self)
+
+    async def on_stop(self) -> None:
+        await super().on_stop()
+        await self.runtime.close()
+
+    async def send_raw(
+        self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]
+    ) -> Any:
+        """Enqueue one record; returns the delivery future (await it for the ack)."""
+        return await self.producer.send(topic, key, value, None, None, headers)
+
+
+def _credentials(settings: Settings) -> Any:
+    context = None
+    if settings.kafka_security_protocol in ("SSL", "SASL_SSL"):
+        context = ssl.create_default_context(
+            cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None
+        )
+    if settings.kafka_security_protocol.startswith("SASL"):
+        password = settings.kafka_sasl_password
+        return faust.SASLCredentials(
+            username=settings.kafka_sasl_username,
+            password=password.get_secret_value() if password else None,
+            mechanism=settings.kafka_sasl_mechanism,
+            ssl_context=context,
+        )
+    if context is not None:
+        return faust.SSLCredentials(context)
+    return None
+
+
+def create_app(settings: Settings, registry: CollectorRegistry | None = None) -> VigilApp:
+    metrics = Metrics(registry if registry is not None else CollectorRegistry())
+    app = VigilApp(
+        settings.consumer_group,
+        broker=[f"kafka://{host}" for host in settings.kafka_bootstrap.split(",")],
+        broker_credentials=_credentials(settings),
+        processing_guarantee="at_least_once",
+        store="memory://",
+        topic_partitions=settings.topic_partitions,
+        topic_replication_factor=settings.topic_replication,
+        topic_disable_leader=True,
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=settings.session_timeout_s,
+        broker_rebalance_timeout=settings.rebalance_timeout_s,
+        broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
+        broker_max_poll_records=settings.fetch_max_records,
+        consumer_max_fetch_size=8 * 1024 * 1024,
+        stream_buffer_maxsize=16,
+        web_enabled=True,
+        web_bind=settings.web_host,
+        web_host=settings.web_host,
+        web_port=settings.web_port,
+        datadir=str(settings.data_dir / "faust"),
+        autodiscover=False,
+    )
+    app.runtime = Runtime(settings, metrics)
+    app.consumer_hooks = ConsumerHooks()
+    runtime = app.runtime
+
+    events = app.topic(
+        settings.events_topic,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=settings.topic_partitions,
+    )
+    for name in (settings.dlq_topic, settings.alerts_topic):
+        app.topic(name, key_serializer="raw", value_serializer="raw",
+                  partitions=settings.topic_partitions)
+
+    @app.agent(events, name="vigil.ingest")  # type: ignore[untyped-decorator]
+    async def ingest(stream: Any) -> None:
+        await runtime.ready.wait()
+        assert runtime.pipeline is not None
+        async for event in stream.noack().events():
+            await runtime.pipeline.handle_safely(event.value, event.ack)
+
+    register_views(app, settings, metrics)
+    return app

@@ -1,0 +1,93 @@
+"""Prometheus metrics, built on an injected registry (tests pass a fresh one).
+
+Names follow DESIGN.md: ``vigil_`` prefix, base units, counters end in ``_total``, and
+labels are bounded (event kind, DLQ reason, table, partition) -- never user or tenant ids.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.messages_consumed = Counter(
+            "vigil_messages_consumed_total",
+            "Kafka messages read from the events topic.",
+            registry=registry,
+        )
+        self.bytes_consumed = Counter(
+            "vigil_consumed_bytes_total",
+            "Bytes of Kafka message values read from the events topic.",
+            registry=registry,
+        )
+        self.events_consumed = Counter(
+            "vigil_events_consumed_total",
+            "Valid events decoded at the ingest boundary, by kind.",
+            ["kind"],
+            registry=registry,
+        )
+        self.events_invalid = Counter(
+            "vigil_events_invalid_total",
+            "Messages or NDJSON lines rejected at the ingest boundary, by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        self.dlq_messages = Counter(
+            "vigil_dlq_messages_total",
+            "Messages published to the dead-letter topic.",
+            registry=registry,
+        )
+        self.replay_skipped = Counter(
+            "vigil_replay_skipped_messages_total",
+            "Messages re-read after a restart whose results ClickHouse already held.",
+            registry=registry,
+        )
+        self.sink_rows_written = Counter(
+            "vigil_sink_rows_written_total",
+            "Rows written to ClickHouse, by table.",
+            ["table"],
+            registry=registry,
+        )
+        self.sink_rows_buffered = Gauge(
+            "vigil_sink_rows_buffered",
+            "Rows waiting in the writer's buffer, by table.",
+            ["table"],
+            registry=registry,
+        )
+        self.sink_insert_failures = Counter(
+            "vigil_sink_insert_failures_total",
+            "Failed ClickHouse INSERT attempts (each is retried), by table.",
+            ["table"],
+            registry=registry,
+        )
+        self.sink_insert_duration = Histogram(
+            "vigil_sink_insert_duration_seconds",
+            "Duration of successful ClickHouse INSERTs, by table.",
+            ["table"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=registry,
+        )
+        self.last_event_timestamp = Gauge(
+            "vigil_last_event_timestamp_seconds",
+            "Event time (ts) of the newest event processed.",
+            registry=registry,
+        )
+        self.consumer_lag = Gauge(
+            "vigil_consumer_lag_messages",
+            "High watermark minus next offset to read, by events-topic partition.",
+            ["partition"],
+            registry=registry,
+        )
+        self.alerts_published = Counter(
+            "vigil_alerts_published_total",
+            "Alert transitions published to the alerts topic, by severity and status.",
+            ["severity", "status"],
+            registry=registry,
+        )
+        self.alerts_suppressed = Counter(
+            "vigil_alerts_suppressed_total",
+            "Repeated alert notifications suppressed inside the dedup window.",
+            registry=registry,
+        )

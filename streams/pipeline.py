@@ -1,0 +1,122 @@
+"""What the ingest agent does with one fetched batch, kept out of the ``async for``.
+
+decode + validate (:mod:`streams.ingest`) → dead letters to the DLQ topic → detectors
+(the seam: each gets the typed batch) → rows to the ClickHouse writer, whose flush acks
+the batch so its offsets are committed only once everything derived from it is stored.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol
+
+from schemas.events import Event
+from schemas.normalize import Pseudonymizer
+from schemas.rows import Provenance, event_columns
+from sinks.clickhouse import ClickHouseWriter
+from streams.dlq import dead_letter_columns, dlq_headers
+from streams.ingest import Ingestor, Rejection
+from streams.metrics import Metrics
+from streams.transport import SourceBatch
+
+log = logging.getLogger(__name__)
+
+#: send(topic, key, value, headers) -> awaitable delivery
+Send = Callable[[str, bytes | None, bytes, list[tuple[str, bytes]]], Awaitable[Awaitable[Any]]]
+
+
+class Detector(Protocol):
+    """The seam for detectors: a pure core fed with each validated batch."""
+
+    async def process(self, events: Sequence[Event], sources: Sequence[Provenance]) -> None: ...
+
+
+class IngestPipeline:
+    def __init__(
+        self,
+        ingestor: Ingestor,
+        writer: ClickHouseWriter,
+        send: Send,
+        dlq_topic: str,
+        metrics: Metrics,
+        pseudonymizer: Pseudonymizer,
+        detectors: Sequence[Detector] = (),
+        clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+    ) -> None:
+        self._ingestor = ingestor
+        self._writer = writer
+        self._send = send
+        self._dlq_topic = dlq_topic
+        self._metrics = metrics
+        self._pseudo = pseudonymizer
+        self._detectors = tuple(detectors)
+        self._clock_ms = clock_ms
+
+    async def handle_safely(self, batch: SourceBatch, ack: Callable[[], None]) -> None:
+        """:meth:`handle`, with one error policy: an unexpected failure dead-letters the
+        batch's records (class ``processing_error``) instead of crashing the worker."""
+        try:
+            await self.handle(batch, ack)
+        except Exception as exc:
+            log.exception(
+                "processing failed for %s[%d] offsets %d-%d; dead-lettering %d records",
+                batch.topic, batch.partition, batch.first_offset, batch.last_offset,
+                len(batch.records),
+            )
+            now_ms = self._clock_ms()
+            rejections = [
+                Rejection(
+                    "processing_error",
+                    f"{type(exc).__name__} while processing the batch; see the worker log",
+                    r.value or b"",
+                    Provenance(r.topic, r.partition, r.offset, 0, r.timestamp),
+                )
+                for r in batch.records
+            ]
+            await self._dead_letter(rejections, now_ms)
+            await self._writer.add(
+                {"dead_letters": dead_letter_columns(rejections, now_ms, self._pseudo)},
+                source=(batch.topic, batch.partition, batch.first_offset, batch.last_offset),
+                on_written=ack,
+            )
+
+    async def handle(self, batch: SourceBatch, ack: Callable[[], None]) -> None:
+        now_ms = self._clock_ms()
+        records = batch.records
+        self._metrics.messages_consumed.inc(len(records))
+        self._metrics.bytes_consumed.inc(sum(len(r.value or b"") for r in records))
+        result = self._ingestor.decode_batch(records, now_ms)
+
+        rows: dict[str, dict[str, list[Any]]] = {}
+        if result.rejections:
+            await self._dead_letter(result.rejections, now_ms)
+            rows["dead_letters"] = dead_letter_columns(result.rejections, now_ms, self._pseudo)
+        if result.events:
+            for kind, n in Counter(e.kind for e in result.events).items():
+                self._metrics.events_consumed.labels(kind=kind).inc(n)
+            newest = max(e.ts for e in result.events)
+            self._metrics.last_event_timestamp.set(newest.timestamp())
+            for detector in self._detectors:
+                await detector.process(result.events, result.sources)
+            rows["events"] = event_columns(result.events, result.sources)
+        await self._writer.add(
+            rows,
+            source=(batch.topic, batch.partition, batch.first_offset, batch.last_offset),
+            on_written=ack,
+        )
+
+    async def _dead_letter(self, rejections: Sequence[Any], now_ms: int) -> None:
+        deliveries = []
+        for rejection in rejections:
+            self._metrics.events_invalid.labels(reason=rejection.reason).inc()
+            deliveries.append(
+                await self._send(
+                    self._dlq_topic, None, rejection.value, dlq_headers(rejection, now_ms)
+                )
+            )
+        for delivery in deliveries:
+            await delivery
+        self._metrics.dlq_messages.inc(len(rejections))

@@ -1,0 +1,128 @@
+"""One frozen settings object, read once from VIGIL_* environment variables.
+
+Build it in ``main`` with :func:`load_settings` and pass it down; nothing reads the
+environment anywhere else.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from streams.errors import ConfigError
+
+DEV_HASH_KEY = "vigil-embedded-development-key-not-for-production"  # noqa: S105
+
+
+class Settings(BaseSettings):
+    """All of Vigil's configuration. Every field maps to ``VIGIL_<FIELD_NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="VIGIL_", frozen=True, extra="ignore")
+
+    mode: Literal["embedded", "production"] = "embedded"
+    data_dir: Path = Path(".vigil")
+
+    # Kafka
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = (
+        "PLAINTEXT"
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = None
+    topic_prefix: str = "vigil"
+    topic_partitions: int = Field(default=4, ge=1)
+    topic_replication: int = Field(default=1, ge=1)
+    consumer_group: str = "vigil"
+    session_timeout_s: float = Field(default=10.0, gt=0)
+    rebalance_timeout_s: float = Field(default=10.0, gt=0)
+    fetch_max_records: int = Field(default=20_000, ge=1)
+
+    # ClickHouse
+    clickhouse_url: str | None = None  # default: chdb://<data_dir>/clickhouse
+    clickhouse_database: str = "vigil"
+    retention_days: int = Field(default=90, ge=1)
+
+    # Sink
+    sink_flush_rows: int = Field(default=10_000, ge=1)
+    sink_flush_interval_s: float = Field(default=1.0, gt=0)
+    sink_max_buffer_rows: int = Field(default=100_000, ge=1)
+    sink_retry_initial_s: float = Field(default=0.2, gt=0)
+    sink_retry_max_s: float = Field(default=30.0, gt=0)
+
+    # Ingest
+    max_message_bytes: int = Field(default=1_048_576, ge=1024)
+    max_future_skew_s: float = Field(default=3600.0, ge=0)
+    hash_key: SecretStr | None = None
+
+    # Alerts
+    alert_dedup_window_s: float = Field(default=300.0, ge=0)
+    rules_file: Path | None = None
+
+    # Web (metrics, health, local query endpoint)
+    web_host: str = "127.0.0.1"
+    web_port: int = Field(default=6066, ge=0, le=65535)
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @model_validator(mode="after")
+    def _production_needs_secrets(self) -> Settings:
+        if self.mode == "production":
+            if self.hash_key is None or not self.hash_key.get_secret_value():
+                raise ValueError(
+                    "VIGIL_HASH_KEY must be set in production mode: it keys the HMAC that "
+                    "pseudonymises user ids; generate one with `openssl rand -hex 32`"
+                )
+            if self.clickhouse_url is None:
+                raise ValueError(
+                    "VIGIL_CLICKHOUSE_URL must be set in production mode, e.g. "
+                    "https://user:password@clickhouse:8443/vigil"
+                )
+        if self.kafka_security_protocol.startswith("SASL") and not self.kafka_sasl_username:
+            raise ValueError(
+                "VIGIL_KAFKA_SASL_USERNAME and VIGIL_KAFKA_SASL_PASSWORD are required when "
+                f"VIGIL_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol}"
+            )
+        return self
+
+    # Derived names -------------------------------------------------------------------
+    @property
+    def events_topic(self) -> str:
+        return f"{self.topic_prefix}.events"
+
+    @property
+    def dlq_topic(self) -> str:
+        return f"{self.topic_prefix}.events.dlq"
+
+    @property
+    def alerts_topic(self) -> str:
+        return f"{self.topic_prefix}.alerts"
+
+    @property
+    def resolved_clickhouse_url(self) -> str:
+        if self.clickhouse_url:
+            return self.clickhouse_url
+        return f"chdb://{(self.data_dir / 'clickhouse').resolve()}"
+
+    @property
+    def hash_key_bytes(self) -> bytes:
+        if self.hash_key is not None and self.hash_key.get_secret_value():
+            return self.hash_key.get_secret_value().encode()
+        return DEV_HASH_KEY.encode()
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the environment once; raise :class:`ConfigError` naming the bad variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"])
+            name = f"VIGIL_{loc.upper()}" if loc else "settings"
+            lines.append(f"{name}: {err['msg']}")
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None

@@ -1,0 +1,158 @@
+"""A Faust transport whose consumer hands whole fetched batches to the agent.
+
+Faust's stock drain loop turns every Kafka record into a ``ConsumerMessage`` and awaits
+``wait_first(callback(message), suspend_flow.wait())`` for each one: two tasks and a
+stream iteration per record, which caps a worker at a few percent of what the broker
+delivers. :class:`BatchConsumer` keeps Faust's fetcher thread, rebalancing, flow control,
+acking and offset commits, but delivers **one message per fetched partition batch**:
+
+* the message's ``value`` is a :class:`SourceBatch` (the raw records, still bytes);
+* its ``offset`` is the batch's last offset, and the offsets before it are registered as
+  a gap, so acking the one message lets Faust commit the whole range. Acks must
+  therefore arrive in offset order per partition -- the ClickHouse writer guarantees it.
+
+Records whose results are already stored (``ingest_offsets`` in ClickHouse, filled in
+the same INSERT as the rows) are skipped after a restart and counted, so a replay of
+the uncommitted tail does not write them twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP
+from faust.types.tuples import ConsumerMessage
+
+FloorProvider = Callable[[str], Awaitable[dict[int, int]]]
+
+
+@dataclass(frozen=True, slots=True)
+class SourceBatch:
+    """Contiguous records of one partition, as fetched; ``records`` may be empty when
+    every record of the range was already stored (the range must still be acked)."""
+
+    topic: str
+    partition: int
+    first_offset: int
+    last_offset: int
+    records: Sequence[Any]
+    skipped: int = 0
+
+
+class ConsumerHooks:
+    """What the batch consumer needs from the worker; set on the app before start."""
+
+    def __init__(
+        self,
+        stored_offsets: FloorProvider | None = None,
+        on_skipped: Callable[[int], None] | None = None,
+        on_lag: Callable[[int, int], None] | None = None,
+    ) -> None:
+        self.stored_offsets = stored_offsets
+        self.on_skipped = on_skipped
+        self.on_lag = on_lag
+
+
+class BatchConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
+    """See the module docstring."""
+
+    _floors: dict[TP, int]
+    _floor_generation: int | None = None
+
+    def _hooks(self) -> ConsumerHooks:
+        hooks = getattr(self.app, "consumer_hooks", None)
+        return hooks if isinstance(hooks, ConsumerHooks) else ConsumerHooks()
+
+    async def _floor(self, tp: TP) -> int:
+        generation = self.app.consumer_generation_id
+        if self._floor_generation != generation or not hasattr(self, "_floors"):
+            self._floors = {}
+            self._floor_generation = generation
+        if tp not in self._floors:
+            provider = self._hooks().stored_offsets
+            stored = await provider(tp.topic) if provider is not None else {}
+            for partition, offset in stored.items():
+                self._floors[TP(tp.topic, partition)] = offset
+            self._floors.setdefault(tp, -1)
+        return self._floors[tp]
+
+    def _batch_message(self, tp: TP, batch: SourceBatch, last: Any) -> ConsumerMessage:
+        size = sum(len(r.value or b"") for r in batch.records)
+        timestamp = last.timestamp / 1000.0 if last.timestamp is not None else None
+        return ConsumerMessage(
+            tp.topic,
+            tp.partition,
+            batch.last_offset,
+            timestamp,
+            last.timestamp_type,
+            None,
+            None,
+            batch,
+            None,
+            0,
+            size,
+            tp,
+            generation_id=self.app.consumer_generation_id,
+        )
+
+    async def _drain_messages(self, fetcher: Any) -> None:  # noqa: C901
+        callback = self.callback
+        consumer_stopped = cast(Any, self)._stopped.is_set
+        fetcher_stopped = fetcher._stopped.is_set
+        read_offset = self._read_offset
+        try:
+            while not (consumer_stopped() or fetcher_stopped()):
+                records, active = await self._wait_next_records(1.0)
+                if not records or self.should_stop:
+                    await asyncio.sleep(0)
+                    continue
+                if not self.flow_active:
+                    # a rebalance began while fetching: drop, and re-read from committed
+                    await self.perform_seek()
+                    continue
+                generation = self.app.consumer_generation_id
+                hooks = self._hooks()
+                for tp, recs in records.items():
+                    if generation != self.app.consumer_generation_id:
+                        break
+                    if active is not None and tp not in active:
+                        continue
+                    next_offset = read_offset[tp]  # next offset expected (Faust seeks set it)
+                    if next_offset is not None:
+                        recs = [r for r in recs if r.offset >= next_offset]
+                    if not recs:
+                        continue
+                    floor = await self._floor(tp)
+                    fresh = [r for r in recs if r.offset >= floor] if floor >= 0 else recs
+                    skipped = len(recs) - len(fresh)
+                    if skipped and hooks.on_skipped is not None:
+                        hooks.on_skipped(skipped)
+                    first, last = recs[0].offset, recs[-1].offset
+                    batch = SourceBatch(tp.topic, tp.partition, first, last, fresh, skipped)
+                    if last > first:
+                        await self._add_gap(tp, first, last - 1)
+                    if hooks.on_lag is not None:
+                        highwater = self.highwater(tp)
+                        if highwater is not None:
+                            hooks.on_lag(tp.partition, max(0, highwater - last - 1))
+                    await self.wait_first(
+                        callback(self._batch_message(tp, batch, recs[-1])),
+                        self.suspend_flow.wait(),
+                    )
+                    read_offset[tp] = last + 1
+        except self.consumer_stopped_errors:
+            if self.transport.app.should_stop:
+                return
+            raise
+        except asyncio.CancelledError:
+            if self.transport.app.should_stop:
+                return
+            raise
+
+
+class BatchTransport(faust_aiokafka.Transport):  # type: ignore[misc]
+    Consumer = BatchConsumer

@@ -1,0 +1,108 @@
+"""Worker web views: ``/metrics``, ``/healthz``, ``/stats`` and (embedded mode) ``/query``.
+
+``/query`` runs one read-only statement against the engine the worker owns (chDB allows
+a single process per data directory) with ClickHouse's ``readonly=1`` setting; it is only
+registered in embedded mode, where the web port is bound to 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import TYPE_CHECKING, Any
+
+from faust.web import View
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from streams.errors import QueryRejected
+from streams.metrics import Metrics
+from streams.settings import Settings
+
+if TYPE_CHECKING:
+    from streams.app import VigilApp
+
+_READ_ONLY = re.compile(r"^\s*(SELECT|WITH|SHOW|DESCRIBE|DESC|EXPLAIN|EXISTS)\b", re.IGNORECASE)
+
+
+def check_read_only(sql: str) -> str:
+    statement = sql.strip().rstrip(";").strip()
+    if ";" in statement:
+        raise QueryRejected("only one statement per query")
+    if not _READ_ONLY.match(statement):
+        raise QueryRejected(
+            "only read-only statements (SELECT, WITH, SHOW, DESCRIBE, EXPLAIN, EXISTS) "
+            "are accepted; use `vigil migrate` for DDL"
+        )
+    return statement
+
+
+def stats_snapshot(metrics: Metrics) -> dict[str, float]:
+    """Totals for the live summary of `vigil up` (sums over bounded labels)."""
+
+    def total(name: str) -> float:
+        return sum(
+            s.value
+            for m in metrics.registry.collect()
+            for s in m.samples
+            if s.name == name
+        )
+
+    return {
+        "messages": total("vigil_messages_consumed_total"),
+        "events": total("vigil_events_consumed_total"),
+        "invalid": total("vigil_events_invalid_total"),
+        "dlq": total("vigil_dlq_messages_total"),
+        "rows_written": total("vigil_sink_rows_written_total"),
+        "alerts": total("vigil_alerts_published_total"),
+        "lag": total("vigil_consumer_lag_messages"),
+    }
+
+
+def register_views(app: VigilApp, settings: Settings, metrics: Metrics) -> None:
+    @app.page("/metrics")  # type: ignore[untyped-decorator]
+    async def metrics_view(web: Any, request: Any) -> Any:
+        return web.bytes(generate_latest(metrics.registry), content_type=CONTENT_TYPE_LATEST)
+
+    @app.page("/healthz")  # type: ignore[untyped-decorator]
+    async def health_view(web: Any, request: Any) -> Any:
+        ready = app.runtime.ready.is_set()
+        return web.json({"ready": ready}, status=200 if ready else 503)
+
+    @app.page("/stats")  # type: ignore[untyped-decorator]
+    async def stats_view(web: Any, request: Any) -> Any:
+        return web.json(stats_snapshot(metrics))
+
+    if settings.mode != "embedded":
+        return
+
+    class QueryView(View):  # type: ignore[misc]
+        async def post(self, request: Any) -> Any:
+            body = await request.json()
+            try:
+                sql = check_read_only(str(body.get("sql", "")))
+            except QueryRejected as exc:
+                return self.json({"error": str(exc)}, status=400)
+            writer = app.runtime.writer
+            if writer is None:
+                return self.json({"error": "worker is still starting"}, status=503)
+            try:
+                async with writer.engine_lock:
+                    result = await asyncio.to_thread(
+                        writer.client.query, sql, settings={"readonly": 1}
+                    )
+            except Exception as exc:
+                return self.json({"error": str(exc)}, status=400)
+            rows = [[_jsonable(v) for v in row] for row in result.result_rows]
+            return self.json({"columns": list(result.column_names), "rows": rows})
+
+    app.page("/query")(QueryView)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return str(value)
