@@ -1,0 +1,266 @@
+"""The ``vigil`` command line. Settings are read once here and passed down."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from streams.errors import VigilError
+from streams.settings import Settings, load_settings
+
+
+def _settings() -> Settings:
+    """Settings from the environment; a running `vigil up` fills in where to find it."""
+    from streams.embedded import read_stack
+
+    base = load_settings()
+    stack = read_stack(base.data_dir)
+    overrides: dict[str, Any] = {}
+    if stack is not None:
+        if "VIGIL_KAFKA_BOOTSTRAP" not in os.environ:
+            overrides["kafka_bootstrap"] = stack["kafka_bootstrap"]
+        if "VIGIL_WEB_PORT" not in os.environ:
+            overrides["web_port"] = stack["web_port"]
+    return load_settings(**overrides) if overrides else base
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from streams.embedded import run_up
+
+    settings = load_settings()
+    if settings.mode != "embedded":
+        raise VigilError("`vigil up` runs the embedded stack; unset VIGIL_MODE=production")
+    return run_up(settings, args.broker_port, args.rate if args.demo else None, args.duration)
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    import faust
+
+    from streams.app import create_app
+    from streams.kafka import ensure_topics
+
+    settings = _settings()
+    logging.basicConfig(level=settings.log_level)
+    asyncio.run(ensure_topics(
+        settings, [settings.events_topic, settings.dlq_topic, settings.alerts_topic]
+    ))
+    app = create_app(settings)
+    worker = faust.Worker(app, loglevel=settings.log_level.lower())
+    worker.execute_from_commandline()
+    return 0
+
+
+def cmd_produce(args: argparse.Namespace) -> int:
+    from streams.kafka import start_producer
+
+    settings = _settings()
+    stream = sys.stdin.buffer if args.file == "-" else Path(args.file).open("rb")  # noqa: SIM115
+
+    async def main() -> int:
+        producer = await start_producer(settings)
+        sent = 0
+        try:
+            pending = []
+            for line in stream:
+                line = line.rstrip(b"\r\n")
+                if not line.strip():
+                    continue
+                key = _tenant_key(line)
+                pending.append(await producer.send(args.topic or settings.events_topic,
+                                                   line, key=key))
+                sent += 1
+            for fut in pending:
+                await fut
+        finally:
+            await producer.stop()
+        return sent
+
+    sent = asyncio.run(main())
+    print(f"produced {sent} messages to {args.topic or settings.events_topic}")
+    return 0
+
+
+def _tenant_key(line: bytes) -> bytes | None:
+    """Key by tenant when the line says which; the worker dead-letters what it cannot read."""
+    try:
+        obj = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    if isinstance(obj, dict):
+        tenant = obj.get("tenant_id") or (obj.get("context") or {}).get("company_id")
+        return str(tenant).encode() if tenant else None
+    return None
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from streams.demo import run_demo
+    from streams.kafka import start_producer
+
+    settings = _settings()
+
+    async def main() -> int:
+        producer = await start_producer(settings)
+        try:
+            async def send(value: bytes, key: bytes | None) -> None:
+                await producer.send(settings.events_topic, value, key=key)
+
+            return await run_demo(send, args.rate, args.duration, seed=args.seed,
+                                  incident_every_s=args.incident_every)
+        finally:
+            await producer.stop()
+
+    try:
+        sent = asyncio.run(main())
+    except KeyboardInterrupt:
+        return 0
+    print(f"demo: sent {sent} messages")
+    return 0
+
+
+def cmd_alerts(args: argparse.Namespace) -> int:
+    from streams.kafka import start_consumer
+
+    settings = _settings()
+
+    async def main() -> None:
+        consumer = await start_consumer(
+            settings, settings.alerts_topic, auto_offset_reset="earliest",
+            enable_auto_commit=False, group_id=None,
+        )
+        idle_since = time.monotonic()
+        try:
+            while args.follow or time.monotonic() - idle_since < args.idle_timeout:
+                batch = await consumer.getmany(timeout_ms=500)
+                for records in batch.values():
+                    for record in records:
+                        idle_since = time.monotonic()
+                        print(_alert_line(record.value, args.json), flush=True)
+        finally:
+            await consumer.stop()
+
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _alert_line(value: bytes, as_json: bool) -> str:
+    if as_json:
+        return value.decode(errors="replace")
+    try:
+        alert = orjson.loads(value)
+        data = alert["data"]
+        labels = ",".join(f"{k}={v}" for k, v in sorted(data["labels"].items()))
+        return (f"{alert['time']} {data['status'].upper():8} {data['severity']:8} "
+                f"{data['alertname']} {{{labels}}} value={data['value']} "
+                f"threshold={data['threshold']} :: {data['annotations']['summary']}")
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return f"(unreadable alert) {value[:200]!r}"
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    from streams.query import render, run_query
+
+    columns, rows = run_query(_settings(), args.sql)
+    print(render(columns, rows, args.format))
+    return 0
+
+
+def cmd_schema_export(args: argparse.Namespace) -> int:
+    from schemas.export import export
+
+    for path in export(Path(args.dir)):
+        print(path)
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from sinks.clickhouse import connect
+    from sinks.migrate import migrate
+
+    settings = _settings()
+    client = connect(settings.resolved_clickhouse_url, settings.clickhouse_database)
+    try:
+        applied = migrate(client, settings.clickhouse_database, settings.retention_days)
+    finally:
+        client.close()
+    if not applied:
+        print("schema is up to date")
+    for m in applied:
+        print(f"applied {m.version:03d}_{m.name}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vigil", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="run the embedded stack (broker, worker, ClickHouse)")
+    up.add_argument("--demo", action="store_true", help="also run the demo traffic generator")
+    up.add_argument("--rate", type=float, default=500.0, help="demo messages per second")
+    up.add_argument("--for", dest="duration", type=float, default=None,
+                    help="stop after this many seconds (default: until Ctrl-C)")
+    up.add_argument("--broker-port", type=int, default=int(os.environ.get("VIGIL_BROKER_PORT", 0)),
+                    help="broker port (default: VIGIL_BROKER_PORT or a free port)")
+    up.set_defaults(func=cmd_up)
+
+    sub.add_parser("worker", help="run one Faust worker").set_defaults(func=cmd_worker)
+
+    produce = sub.add_parser("produce", help="send JSON lines to the events topic")
+    produce.add_argument("file", help="file of JSON lines, or - for stdin")
+    produce.add_argument("--topic", default=None)
+    produce.set_defaults(func=cmd_produce)
+
+    demo = sub.add_parser("demo", help="run the demo traffic generator only")
+    demo.add_argument("--rate", type=float, default=500.0)
+    demo.add_argument("--for", dest="duration", type=float, default=None)
+    demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument("--incident-every", type=float, default=300.0,
+                      help="seconds between repetitions of the incident schedule")
+    demo.set_defaults(func=cmd_demo)
+
+    alerts = sub.add_parser("alerts", help="print alerts from the alerts topic")
+    alerts.add_argument("--follow", "-f", action="store_true")
+    alerts.add_argument("--json", action="store_true", help="print the CloudEvents JSON")
+    alerts.add_argument("--idle-timeout", type=float, default=3.0,
+                        help="without --follow, stop after this many quiet seconds")
+    alerts.set_defaults(func=cmd_alerts)
+
+    query = sub.add_parser("query", help="run a read-only SQL query")
+    query.add_argument("sql")
+    query.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    query.set_defaults(func=cmd_query)
+
+    schema = sub.add_parser("schema", help="contract tools")
+    schema_sub = schema.add_subparsers(dest="schema_command", required=True)
+    export = schema_sub.add_parser("export", help="write JSON Schemas to DIR")
+    export.add_argument("dir")
+    export.set_defaults(func=cmd_schema_export)
+
+    sub.add_parser("migrate", help="apply ClickHouse DDL migrations").set_defaults(
+        func=cmd_migrate
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except VigilError as exc:
+        print(f"vigil: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

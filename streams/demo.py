@@ -1,0 +1,296 @@
+"""Seeded, realistic multi-tenant demo traffic, with scheduled incidents.
+
+Tenants of different sizes call routes with log-normal latencies and 4xx/5xx rates; users
+fail and succeed at logging in, webhooks arrive, analytics journeys walk the onboarding
+funnel; some events come in the platform's structured-log shape and a small share of
+messages is malformed on purpose. Every ``incident_every_s`` seconds the schedule replays
+a set of incidents for the detectors: a latency spike on one tenant's route, a
+cross-tenant access, PII inside an analytics payload, a brute-force burst from one IP and
+webhook signature failures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import orjson
+
+FUNNEL: tuple[str, ...] = (
+    "auth.user_registered",
+    "auth.email_verified",
+    "registration.profile_completed",
+    "documents.presigned_url_generated",
+    "documents.upload_complete",
+    "documents.status_submitted",
+    "documents.status_approved",
+)
+#: probability of moving on from each stage to the next
+FUNNEL_CONVERSION: tuple[float, ...] = (0.85, 0.8, 0.9, 0.92, 0.88, 0.75)
+
+TENANTS: tuple[tuple[str, float], ...] = (
+    ("acme", 0.45), ("globex", 0.25), ("initech", 0.15), ("umbrella", 0.1), ("hooli", 0.05),
+)
+#: (service, method, route, median latency ms, log-normal sigma)
+ROUTES: tuple[tuple[str, str, str, float, float], ...] = (
+    ("api", "GET", "/v1/documents/{id}", 45.0, 0.5),
+    ("api", "POST", "/v1/documents", 120.0, 0.6),
+    ("api", "GET", "/v1/users/me", 20.0, 0.4),
+    ("api", "GET", "/v1/reports", 180.0, 0.7),
+    ("auth", "POST", "/v1/auth/login", 90.0, 0.5),
+    ("web", "GET", "/dashboard", 60.0, 0.5),
+)
+SPIKE_TENANT, SPIKE_ROUTE = "acme", "/v1/reports"
+PII_SAMPLE = "please call me back at jane.roe@example.com"  # the demo's planted PII
+
+
+@dataclass(frozen=True, slots=True)
+class Incident:
+    name: str
+    start_s: float
+    duration_s: float
+
+
+SCHEDULE: tuple[Incident, ...] = (
+    Incident("latency_spike", 20, 120),
+    Incident("cross_tenant", 30, 5),
+    Incident("pii_in_analytics", 40, 5),
+    Incident("brute_force", 50, 10),
+    Incident("webhook_signature", 60, 10),
+)
+
+
+class DemoTraffic:
+    def __init__(self, seed: int = 7, incident_every_s: float = 300.0) -> None:
+        self._rng = random.Random(seed)
+        self._every_s = incident_every_s
+        self._journeys: dict[str, tuple[str, int]] = {}
+        self._seq = 0
+
+    def _id(self) -> str:
+        self._seq += 1
+        return str(uuid.UUID(int=self._rng.getrandbits(128)))
+
+    def _tenant(self) -> str:
+        r, acc = self._rng.random(), 0.0
+        for name, weight in TENANTS:
+            acc += weight
+            if r < acc:
+                return name
+        return TENANTS[-1][0]
+
+    def active(self, name: str, elapsed_s: float) -> bool:
+        phase = elapsed_s % self._every_s
+        return any(
+            i.name == name and i.start_s <= phase < i.start_s + i.duration_s for i in SCHEDULE
+        )
+
+    def messages(self, n: int, now_ms: int, elapsed_s: float) -> list[tuple[bytes, bytes | None]]:
+        """``n`` (value, key) pairs of background traffic plus any active incidents."""
+        out = [self._background(now_ms, elapsed_s) for _ in range(n)]
+        rng = self._rng
+        if self.active("cross_tenant", elapsed_s) and rng.random() < 0.2:
+            out.append(self._cross_tenant(now_ms))
+        if self.active("pii_in_analytics", elapsed_s) and rng.random() < 0.2:
+            out.append(self._pii(now_ms))
+        if self.active("brute_force", elapsed_s):
+            out.extend(self._auth_failure(now_ms, ip="203.0.113.66") for _ in range(3))
+        if self.active("webhook_signature", elapsed_s) and rng.random() < 0.5:
+            out.append(self._webhook(now_ms, valid=False))
+        return out
+
+    def _envelope(self, kind: str, tenant: str, service: str, now_ms: int) -> dict[str, object]:
+        return {
+            "event_id": self._id(),
+            "ts": now_ms,
+            "tenant_id": tenant,
+            "kind": kind,
+            "service": service,
+            "trace_id": f"{self._rng.getrandbits(128):032x}",
+            "span_id": f"{self._rng.getrandbits(64):016x}",
+            "schema_version": 1,
+        }
+
+    def _background(self, now_ms: int, elapsed_s: float) -> tuple[bytes, bytes | None]:
+        r = self._rng.random()
+        if r < 0.005:
+            return self._malformed(), None
+        if r < 0.02:
+            return self._auth_failure(now_ms)
+        if r < 0.04:
+            return self._webhook(now_ms, valid=True)
+        if r < 0.06:
+            return self._slow_query_log(now_ms)
+        if r < 0.25:
+            return self._analytics(now_ms)
+        return self._http(now_ms, elapsed_s)
+
+    def _http(self, now_ms: int, elapsed_s: float) -> tuple[bytes, bytes | None]:
+        rng = self._rng
+        tenant = self._tenant()
+        service, method, route, median, sigma = ROUTES[rng.randrange(len(ROUTES))]
+        duration = rng.lognormvariate(math.log(median), sigma)
+        if route == SPIKE_ROUTE and tenant == SPIKE_TENANT and self.active(
+            "latency_spike", elapsed_s
+        ):
+            duration *= 8
+        r = rng.random()
+        status = 500 if r < 0.003 else (404 if r < 0.02 else (401 if r < 0.03 else 200))
+        ev = self._envelope("http.request", tenant, service, now_ms)
+        ev.update(method=method, route=route, status=status, duration_ms=round(duration, 3),
+                  user_id=f"user-{tenant}-{rng.randrange(5000)}")
+        return orjson.dumps(ev), tenant.encode()
+
+    def _auth_failure(self, now_ms: int, ip: str | None = None) -> tuple[bytes, bytes | None]:
+        rng = self._rng
+        tenant = self._tenant() if ip is None else "globex"
+        ev = self._envelope("security.auth_failure", tenant, "auth", now_ms)
+        ev.update(
+            endpoint="/v1/auth/login",
+            reason=rng.choice(["bad_password", "unknown_user", "mfa_failed"]),
+            ip=ip or f"198.51.100.{rng.randrange(1, 255)}",
+            user_id=f"user-{tenant}-{rng.randrange(5000)}",
+        )
+        return orjson.dumps(ev), tenant.encode()
+
+    def _webhook(self, now_ms: int, valid: bool) -> tuple[bytes, bytes | None]:
+        rng = self._rng
+        if not valid:  # the structured-log shape, as the Laravel middleware writes it
+            log = {
+                "timestamp": _rfc3339(now_ms),
+                "level": "warning",
+                "category": "security",
+                "event_type": "auth_failure",
+                "subcategory": "webhook_signature",
+                "severity": "high",
+                "context": {
+                    "middleware": "VerifyStripeSignature",
+                    "endpoint": "/webhooks/stripe",
+                    "ip_address": f"192.0.2.{rng.randrange(1, 255)}",
+                    "signature_provided": rng.random() < 0.7,
+                    "error_code": "SIGNATURE_MISMATCH",
+                },
+                "trace_id": f"{rng.getrandbits(128):032x}",
+                "span_id": f"{rng.getrandbits(64):016x}",
+            }
+            return orjson.dumps(log), None
+        tenant = self._tenant()
+        ev = self._envelope("security.webhook_signature", tenant, "webhooks", now_ms)
+        ev.update(provider="stripe", endpoint="/webhooks/stripe", valid=True)
+        return orjson.dumps(ev), tenant.encode()
+
+    def _slow_query_log(self, now_ms: int) -> tuple[bytes, bytes | None]:
+        rng = self._rng
+        tenant = self._tenant()
+        log = {
+            "timestamp": _rfc3339(now_ms),
+            "level": "warning",
+            "category": "performance",
+            "event_type": "slow_query",
+            "severity": "medium",
+            "context": {
+                "query_time_ms": round(rng.lognormvariate(math.log(800), 0.4), 1),
+                "model": rng.choice(["Document", "User", "Invoice"]),
+                "company_id": tenant,
+            },
+            "trace_id": f"{rng.getrandbits(128):032x}",
+            "span_id": f"{rng.getrandbits(64):016x}",
+        }
+        return orjson.dumps(log), tenant.encode()
+
+    def _analytics(self, now_ms: int) -> tuple[bytes, bytes | None]:
+        rng = self._rng
+        if not self._journeys or rng.random() < 0.3:
+            user = f"u{self._seq}-{rng.getrandbits(32):08x}"
+            self._journeys[user] = (self._tenant(), 0)
+        user = rng.choice(list(self._journeys))
+        tenant, stage = self._journeys[user]
+        ev = self._envelope("analytics", tenant, "web", now_ms)
+        ev.update(event_name=FUNNEL[stage], user_id=user,
+                  properties={"plan": rng.choice(["free", "pro", "enterprise"])})
+        if stage + 1 < len(FUNNEL) and rng.random() < FUNNEL_CONVERSION[stage]:
+            self._journeys[user] = (tenant, stage + 1)
+        else:
+            del self._journeys[user]
+        if len(self._journeys) > 5000:
+            self._journeys.pop(next(iter(self._journeys)))
+        return orjson.dumps(ev), tenant.encode()
+
+    def _cross_tenant(self, now_ms: int) -> tuple[bytes, bytes | None]:
+        log = {
+            "timestamp": _rfc3339(now_ms),
+            "level": "critical",
+            "category": "security",
+            "event_type": "tenant_violation",
+            "severity": "critical",
+            "context": {
+                "user_id": 4711,
+                "user_company_id": "initech",
+                "requested_company_id": "acme",
+                "model": "Document",
+                "operation": "view",
+                "blocked": True,
+                "endpoint": "/v1/documents/9f1c",
+            },
+            "trace_id": f"{self._rng.getrandbits(128):032x}",
+            "span_id": f"{self._rng.getrandbits(64):016x}",
+        }
+        return orjson.dumps(log), b"initech"
+
+    def _pii(self, now_ms: int) -> tuple[bytes, bytes | None]:
+        ev = self._envelope("analytics", "umbrella", "web", now_ms)
+        ev.update(event_name="support.ticket_opened", user_id="u-pii",
+                  properties={"message": PII_SAMPLE})
+        return orjson.dumps(ev), b"umbrella"
+
+    def _malformed(self) -> bytes:
+        rng = self._rng
+        choice = rng.randrange(4)
+        if choice == 0:
+            return b'{"event_id": "truncated", "ts": '
+        if choice == 1:
+            return b'["an", "array", "not", "an", "object"]'
+        if choice == 2:
+            return orjson.dumps({"event_id": self._id(), "ts": "yesterday", "tenant_id": "acme",
+                                 "kind": "http.request", "service": "api"})
+        return orjson.dumps({"event_id": self._id(), "ts": int(time.time() * 1000),
+                             "tenant_id": "acme", "kind": "mystery.kind", "service": "api"})
+
+
+def _rfc3339(ms: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms / 1000)) + f".{ms % 1000:03d}Z"
+
+
+async def run_demo(
+    send: Callable[[bytes, bytes | None], object],
+    rate_per_s: float,
+    duration_s: float | None,
+    seed: int = 7,
+    incident_every_s: float = 300.0,
+    tick_s: float = 0.1,
+) -> int:
+    """Emit traffic at ``rate_per_s`` until ``duration_s`` passes; returns messages sent.
+
+    ``send(value, key)`` may return an awaitable, which is awaited.
+    """
+    traffic = DemoTraffic(seed, incident_every_s)
+    started = time.monotonic()
+    sent = 0
+    owed = 0.0
+    while duration_s is None or time.monotonic() - started < duration_s:
+        elapsed = time.monotonic() - started
+        owed += rate_per_s * tick_s
+        n = int(owed)
+        owed -= n
+        for value, key in traffic.messages(n, int(time.time() * 1000), elapsed):
+            result = send(value, key)
+            if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
+                await result
+            sent += 1
+        await asyncio.sleep(max(0.0, tick_s - (time.monotonic() - started - elapsed)))
+    return sent

@@ -1,0 +1,218 @@
+"""``vigil up``: the embedded stack on one machine.
+
+Starts the tansu broker on 127.0.0.1, one worker (which owns the chDB engine under
+``<data_dir>/clickhouse``) and optionally the demo generator, each as a child process in
+its own session; prints a compact live summary; on Ctrl-C (or after ``--for``) stops the
+demo, lets the worker flush and commit, then stops the broker. Children are also told by
+the kernel to stop if this supervisor dies, so nothing is left behind.
+
+The running stack is described in ``<data_dir>/stack.json`` so ``vigil query``,
+``vigil alerts`` and ``vigil produce`` in another terminal find it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from streams.broker import EmbeddedBroker
+from streams.errors import VigilError
+from streams.kafka import ensure_topics
+from streams.procs import free_port, spawn, stop
+from streams.settings import Settings
+
+STACK_FILE = "stack.json"
+
+
+def stack_file(settings: Settings) -> Path:
+    return settings.data_dir / STACK_FILE
+
+
+def read_stack(data_dir: Path) -> dict[str, Any] | None:
+    path = data_dir / STACK_FILE
+    try:
+        info: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    try:
+        os.kill(int(info["pid"]), 0)
+    except (OSError, KeyError, ValueError):
+        return None  # stale: the supervisor is gone
+    return info
+
+
+def _get_json(url: str, timeout_s: float = 2.0) -> dict[str, Any] | None:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310
+            body: dict[str, Any] = json.loads(response.read())
+            return body
+    except Exception:
+        return None
+
+
+def _fmt(n: float) -> str:
+    return f"{int(n):,}"
+
+
+class Stack:
+    def __init__(self, settings: Settings, broker_port: int, demo_rate: float | None) -> None:
+        self.settings = settings
+        self.logs = settings.data_dir / "logs"
+        self.broker = EmbeddedBroker(port=broker_port, log=self.logs / "broker.log")
+        self.web_port = settings.web_port or free_port()
+        self.demo_rate = demo_rate
+        self.worker: Any = None
+        self.demo: Any = None
+
+    def child_env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "VIGIL_MODE": "embedded",
+            "VIGIL_KAFKA_BOOTSTRAP": self.broker.bootstrap,
+            "VIGIL_KAFKA_SECURITY_PROTOCOL": "PLAINTEXT",
+            "VIGIL_WEB_PORT": str(self.web_port),
+            "VIGIL_DATA_DIR": str(self.settings.data_dir.resolve()),
+        }
+
+    def start(self) -> None:
+        s = self.settings
+        s.data_dir.mkdir(parents=True, exist_ok=True)
+        if read_stack(s.data_dir) is not None:
+            raise VigilError(
+                f"a stack is already running from {s.data_dir} (see {stack_file(s)}); "
+                "stop it first or use another VIGIL_DATA_DIR"
+            )
+        print(f"vigil: starting broker (tansu) on {self.broker.host}:{self.broker.port} ...")
+        self.broker.start()
+        broker_settings = s.model_copy(update={"kafka_bootstrap": self.broker.bootstrap})
+        asyncio.run(ensure_topics(
+            broker_settings, [s.events_topic, s.dlq_topic, s.alerts_topic]
+        ))
+        stack_file(s).write_text(json.dumps({
+            "pid": os.getpid(),
+            "kafka_bootstrap": self.broker.bootstrap,
+            "web_port": self.web_port,
+        }))
+        print(f"vigil: starting worker (ClickHouse: {s.resolved_clickhouse_url}; "
+              f"web: http://127.0.0.1:{self.web_port}) ...")
+        self.worker = spawn(
+            [sys.executable, "-m", "streams.cli", "worker"],
+            env=self.child_env(),
+            log=self.logs / "worker.log",
+        )
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            health = _get_json(f"http://127.0.0.1:{self.web_port}/healthz")
+            if health and health.get("ready"):
+                break
+            if self.worker.poll() is not None:
+                raise VigilError(
+                    f"worker exited with code {self.worker.returncode}; see "
+                    f"{self.logs / 'worker.log'}"
+                )
+            time.sleep(0.3)
+        else:
+            raise VigilError(f"worker not ready after 120s; see {self.logs / 'worker.log'}")
+        if self.demo_rate:
+            print(f"vigil: starting demo traffic at {self.demo_rate:g} msg/s ...")
+            self.demo = spawn(
+                [sys.executable, "-m", "streams.cli", "demo", "--rate", str(self.demo_rate)],
+                env=self.child_env(),
+                log=self.logs / "demo.log",
+            )
+        print(f"vigil: up. logs in {self.logs}/; try `vigil query \"SELECT kind, count() "
+              "FROM vigil.events GROUP BY kind\"` and `vigil alerts --follow`. Ctrl-C stops.")
+
+    def stats(self) -> dict[str, Any] | None:
+        return _get_json(f"http://127.0.0.1:{self.web_port}/stats")
+
+    def watch(self, duration_s: float | None, interval_s: float = 2.0) -> None:
+        started = time.monotonic()
+        last = self.stats() or {}
+        last_t = time.monotonic()
+        while duration_s is None or time.monotonic() - started < duration_s:
+            time.sleep(min(interval_s, max(0.05, (duration_s or 1e9) - (time.monotonic() - started))))
+            if self.worker.poll() is not None:
+                raise VigilError(
+                    f"worker exited with code {self.worker.returncode}; see "
+                    f"{self.logs / 'worker.log'}"
+                )
+            now = self.stats()
+            if not now:
+                continue
+            dt = max(time.monotonic() - last_t, 1e-6)
+            rate = (now["events"] - last.get("events", 0)) / dt
+            print(
+                f"[{time.monotonic() - started:6.0f}s] events/s {rate:8,.0f} | events "
+                f"{_fmt(now['events'])} | dlq {_fmt(now['dlq'])} | rows "
+                f"{_fmt(now['rows_written'])} | alerts {_fmt(now['alerts'])} | lag "
+                f"{_fmt(now['lag'])}",
+                flush=True,
+            )
+            last, last_t = now, time.monotonic()
+
+    def shutdown(self) -> None:
+        print("vigil: stopping ...", flush=True)
+        if self.demo is not None:
+            stop(self.demo, timeout_s=10)
+        final = self.stats() if self.worker is not None else None
+        if self.worker is not None:
+            code = stop(self.worker, timeout_s=60)
+            print(f"vigil: worker stopped (exit {code}) after flushing")
+        self.broker.stop()
+        stack_file(self.settings).unlink(missing_ok=True)
+        if final:
+            print(
+                f"vigil: processed events {_fmt(final['events'])}, dlq {_fmt(final['dlq'])}, "
+                f"alerts {_fmt(final['alerts'])}"
+            )
+        stored = self.stored_totals()
+        if stored:
+            print("vigil: stored in ClickHouse: " + ", ".join(
+                f"{table} {_fmt(n)} rows" for table, n in stored.items()))
+        print("vigil: stopped.")
+
+    def stored_totals(self) -> dict[str, int]:
+        """Row counts per table, read from the engine now that the worker released it."""
+        from sinks.clickhouse import connect
+
+        s = self.settings
+        try:
+            client = connect(s.resolved_clickhouse_url, s.clickhouse_database)
+        except VigilError:
+            return {}
+        try:
+            rows = client.query(
+                "SELECT table, sum(rows) FROM system.parts WHERE database = {db:String} "
+                "AND active GROUP BY table ORDER BY table",
+                parameters={"db": s.clickhouse_database},
+            ).result_rows
+        finally:
+            client.close()
+        return {str(t): int(n) for t, n in rows if t != "schema_migrations"}
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def run_up(settings: Settings, broker_port: int, demo_rate: float | None,
+           duration_s: float | None) -> int:
+    stack = Stack(settings, broker_port, demo_rate)
+    # SIGTERM behaves like Ctrl-C so `kill` of the supervisor also stops cleanly.
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        stack.start()
+        stack.watch(duration_s)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stack.shutdown()
+    return 0
