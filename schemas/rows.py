@@ -13,6 +13,7 @@ from typing import Any
 
 from schemas.events import Event
 
+
 @dataclass(frozen=True, slots=True)
 class Provenance:
     """Where an event came from: Kafka coordinates plus its NDJSON line (0 if none)."""
@@ -61,20 +62,34 @@ SOURCE_COLUMNS: tuple[str, ...] = ("src_topic", "src_partition", "src_offset", "
 EVENT_COLUMNS: tuple[str, ...] = tuple(c for c, _, _ in _EVENT_FIELDS) + SOURCE_COLUMNS
 
 
-def event_columns(events: Sequence[Event], sources: Sequence[Provenance]) -> dict[str, list[Any]]:
-    """Column-oriented rows for ``vigil.events``, one per event, with its provenance."""
+def event_columns(
+    events: Sequence[Event],
+    ts_ms: Sequence[int],
+    topic: str,
+    partitions: Sequence[int],
+    offsets: Sequence[int],
+    lines: Sequence[int],
+) -> dict[str, list[Any]]:
+    """Column-oriented rows for ``vigil.events``, one per event, with its provenance.
+
+    ``ts`` is written as float epoch seconds with millisecond precision: the writer sends
+    JSONColumns blocks, in which ClickHouse reads a DateTime64 number as seconds."""
+    # Pydantic keeps field values in __dict__; reading it directly avoids the costly
+    # AttributeError path of getattr() for fields a kind does not have.
+    dicts = [e.__dict__ for e in events]
     columns: dict[str, list[Any]] = {}
     for column, attr, default in _EVENT_FIELDS:
-        values: list[Any] = []
-        append = values.append
-        for event in events:
-            value = getattr(event, attr, default)
-            append(default if value is None else value)
+        if column == "ts":
+            columns["ts"] = [t / 1000 for t in ts_ms]
+            continue
+        values = [d.get(attr) for d in dicts]
+        if default is not None:
+            values = [default if v is None else v for v in values]
         columns[column] = values
     columns["signature_valid"] = [int(v) for v in columns["signature_valid"]]
     columns["blocked"] = [int(v) for v in columns["blocked"]]
-    columns["src_topic"] = [s.topic for s in sources]
-    columns["src_partition"] = [s.partition for s in sources]
-    columns["src_offset"] = [s.offset for s in sources]
-    columns["src_line"] = [s.line for s in sources]
+    columns["src_topic"] = [topic] * len(events)
+    columns["src_partition"] = list(partitions)
+    columns["src_offset"] = list(offsets)
+    columns["src_line"] = list(lines)
     return columns

@@ -30,9 +30,7 @@ def load_migrations(database: str, retention_days: int) -> list[Migration]:
         if not match:
             continue
         text = entry.read_text(encoding="utf-8")
-        text = text.replace("{database}", database).replace(
-            "{retention_days}", str(retention_days)
-        )
+        text = text.replace("{database}", database).replace("{retention_days}", str(retention_days))
         body = "\n".join(ln for ln in text.splitlines() if not ln.strip().startswith("--"))
         statements = tuple(s.strip() for s in body.split(";") if s.strip())
         found.append(Migration(int(match.group(1)), match.group(2), statements))

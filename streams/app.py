@@ -45,9 +45,7 @@ class Runtime:
     async def open(self, app: VigilApp) -> None:
         s = self.settings
         client = await asyncio.to_thread(connect, s.resolved_clickhouse_url, s.clickhouse_database)
-        applied = await asyncio.to_thread(
-            migrate, client, s.clickhouse_database, s.retention_days
-        )
+        applied = await asyncio.to_thread(migrate, client, s.clickhouse_database, s.retention_days)
         for m in applied:
             log.info("applied migration %03d_%s", m.version, m.name)
         self.writer = ClickHouseWriter(
@@ -63,7 +61,9 @@ class Runtime:
         self.writer.start()
         for name in (s.events_topic, s.dlq_topic, s.alerts_topic):
             await app.topic(name).maybe_declare()
-        ingestor = Ingestor(self.pseudonymizer, s.max_message_bytes, int(s.max_future_skew_s * 1000))
+        ingestor = Ingestor(
+            self.pseudonymizer, s.max_message_bytes, int(s.max_future_skew_s * 1000)
+        )
         self.pipeline = IngestPipeline(
             ingestor, self.writer, app.send_raw, s.dlq_topic, self.metrics, self.pseudonymizer
         )
@@ -161,8 +161,9 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         partitions=settings.topic_partitions,
     )
     for name in (settings.dlq_topic, settings.alerts_topic):
-        app.topic(name, key_serializer="raw", value_serializer="raw",
-                  partitions=settings.topic_partitions)
+        app.topic(
+            name, key_serializer="raw", value_serializer="raw", partitions=settings.topic_partitions
+        )
 
     @app.agent(events, name="vigil.ingest")  # type: ignore[untyped-decorator]
     async def ingest(stream: Any) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import sys
@@ -50,9 +51,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     settings = _settings()
     logging.basicConfig(level=settings.log_level)
-    asyncio.run(ensure_topics(
-        settings, [settings.events_topic, settings.dlq_topic, settings.alerts_topic]
-    ))
+    asyncio.run(
+        ensure_topics(settings, [settings.events_topic, settings.dlq_topic, settings.alerts_topic])
+    )
     app = create_app(settings)
     worker = faust.Worker(app, loglevel=settings.log_level.lower())
     worker.execute_from_commandline()
@@ -75,8 +76,9 @@ def cmd_produce(args: argparse.Namespace) -> int:
                 if not line.strip():
                     continue
                 key = _tenant_key(line)
-                pending.append(await producer.send(args.topic or settings.events_topic,
-                                                   line, key=key))
+                pending.append(
+                    await producer.send(args.topic or settings.events_topic, line, key=key)
+                )
                 sent += 1
             for fut in pending:
                 await fut
@@ -110,11 +112,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     async def main() -> int:
         producer = await start_producer(settings)
         try:
+
             async def send(value: bytes, key: bytes | None) -> None:
                 await producer.send(settings.events_topic, value, key=key)
 
-            return await run_demo(send, args.rate, args.duration, seed=args.seed,
-                                  incident_every_s=args.incident_every)
+            return await run_demo(
+                send, args.rate, args.duration, seed=args.seed, incident_every_s=args.incident_every
+            )
         finally:
             await producer.stop()
 
@@ -133,8 +137,11 @@ def cmd_alerts(args: argparse.Namespace) -> int:
 
     async def main() -> None:
         consumer = await start_consumer(
-            settings, settings.alerts_topic, auto_offset_reset="earliest",
-            enable_auto_commit=False, group_id=None,
+            settings,
+            settings.alerts_topic,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            group_id=None,
         )
         idle_since = time.monotonic()
         try:
@@ -147,10 +154,8 @@ def cmd_alerts(args: argparse.Namespace) -> int:
         finally:
             await consumer.stop()
 
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(main())
-    except KeyboardInterrupt:
-        pass
     return 0
 
 
@@ -161,9 +166,11 @@ def _alert_line(value: bytes, as_json: bool) -> str:
         alert = orjson.loads(value)
         data = alert["data"]
         labels = ",".join(f"{k}={v}" for k, v in sorted(data["labels"].items()))
-        return (f"{alert['time']} {data['status'].upper():8} {data['severity']:8} "
-                f"{data['alertname']} {{{labels}}} value={data['value']} "
-                f"threshold={data['threshold']} :: {data['annotations']['summary']}")
+        return (
+            f"{alert['time']} {data['status'].upper():8} {data['severity']:8} "
+            f"{data['alertname']} {{{labels}}} value={data['value']} "
+            f"threshold={data['threshold']} :: {data['annotations']['summary']}"
+        )
     except (orjson.JSONDecodeError, KeyError, TypeError):
         return f"(unreadable alert) {value[:200]!r}"
 
@@ -208,10 +215,19 @@ def build_parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="run the embedded stack (broker, worker, ClickHouse)")
     up.add_argument("--demo", action="store_true", help="also run the demo traffic generator")
     up.add_argument("--rate", type=float, default=500.0, help="demo messages per second")
-    up.add_argument("--for", dest="duration", type=float, default=None,
-                    help="stop after this many seconds (default: until Ctrl-C)")
-    up.add_argument("--broker-port", type=int, default=int(os.environ.get("VIGIL_BROKER_PORT", 0)),
-                    help="broker port (default: VIGIL_BROKER_PORT or a free port)")
+    up.add_argument(
+        "--for",
+        dest="duration",
+        type=float,
+        default=None,
+        help="stop after this many seconds (default: until Ctrl-C)",
+    )
+    up.add_argument(
+        "--broker-port",
+        type=int,
+        default=int(os.environ.get("VIGIL_BROKER_PORT", 0)),
+        help="broker port (default: VIGIL_BROKER_PORT or a free port)",
+    )
     up.set_defaults(func=cmd_up)
 
     sub.add_parser("worker", help="run one Faust worker").set_defaults(func=cmd_worker)
@@ -225,15 +241,23 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--rate", type=float, default=500.0)
     demo.add_argument("--for", dest="duration", type=float, default=None)
     demo.add_argument("--seed", type=int, default=7)
-    demo.add_argument("--incident-every", type=float, default=300.0,
-                      help="seconds between repetitions of the incident schedule")
+    demo.add_argument(
+        "--incident-every",
+        type=float,
+        default=300.0,
+        help="seconds between repetitions of the incident schedule",
+    )
     demo.set_defaults(func=cmd_demo)
 
     alerts = sub.add_parser("alerts", help="print alerts from the alerts topic")
     alerts.add_argument("--follow", "-f", action="store_true")
     alerts.add_argument("--json", action="store_true", help="print the CloudEvents JSON")
-    alerts.add_argument("--idle-timeout", type=float, default=3.0,
-                        help="without --follow, stop after this many quiet seconds")
+    alerts.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=3.0,
+        help="without --follow, stop after this many quiet seconds",
+    )
     alerts.set_defaults(func=cmd_alerts)
 
     query = sub.add_parser("query", help="run a read-only SQL query")
@@ -247,9 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("dir")
     export.set_defaults(func=cmd_schema_export)
 
-    sub.add_parser("migrate", help="apply ClickHouse DDL migrations").set_defaults(
-        func=cmd_migrate
-    )
+    sub.add_parser("migrate", help="apply ClickHouse DDL migrations").set_defaults(func=cmd_migrate)
     return parser
 
 

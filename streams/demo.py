@@ -34,7 +34,11 @@ FUNNEL: tuple[str, ...] = (
 FUNNEL_CONVERSION: tuple[float, ...] = (0.85, 0.8, 0.9, 0.92, 0.88, 0.75)
 
 TENANTS: tuple[tuple[str, float], ...] = (
-    ("acme", 0.45), ("globex", 0.25), ("initech", 0.15), ("umbrella", 0.1), ("hooli", 0.05),
+    ("acme", 0.45),
+    ("globex", 0.25),
+    ("initech", 0.15),
+    ("umbrella", 0.1),
+    ("hooli", 0.05),
 )
 #: (service, method, route, median latency ms, log-normal sigma)
 ROUTES: tuple[tuple[str, str, str, float, float], ...] = (
@@ -135,15 +139,22 @@ class DemoTraffic:
         tenant = self._tenant()
         service, method, route, median, sigma = ROUTES[rng.randrange(len(ROUTES))]
         duration = rng.lognormvariate(math.log(median), sigma)
-        if route == SPIKE_ROUTE and tenant == SPIKE_TENANT and self.active(
-            "latency_spike", elapsed_s
+        if (
+            route == SPIKE_ROUTE
+            and tenant == SPIKE_TENANT
+            and self.active("latency_spike", elapsed_s)
         ):
             duration *= 8
         r = rng.random()
         status = 500 if r < 0.003 else (404 if r < 0.02 else (401 if r < 0.03 else 200))
         ev = self._envelope("http.request", tenant, service, now_ms)
-        ev.update(method=method, route=route, status=status, duration_ms=round(duration, 3),
-                  user_id=f"user-{tenant}-{rng.randrange(5000)}")
+        ev.update(
+            method=method,
+            route=route,
+            status=status,
+            duration_ms=round(duration, 3),
+            user_id=f"user-{tenant}-{rng.randrange(5000)}",
+        )
         return orjson.dumps(ev), tenant.encode()
 
     def _auth_failure(self, now_ms: int, ip: str | None = None) -> tuple[bytes, bytes | None]:
@@ -211,8 +222,11 @@ class DemoTraffic:
         user = rng.choice(list(self._journeys))
         tenant, stage = self._journeys[user]
         ev = self._envelope("analytics", tenant, "web", now_ms)
-        ev.update(event_name=FUNNEL[stage], user_id=user,
-                  properties={"plan": rng.choice(["free", "pro", "enterprise"])})
+        ev.update(
+            event_name=FUNNEL[stage],
+            user_id=user,
+            properties={"plan": rng.choice(["free", "pro", "enterprise"])},
+        )
         if stage + 1 < len(FUNNEL) and rng.random() < FUNNEL_CONVERSION[stage]:
             self._journeys[user] = (tenant, stage + 1)
         else:
@@ -244,8 +258,9 @@ class DemoTraffic:
 
     def _pii(self, now_ms: int) -> tuple[bytes, bytes | None]:
         ev = self._envelope("analytics", "umbrella", "web", now_ms)
-        ev.update(event_name="support.ticket_opened", user_id="u-pii",
-                  properties={"message": PII_SAMPLE})
+        ev.update(
+            event_name="support.ticket_opened", user_id="u-pii", properties={"message": PII_SAMPLE}
+        )
         return orjson.dumps(ev), b"umbrella"
 
     def _malformed(self) -> bytes:
@@ -256,10 +271,24 @@ class DemoTraffic:
         if choice == 1:
             return b'["an", "array", "not", "an", "object"]'
         if choice == 2:
-            return orjson.dumps({"event_id": self._id(), "ts": "yesterday", "tenant_id": "acme",
-                                 "kind": "http.request", "service": "api"})
-        return orjson.dumps({"event_id": self._id(), "ts": int(time.time() * 1000),
-                             "tenant_id": "acme", "kind": "mystery.kind", "service": "api"})
+            return orjson.dumps(
+                {
+                    "event_id": self._id(),
+                    "ts": "yesterday",
+                    "tenant_id": "acme",
+                    "kind": "http.request",
+                    "service": "api",
+                }
+            )
+        return orjson.dumps(
+            {
+                "event_id": self._id(),
+                "ts": int(time.time() * 1000),
+                "tenant_id": "acme",
+                "kind": "mystery.kind",
+                "service": "api",
+            }
+        )
 
 
 def _rfc3339(ms: int) -> str:

@@ -49,7 +49,6 @@ def dead_letter_columns(
         "src_offset": [r.source.offset for r in rejections],
         "src_line": [r.source.line for r in rejections],
         "src_timestamp": [
-            datetime.fromtimestamp(max(r.source.timestamp_ms, 0) / 1000, tz=UTC)
-            for r in rejections
+            datetime.fromtimestamp(max(r.source.timestamp_ms, 0) / 1000, tz=UTC) for r in rejections
         ],
     }

@@ -92,16 +92,20 @@ class Stack:
         print(f"vigil: starting broker (tansu) on {self.broker.host}:{self.broker.port} ...")
         self.broker.start()
         broker_settings = s.model_copy(update={"kafka_bootstrap": self.broker.bootstrap})
-        asyncio.run(ensure_topics(
-            broker_settings, [s.events_topic, s.dlq_topic, s.alerts_topic]
-        ))
-        stack_file(s).write_text(json.dumps({
-            "pid": os.getpid(),
-            "kafka_bootstrap": self.broker.bootstrap,
-            "web_port": self.web_port,
-        }))
-        print(f"vigil: starting worker (ClickHouse: {s.resolved_clickhouse_url}; "
-              f"web: http://127.0.0.1:{self.web_port}) ...")
+        asyncio.run(ensure_topics(broker_settings, [s.events_topic, s.dlq_topic, s.alerts_topic]))
+        stack_file(s).write_text(
+            json.dumps(
+                {
+                    "pid": os.getpid(),
+                    "kafka_bootstrap": self.broker.bootstrap,
+                    "web_port": self.web_port,
+                }
+            )
+        )
+        print(
+            f"vigil: starting worker (ClickHouse: {s.resolved_clickhouse_url}; "
+            f"web: http://127.0.0.1:{self.web_port}) ..."
+        )
         self.worker = spawn(
             [sys.executable, "-m", "streams.cli", "worker"],
             env=self.child_env(),
@@ -127,8 +131,10 @@ class Stack:
                 env=self.child_env(),
                 log=self.logs / "demo.log",
             )
-        print(f"vigil: up. logs in {self.logs}/; try `vigil query \"SELECT kind, count() "
-              "FROM vigil.events GROUP BY kind\"` and `vigil alerts --follow`. Ctrl-C stops.")
+        print(
+            f'vigil: up. logs in {self.logs}/; try `vigil query "SELECT kind, count() '
+            'FROM vigil.events GROUP BY kind"` and `vigil alerts --follow`. Ctrl-C stops.'
+        )
 
     def stats(self) -> dict[str, Any] | None:
         return _get_json(f"http://127.0.0.1:{self.web_port}/stats")
@@ -138,7 +144,9 @@ class Stack:
         last = self.stats() or {}
         last_t = time.monotonic()
         while duration_s is None or time.monotonic() - started < duration_s:
-            time.sleep(min(interval_s, max(0.05, (duration_s or 1e9) - (time.monotonic() - started))))
+            time.sleep(
+                min(interval_s, max(0.05, (duration_s or 1e9) - (time.monotonic() - started)))
+            )
             if self.worker.poll() is not None:
                 raise VigilError(
                     f"worker exited with code {self.worker.returncode}; see "
@@ -175,8 +183,10 @@ class Stack:
             )
         stored = self.stored_totals()
         if stored:
-            print("vigil: stored in ClickHouse: " + ", ".join(
-                f"{table} {_fmt(n)} rows" for table, n in stored.items()))
+            print(
+                "vigil: stored in ClickHouse: "
+                + ", ".join(f"{table} {_fmt(n)} rows" for table, n in stored.items())
+            )
         print("vigil: stopped.")
 
     def stored_totals(self) -> dict[str, int]:
@@ -203,8 +213,9 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def run_up(settings: Settings, broker_port: int, demo_rate: float | None,
-           duration_s: float | None) -> int:
+def run_up(
+    settings: Settings, broker_port: int, demo_rate: float | None, duration_s: float | None
+) -> int:
     stack = Stack(settings, broker_port, demo_rate)
     # SIGTERM behaves like Ctrl-C so `kill` of the supervisor also stops cleanly.
     signal.signal(signal.SIGTERM, _interrupt)

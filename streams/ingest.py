@@ -33,6 +33,9 @@ REASONS: tuple[str, ...] = (
 )
 
 
+MIN_TS_MS = 946_684_800_000  # 2000-01-01T00:00:00Z
+
+
 class SourceRecord(Protocol):
     """What the consumer hands over: aiokafka's ConsumerRecord satisfies it."""
 
@@ -58,9 +61,18 @@ class Rejection:
 
 @dataclass(slots=True)
 class IngestResult:
+    """Valid events with their provenance as parallel columns, plus the rejections."""
+
+    topic: str = ""
     events: list[Event] = field(default_factory=list)
-    sources: list[Provenance] = field(default_factory=list)
+    ts_ms: list[int] = field(default_factory=list)
+    partitions: list[int] = field(default_factory=list)
+    offsets: list[int] = field(default_factory=list)
+    lines: list[int] = field(default_factory=list)
     rejections: list[Rejection] = field(default_factory=list)
+
+    def provenance(self, i: int) -> Provenance:
+        return Provenance(self.topic, self.partitions[i], self.offsets[i], self.lines[i], 0)
 
 
 def describe_validation_error(exc: ValidationError) -> tuple[str, str]:
@@ -89,7 +101,7 @@ class Ingestor:
         self._max_skew_ms = max_future_skew_ms
 
     def decode_batch(self, records: Sequence[SourceRecord], now_ms: int) -> IngestResult:
-        result = IngestResult()
+        result = IngestResult(topic=records[0].topic if records else "")
         horizon_ms = now_ms + self._max_skew_ms
         for rec in records:
             value = rec.value or b""
@@ -131,8 +143,9 @@ class Ingestor:
                 obj = orjson.loads(line)
             except orjson.JSONDecodeError as exc:
                 result.rejections.append(
-                    Rejection("not_json", f"line {number}: not valid JSON: {exc}", line,
-                              line_source)
+                    Rejection(
+                        "not_json", f"line {number}: not valid JSON: {exc}", line, line_source
+                    )
                 )
                 continue
             self._accept(obj, line, line_source, horizon_ms, result)
@@ -167,16 +180,19 @@ class Ingestor:
             reason, message = describe_validation_error(exc)
             result.rejections.append(Rejection(reason, f"{where}{message}", raw, source))
             return
-        if event.ts.timestamp() * 1000 > horizon_ms:
+        ts_ms = int(event.ts.timestamp() * 1000)
+        if ts_ms > horizon_ms or ts_ms < MIN_TS_MS:
+            reason, problem = (
+                ("future_timestamp", "is further in the future than VIGIL_MAX_FUTURE_SKEW_S allows")
+                if ts_ms > horizon_ms
+                else ("bad_timestamp", "is before 2000-01-01 (epoch seconds sent as ms?)")
+            )
             result.rejections.append(
-                Rejection(
-                    "future_timestamp",
-                    f"{where}ts {event.ts.isoformat()} is further in the future than "
-                    f"VIGIL_MAX_FUTURE_SKEW_S allows",
-                    raw,
-                    source,
-                )
+                Rejection(reason, f"{where}ts {event.ts.isoformat()} {problem}", raw, source)
             )
             return
         result.events.append(event)
-        result.sources.append(source)
+        result.ts_ms.append(ts_ms)
+        result.partitions.append(source.partition)
+        result.offsets.append(source.offset)
+        result.lines.append(source.line)

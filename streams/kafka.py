@@ -6,6 +6,7 @@ and benchmarks. Idempotent producers are off: the embedded broker refuses InitPr
 
 from __future__ import annotations
 
+import contextlib
 import ssl
 from typing import Any
 
@@ -42,14 +43,15 @@ def unreachable(settings: Settings, exc: Exception) -> BrokerUnavailable:
 
 
 async def start_producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
-    producer = AIOKafkaProducer(
+    options: dict[str, Any] = {
         **client_options(settings),
-        linger_ms=5,
-        max_batch_size=1 << 20,
-        max_request_size=settings.max_message_bytes * 4,
-        enable_idempotence=False,
+        "linger_ms": 5,
+        "max_batch_size": 1 << 20,
+        "max_request_size": settings.max_message_bytes * 4,
+        "enable_idempotence": False,
         **overrides,
-    )
+    }
+    producer = AIOKafkaProducer(**options)
     try:
         await producer.start()
     except KafkaConnectionError as exc:
@@ -68,7 +70,9 @@ async def start_consumer(settings: Settings, *topics: str, **overrides: Any) -> 
     return consumer
 
 
-async def ensure_topics(settings: Settings, names: list[str], partitions: int | None = None) -> None:
+async def ensure_topics(
+    settings: Settings, names: list[str], partitions: int | None = None
+) -> None:
     admin = AIOKafkaAdminClient(**client_options(settings))
     try:
         await admin.start()
@@ -78,15 +82,14 @@ async def ensure_topics(settings: Settings, names: list[str], partitions: int | 
         existing = set(await admin.list_topics())
         missing = [n for n in names if n not in existing]
         if missing:
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(
                     [
-                        NewTopic(n, partitions or settings.topic_partitions,
-                                 settings.topic_replication)
+                        NewTopic(
+                            n, partitions or settings.topic_partitions, settings.topic_replication
+                        )
                         for n in missing
                     ]
                 )
-            except TopicAlreadyExistsError:
-                pass
     finally:
         await admin.close()

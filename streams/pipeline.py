@@ -13,12 +13,11 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
-from schemas.events import Event
 from schemas.normalize import Pseudonymizer
 from schemas.rows import Provenance, event_columns
 from sinks.clickhouse import ClickHouseWriter
 from streams.dlq import dead_letter_columns, dlq_headers
-from streams.ingest import Ingestor, Rejection
+from streams.ingest import Ingestor, IngestResult, Rejection
 from streams.metrics import Metrics
 from streams.transport import SourceBatch
 
@@ -31,7 +30,7 @@ Send = Callable[[str, bytes | None, bytes, list[tuple[str, bytes]]], Awaitable[A
 class Detector(Protocol):
     """The seam for detectors: a pure core fed with each validated batch."""
 
-    async def process(self, events: Sequence[Event], sources: Sequence[Provenance]) -> None: ...
+    async def process(self, batch: IngestResult) -> None: ...
 
 
 class IngestPipeline:
@@ -63,7 +62,10 @@ class IngestPipeline:
         except Exception as exc:
             log.exception(
                 "processing failed for %s[%d] offsets %d-%d; dead-lettering %d records",
-                batch.topic, batch.partition, batch.first_offset, batch.last_offset,
+                batch.topic,
+                batch.partition,
+                batch.first_offset,
+                batch.last_offset,
                 len(batch.records),
             )
             now_ms = self._clock_ms()
@@ -97,11 +99,17 @@ class IngestPipeline:
         if result.events:
             for kind, n in Counter(e.kind for e in result.events).items():
                 self._metrics.events_consumed.labels(kind=kind).inc(n)
-            newest = max(e.ts for e in result.events)
-            self._metrics.last_event_timestamp.set(newest.timestamp())
+            self._metrics.last_event_timestamp.set(max(result.ts_ms) / 1000)
             for detector in self._detectors:
-                await detector.process(result.events, result.sources)
-            rows["events"] = event_columns(result.events, result.sources)
+                await detector.process(result)
+            rows["events"] = event_columns(
+                result.events,
+                result.ts_ms,
+                result.topic,
+                result.partitions,
+                result.offsets,
+                result.lines,
+            )
         await self._writer.add(
             rows,
             source=(batch.topic, batch.partition, batch.first_offset, batch.last_offset),

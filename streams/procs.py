@@ -47,7 +47,7 @@ def spawn(
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
         start_new_session=True,
-        preexec_fn=_die_with_parent,  # noqa: PLW1509 - needed for PDEATHSIG
+        preexec_fn=_die_with_parent,
     )
 
 

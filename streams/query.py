@@ -36,8 +36,10 @@ def run_query(settings: Settings, sql: str) -> tuple[list[str], list[list[Any]]]
 
 def _via_worker(settings: Settings, sql: str) -> tuple[list[str], list[list[Any]]]:
     url = f"http://127.0.0.1:{settings.web_port}/query"
-    request = urllib.request.Request(  # noqa: S310 - loopback URL we build
-        url, data=json.dumps({"sql": sql}).encode(), method="POST",
+    request = urllib.request.Request(
+        url,
+        data=json.dumps({"sql": sql}).encode(),
+        method="POST",
         headers={"Content-Type": "application/json"},
     )
     try:

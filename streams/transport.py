@@ -99,7 +99,7 @@ class BatchConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
             generation_id=self.app.consumer_generation_id,
         )
 
-    async def _drain_messages(self, fetcher: Any) -> None:  # noqa: C901
+    async def _drain_messages(self, fetcher: Any) -> None:
         callback = self.callback
         consumer_stopped = cast(Any, self)._stopped.is_set
         fetcher_stopped = fetcher._stopped.is_set

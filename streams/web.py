@@ -40,12 +40,7 @@ def stats_snapshot(metrics: Metrics) -> dict[str, float]:
     """Totals for the live summary of `vigil up` (sums over bounded labels)."""
 
     def total(name: str) -> float:
-        return sum(
-            s.value
-            for m in metrics.registry.collect()
-            for s in m.samples
-            if s.name == name
-        )
+        return sum(s.value for m in metrics.registry.collect() for s in m.samples if s.name == name)
 
     return {
         "messages": total("vigil_messages_consumed_total"),

@@ -1,0 +1,110 @@
+"""Ingest throughput, measured side by side on one embedded broker (issue 2).
+
+(a) the ceiling: a bare aiokafka consumer that only reads and orjson-decodes the events;
+(b) Vigil end to end, one event per Kafka message: first produce → last row visible in
+    ClickHouse, with the worker in its own process as in production;
+(c) the same with NDJSON messages of 100 events each.
+Prints events/s and the ratios b/a and c/a. Run with `make bench`; BENCH_EVENTS=N to
+change the event count (default 200,000).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+import orjson
+from aiokafka import AIOKafkaConsumer
+
+from benchmarks.common import Worker, http_events
+from streams.broker import EmbeddedBroker
+from streams.kafka import ensure_topics, start_producer
+from streams.settings import load_settings
+
+N = int(os.environ.get("BENCH_EVENTS", "200000"))
+PARTITIONS = 4
+
+
+async def produce(bootstrap: str, topic: str, values: list[bytes]) -> float:
+    settings = load_settings(kafka_bootstrap=bootstrap)
+    producer = await start_producer(settings, linger_ms=10)
+    started = time.perf_counter()
+    try:
+        futures = [await producer.send(topic, v, key=None) for v in values]
+        for f in futures:
+            await f
+    finally:
+        await producer.stop()
+    return time.perf_counter() - started
+
+
+async def bare_consumer(bootstrap: str, topic: str, expected: int) -> float:
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id="bench-bare",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        max_partition_fetch_bytes=8 << 20,
+        fetch_max_bytes=64 << 20,
+    )
+    await consumer.start()
+    seen, started = 0, None
+    try:
+        while seen < expected:
+            batch = await consumer.getmany(timeout_ms=1000, max_records=20_000)
+            if started is None and batch:
+                started = time.perf_counter()
+            for records in batch.values():
+                for r in records:
+                    orjson.loads(r.value)
+                    seen += 1
+    finally:
+        await consumer.stop()
+    assert started is not None
+    return expected / (time.perf_counter() - started)
+
+
+def vigil_end_to_end(bootstrap: str, prefix: str, values: list[bytes], events: int) -> float:
+    worker = Worker(bootstrap, prefix, PARTITIONS)
+    worker.start()
+    try:
+        started = time.perf_counter()
+        asyncio.run(produce(bootstrap, f"{prefix}.events", values))
+        while True:
+            rows = worker.query("SELECT count() FROM vigil.events")[0][0]
+            if rows >= events:
+                break
+            time.sleep(0.1)
+        return events / (time.perf_counter() - started)
+    finally:
+        worker.stop()
+
+
+def main() -> None:
+    events = http_events(N)
+    size = sum(map(len, events)) / len(events)
+    ndjson = [b"\n".join(events[i : i + 100]) for i in range(0, N, 100)]
+    print(
+        f"events: {N:,} of {size:.0f} bytes on average; {PARTITIONS} partitions; "
+        f"{os.cpu_count()} cores"
+    )
+    with EmbeddedBroker() as broker:
+        settings = load_settings(kafka_bootstrap=broker.bootstrap)
+        asyncio.run(ensure_topics(settings, ["bench.raw"], PARTITIONS))
+        asyncio.run(produce(broker.bootstrap, "bench.raw", events))
+        a = asyncio.run(bare_consumer(broker.bootstrap, "bench.raw", N))
+        print(f"(a) bare aiokafka consumer + orjson decode : {a:10,.0f} events/s")
+        b = vigil_end_to_end(broker.bootstrap, "bench1", events, N)
+        print(
+            f"(b) vigil, one event per message          : {b:10,.0f} events/s   b/a = {b / a:.2f}"
+        )
+        c = vigil_end_to_end(broker.bootstrap, "bench2", ndjson, N)
+        print(
+            f"(c) vigil, NDJSON x100 per message        : {c:10,.0f} events/s   c/a = {c / a:.2f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
