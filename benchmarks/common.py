@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import os
 import random
-import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
-from typing import Any
 
 import orjson
 
-from streams.procs import free_port, spawn, stop
+from streams.procs import free_port
+from streams.worker_proc import WorkerProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -48,66 +45,22 @@ def http_events(n: int, seed: int = 1, tenants: int = 20, routes: int = 50) -> l
     return out
 
 
-class Worker:
+def worker(
+    bootstrap: str, prefix: str, partitions: int = 4, extra_env: dict[str, str] | None = None
+) -> WorkerProcess:
     """`vigil worker` in its own process, like production, on a fresh chDB directory."""
-
-    def __init__(
-        self,
-        bootstrap: str,
-        prefix: str,
-        partitions: int = 4,
-        extra_env: dict[str, str] | None = None,
-    ) -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix=f"vigil-bench-{prefix}-"))
-        self.port = free_port()
-        self.env = {
-            **os.environ,
-            "VIGIL_MODE": "embedded",
-            "VIGIL_KAFKA_BOOTSTRAP": bootstrap,
-            "VIGIL_TOPIC_PREFIX": prefix,
-            "VIGIL_TOPIC_PARTITIONS": str(partitions),
-            "VIGIL_CONSUMER_GROUP": f"{prefix}-group",
-            "VIGIL_DATA_DIR": str(self.dir),
-            "VIGIL_WEB_PORT": str(self.port),
-            "VIGIL_LOG_LEVEL": "WARNING",
-            **(extra_env or {}),
-        }
-        self.proc: Any = None
-
-    def start(self, timeout_s: float = 120) -> None:
-        self.proc = spawn(
-            [sys.executable, "-m", "streams.cli", "worker"],
-            env=self.env,
-            log=self.dir / "worker.log",
-            cwd=ROOT,
-        )
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.get("/healthz").get("ready"):
-                return
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"worker died; see {self.dir / 'worker.log'}")
-            time.sleep(0.2)
-        raise RuntimeError("worker not ready")
-
-    def get(self, path: str) -> dict[str, Any]:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as r:
-                body: dict[str, Any] = json.loads(r.read())
-                return body
-        except Exception:
-            return {}
-
-    def query(self, sql: str) -> list[list[Any]]:
-        req = urllib.request.Request(
-            f"http://127.0.0.1:{self.port}/query",
-            data=json.dumps({"sql": sql}).encode(),
-            method="POST",
-        )
-        with urllib.request.urlopen(req, timeout=30) as r:  # noqa: S310
-            rows: list[list[Any]] = json.loads(r.read())["rows"]
-            return rows
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop(self.proc, timeout_s=30)
+    data_dir = Path(tempfile.mkdtemp(prefix=f"vigil-bench-{prefix}-"))
+    port = free_port()
+    env = {
+        **os.environ,
+        "VIGIL_MODE": "embedded",
+        "VIGIL_KAFKA_BOOTSTRAP": bootstrap,
+        "VIGIL_TOPIC_PREFIX": prefix,
+        "VIGIL_TOPIC_PARTITIONS": str(partitions),
+        "VIGIL_CONSUMER_GROUP": f"{prefix}-group",
+        "VIGIL_DATA_DIR": str(data_dir),
+        "VIGIL_WEB_PORT": str(port),
+        "VIGIL_LOG_LEVEL": "WARNING",
+        **(extra_env or {}),
+    }
+    return WorkerProcess(env, port, data_dir / "worker.log", cwd=ROOT)

@@ -18,7 +18,6 @@ import os
 import signal
 import sys
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from streams.errors import VigilError
 from streams.kafka import ensure_topics
 from streams.procs import free_port, spawn, stop
 from streams.settings import Settings
+from streams.worker_proc import WorkerProcess
 
 STACK_FILE = "stack.json"
 
@@ -48,15 +48,6 @@ def read_stack(data_dir: Path) -> dict[str, Any] | None:
     return info
 
 
-def _get_json(url: str, timeout_s: float = 2.0) -> dict[str, Any] | None:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310
-            body: dict[str, Any] = json.loads(response.read())
-            return body
-    except Exception:
-        return None
-
-
 def _fmt(n: float) -> str:
     return f"{int(n):,}"
 
@@ -68,7 +59,7 @@ class Stack:
         self.broker = EmbeddedBroker(port=broker_port, log=self.logs / "broker.log")
         self.web_port = settings.web_port or free_port()
         self.demo_rate = demo_rate
-        self.worker: Any = None
+        self.worker: WorkerProcess | None = None
         self.demo: Any = None
 
     def child_env(self) -> dict[str, str]:
@@ -106,24 +97,8 @@ class Stack:
             f"vigil: starting worker (ClickHouse: {s.resolved_clickhouse_url}; "
             f"web: http://127.0.0.1:{self.web_port}) ..."
         )
-        self.worker = spawn(
-            [sys.executable, "-m", "streams.cli", "worker"],
-            env=self.child_env(),
-            log=self.logs / "worker.log",
-        )
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            health = _get_json(f"http://127.0.0.1:{self.web_port}/healthz")
-            if health and health.get("ready"):
-                break
-            if self.worker.poll() is not None:
-                raise VigilError(
-                    f"worker exited with code {self.worker.returncode}; see "
-                    f"{self.logs / 'worker.log'}"
-                )
-            time.sleep(0.3)
-        else:
-            raise VigilError(f"worker not ready after 120s; see {self.logs / 'worker.log'}")
+        self.worker = WorkerProcess(self.child_env(), self.web_port, self.logs / "worker.log")
+        self.worker.start()
         if self.demo_rate:
             print(f"vigil: starting demo traffic at {self.demo_rate:g} msg/s ...")
             self.demo = spawn(
@@ -137,7 +112,7 @@ class Stack:
         )
 
     def stats(self) -> dict[str, Any] | None:
-        return _get_json(f"http://127.0.0.1:{self.web_port}/stats")
+        return self.worker.stats() if self.worker is not None else None
 
     def watch(self, duration_s: float | None, interval_s: float = 2.0) -> None:
         started = time.monotonic()
@@ -147,11 +122,7 @@ class Stack:
             time.sleep(
                 min(interval_s, max(0.05, (duration_s or 1e9) - (time.monotonic() - started)))
             )
-            if self.worker.poll() is not None:
-                raise VigilError(
-                    f"worker exited with code {self.worker.returncode}; see "
-                    f"{self.logs / 'worker.log'}"
-                )
+            self.worker.check_alive()
             now = self.stats()
             if not now:
                 continue
@@ -172,7 +143,7 @@ class Stack:
             stop(self.demo, timeout_s=10)
         final = self.stats() if self.worker is not None else None
         if self.worker is not None:
-            code = stop(self.worker, timeout_s=60)
+            code = self.worker.stop(timeout_s=60)
             print(f"vigil: worker stopped (exit {code}) after flushing")
         self.broker.stop()
         stack_file(self.settings).unlink(missing_ok=True)
