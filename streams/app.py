@@ -141,6 +141,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         broker_rebalance_timeout=settings.rebalance_timeout_s,
         broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
         broker_max_poll_records=settings.fetch_max_records,
+        broker_commit_interval=settings.commit_interval_s,
         consumer_max_fetch_size=8 * 1024 * 1024,
         stream_buffer_maxsize=16,
         web_enabled=True,

@@ -39,6 +39,7 @@ class Settings(BaseSettings):
     session_timeout_s: float = Field(default=10.0, gt=0)
     rebalance_timeout_s: float = Field(default=10.0, gt=0)
     fetch_max_records: int = Field(default=20_000, ge=1)
+    commit_interval_s: float = Field(default=2.8, gt=0)
 
     # ClickHouse
     clickhouse_url: str | None = None  # default: chdb://<data_dir>/clickhouse

@@ -56,7 +56,9 @@ def stats_snapshot(metrics: Metrics) -> dict[str, float]:
 def register_views(app: VigilApp, settings: Settings, metrics: Metrics) -> None:
     @app.page("/metrics")  # type: ignore[untyped-decorator]
     async def metrics_view(web: Any, request: Any) -> Any:
-        return web.bytes(generate_latest(metrics.registry), content_type=CONTENT_TYPE_LATEST)
+        return web.bytes(
+            generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
 
     @app.page("/healthz")  # type: ignore[untyped-decorator]
     async def health_view(web: Any, request: Any) -> Any:
