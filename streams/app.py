@@ -62,7 +62,10 @@ class Runtime:
         for name in (s.events_topic, s.dlq_topic, s.alerts_topic):
             await app.topic(name).maybe_declare()
         ingestor = Ingestor(
-            self.pseudonymizer, s.max_message_bytes, int(s.max_future_skew_s * 1000)
+            self.pseudonymizer,
+            s.max_message_bytes,
+            int(s.max_future_skew_s * 1000),
+            retention_ms=s.retention_days * 86_400_000,
         )
         self.pipeline = IngestPipeline(
             ingestor, self.writer, app.send_raw, s.dlq_topic, self.metrics, self.pseudonymizer

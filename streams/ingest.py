@@ -29,6 +29,7 @@ REASONS: tuple[str, ...] = (
     "missing_tenant",
     "bad_timestamp",
     "future_timestamp",
+    "expired_timestamp",
     "processing_error",
 )
 
@@ -94,15 +95,23 @@ class Ingestor:
     """Decode once, normalise, validate; everything else is a :class:`Rejection`."""
 
     def __init__(
-        self, pseudonymizer: Pseudonymizer, max_message_bytes: int, max_future_skew_ms: int
+        self,
+        pseudonymizer: Pseudonymizer,
+        max_message_bytes: int,
+        max_future_skew_ms: int,
+        retention_ms: int | None = None,
     ) -> None:
         self._pseudo = pseudonymizer
         self._max_bytes = max_message_bytes
         self._max_skew_ms = max_future_skew_ms
+        self._retention_ms = retention_ms
 
     def decode_batch(self, records: Sequence[SourceRecord], now_ms: int) -> IngestResult:
         result = IngestResult(topic=records[0].topic if records else "")
         horizon_ms = now_ms + self._max_skew_ms
+        self._oldest_ms = (
+            now_ms - self._retention_ms if self._retention_ms is not None else MIN_TS_MS
+        )
         for rec in records:
             value = rec.value or b""
             source = Provenance(rec.topic, rec.partition, rec.offset, 0, rec.timestamp)
@@ -181,12 +190,15 @@ class Ingestor:
             result.rejections.append(Rejection(reason, f"{where}{message}", raw, source))
             return
         ts_ms = int(event.ts.timestamp() * 1000)
-        if ts_ms > horizon_ms or ts_ms < MIN_TS_MS:
-            reason, problem = (
-                ("future_timestamp", "is further in the future than VIGIL_MAX_FUTURE_SKEW_S allows")
-                if ts_ms > horizon_ms
-                else ("bad_timestamp", "is before 2000-01-01 (epoch seconds sent as ms?)")
-            )
+        if ts_ms > horizon_ms or ts_ms < self._oldest_ms:
+            if ts_ms > horizon_ms:
+                reason = "future_timestamp"
+                problem = "is further in the future than VIGIL_MAX_FUTURE_SKEW_S allows"
+            elif ts_ms < MIN_TS_MS:
+                reason, problem = "bad_timestamp", "is before 2000-01-01 (epoch seconds as ms?)"
+            else:
+                reason = "expired_timestamp"
+                problem = "is older than VIGIL_RETENTION_DAYS: storage would delete it on arrival"
             result.rejections.append(
                 Rejection(reason, f"{where}ts {event.ts.isoformat()} {problem}", raw, source)
             )

@@ -152,3 +152,13 @@ def test_arbitrary_bytes_never_raise(value: bytes) -> None:
     ingestor = Ingestor(Pseudonymizer(b"k"), 1 << 20, 60_000)
     result = ingestor.decode_batch([Rec(value)], NOW_MS)
     assert len(result.events) + len(result.rejections) >= 1
+
+
+def test_events_older_than_retention_are_rejected_not_lost(pseudo: Pseudonymizer) -> None:
+    ingestor = Ingestor(pseudo, 4096, 60_000, retention_ms=86_400_000)
+    old = orjson.dumps(good(ts=NOW_MS - 2 * 86_400_000))
+    fresh = orjson.dumps(good(ts=NOW_MS - 3_600_000))
+    result = ingestor.decode_batch([Rec(old), Rec(fresh, offset=1)], NOW_MS)
+    assert [r.reason for r in result.rejections] == ["expired_timestamp"]
+    assert "VIGIL_RETENTION_DAYS" in result.rejections[0].message
+    assert len(result.events) == 1
