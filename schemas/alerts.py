@@ -69,7 +69,7 @@ class Alert(BaseModel):
         return cls(
             id=digest,
             source=source,
-            type=f"io.vigil.alert.{data.status}",  # type: ignore[arg-type]
+            type=f"io.vigil.alert.{data.status}",
             subject=data.fingerprint,
             time=at,
             data=data,

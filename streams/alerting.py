@@ -77,7 +77,7 @@ class AlertPublisher:
             annotations=annotations,
             value=value,
             threshold=threshold,
-            startsAt=state.starts_at,
+            starts_at=state.starts_at,
             evidence={**(evidence or {}), "suppressed_repeats": state.repeats},
         )
         alert = Alert.build(data, at)
@@ -107,8 +107,8 @@ class AlertPublisher:
             annotations=annotations,
             value=value,
             threshold=threshold,
-            startsAt=state.starts_at,
-            endsAt=at,
+            starts_at=state.starts_at,
+            ends_at=at,
         )
         alert = Alert.build(data, at)
         await self._publish(alert)

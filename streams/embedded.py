@@ -115,6 +115,7 @@ class Stack:
         return self.worker.stats() if self.worker is not None else None
 
     def watch(self, duration_s: float | None, interval_s: float = 2.0) -> None:
+        assert self.worker is not None, "start() first"
         started = time.monotonic()
         last = self.stats() or {}
         last_t = time.monotonic()

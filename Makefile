@@ -1,0 +1,54 @@
+# Vigil: one place for the everyday commands. `make help` lists them.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: help install run test lint types unit integration bench schema tools clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	rm -f $(VENV)/.installed-* && touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install Vigil with its dev tools
+
+tools: ## Debian tools the tests use (promtool from the prometheus package)
+	@command -v promtool >/dev/null || { \
+	  echo "installing promtool (Debian package prometheus)"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+
+run: install ## the embedded stack (broker + worker + chDB) with demo traffic; Ctrl-C stops
+	$(VENV)/bin/vigil up --demo
+
+lint: install ## ruff lint + format check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+types: install ## mypy (strict on schemas/, streams/, sinks/)
+	$(VENV)/bin/mypy
+
+unit: install ## fast tests, no broker
+	$(PY) -m pytest tests/unit
+
+integration: install tools ## tests against the real broker and ClickHouse engine
+	$(PY) -m pytest tests/integration
+
+test: install tools lint types ## everything CI runs: lint, types, the whole suite
+	$(PY) -m pytest
+
+bench: install ## throughput benchmarks (prints figures and ratios; asserts nothing)
+	$(PY) -m benchmarks.bench_ingest
+
+schema: install ## re-export the JSON Schemas in schemas/jsonschema/
+	$(VENV)/bin/vigil schema export schemas/jsonschema
+
+clean: ## remove the venv and local state
+	rm -rf $(VENV) .vigil .pytest_cache .mypy_cache .ruff_cache
