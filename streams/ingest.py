@@ -109,89 +109,102 @@ class Ingestor:
     def decode_batch(self, records: Sequence[SourceRecord], now_ms: int) -> IngestResult:
         result = IngestResult(topic=records[0].topic if records else "")
         horizon_ms = now_ms + self._max_skew_ms
-        self._oldest_ms = (
-            now_ms - self._retention_ms if self._retention_ms is not None else MIN_TS_MS
-        )
+        oldest_ms = now_ms - self._retention_ms if self._retention_ms is not None else MIN_TS_MS
+        window = (max(oldest_ms, MIN_TS_MS), horizon_ms)
+        reject = result.rejections.append
         for rec in records:
             value = rec.value or b""
-            source = Provenance(rec.topic, rec.partition, rec.offset, 0, rec.timestamp)
             if len(value) > self._max_bytes:
-                result.rejections.append(
-                    Rejection(
-                        "too_large",
-                        f"message is {len(value)} bytes, above VIGIL_MAX_MESSAGE_BYTES="
-                        f"{self._max_bytes}",
-                        value,
-                        source,
-                    )
+                message = (
+                    f"message is {len(value)} bytes, above VIGIL_MAX_MESSAGE_BYTES="
+                    f"{self._max_bytes}"
                 )
+                reject(Rejection("too_large", message, value, _provenance(rec, 0)))
                 continue
             try:
                 obj = orjson.loads(value)
             except orjson.JSONDecodeError as exc:
                 if b"\n" in value.strip():
-                    self._decode_ndjson(value, source, horizon_ms, result)
+                    self._decode_ndjson(value, rec, window, result)
                 else:
-                    result.rejections.append(
-                        Rejection("not_json", f"not valid JSON: {exc}", value, source)
+                    reject(
+                        Rejection("not_json", f"not valid JSON: {exc}", value, _provenance(rec, 0))
                     )
                 continue
-            self._accept(obj, value, source, horizon_ms, result)
+            self._accept(obj, value, rec, 0, window, result)
         return result
 
     def _decode_ndjson(
-        self, value: bytes, source: Provenance, horizon_ms: int, result: IngestResult
+        self, value: bytes, rec: SourceRecord, window: tuple[int, int], result: IngestResult
     ) -> None:
         for number, line in enumerate(value.split(b"\n"), start=1):
             if not line.strip():
                 continue
-            line_source = Provenance(
-                source.topic, source.partition, source.offset, number, source.timestamp_ms
-            )
             try:
                 obj = orjson.loads(line)
             except orjson.JSONDecodeError as exc:
                 result.rejections.append(
                     Rejection(
-                        "not_json", f"line {number}: not valid JSON: {exc}", line, line_source
+                        "not_json",
+                        f"line {number}: not valid JSON: {exc}",
+                        line,
+                        _provenance(rec, number),
                     )
                 )
                 continue
-            self._accept(obj, line, line_source, horizon_ms, result)
+            self._accept(obj, line, rec, number, window, result)
 
     def _accept(
         self,
         obj: Any,
         raw: bytes,
-        source: Provenance,
-        horizon_ms: int,
+        rec: SourceRecord,
+        line: int,
+        window: tuple[int, int],
         result: IngestResult,
     ) -> None:
-        where = f"line {source.line}: " if source.line else ""
+        """Validate one decoded object; ``window`` = (oldest, newest) acceptable ts in ms."""
         if not isinstance(obj, dict):
-            result.rejections.append(
-                Rejection(
-                    "not_object",
-                    f"{where}expected a JSON object, got {type(obj).__name__}",
-                    raw,
-                    source,
-                )
+            self._reject(
+                result,
+                "not_object",
+                f"expected a JSON object, got {type(obj).__name__}",
+                raw,
+                rec,
+                line,
+            )
+            return
+        if (
+            "kind" not in obj
+            or "user_id" in obj
+            or "ip" in obj
+            or "ip_address" in obj
+            or (not obj.get("tenant_id"))
+        ):
+            try:
+                obj = normalise(obj, self._pseudo, KINDS, TENANTLESS_KINDS)
+            except NormalisationError as exc:
+                self._reject(result, exc.reason, str(exc), raw, rec, line)
+                return
+        elif obj["kind"] not in KINDS:
+            self._reject(
+                result,
+                "unknown_kind",
+                f"kind: {obj['kind']!r} is not one of {', '.join(sorted(KINDS))}",
+                raw,
+                rec,
+                line,
             )
             return
         try:
-            event = EVENT_ADAPTER.validate_python(
-                normalise(obj, self._pseudo, KINDS, TENANTLESS_KINDS)
-            )
-        except NormalisationError as exc:
-            result.rejections.append(Rejection(exc.reason, f"{where}{exc}", raw, source))
-            return
+            event = EVENT_ADAPTER.validate_python(obj)
         except ValidationError as exc:
             reason, message = describe_validation_error(exc)
-            result.rejections.append(Rejection(reason, f"{where}{message}", raw, source))
+            self._reject(result, reason, message, raw, rec, line)
             return
         ts_ms = int(event.ts.timestamp() * 1000)
-        if ts_ms > horizon_ms or ts_ms < self._oldest_ms:
-            if ts_ms > horizon_ms:
+        if not window[0] <= ts_ms <= window[1]:
+            if ts_ms > window[1]:
                 reason = "future_timestamp"
                 problem = "is further in the future than VIGIL_MAX_FUTURE_SKEW_S allows"
             elif ts_ms < MIN_TS_MS:
@@ -199,12 +212,21 @@ class Ingestor:
             else:
                 reason = "expired_timestamp"
                 problem = "is older than VIGIL_RETENTION_DAYS: storage would delete it on arrival"
-            result.rejections.append(
-                Rejection(reason, f"{where}ts {event.ts.isoformat()} {problem}", raw, source)
-            )
+            self._reject(result, reason, f"ts {event.ts.isoformat()} {problem}", raw, rec, line)
             return
         result.events.append(event)
         result.ts_ms.append(ts_ms)
-        result.partitions.append(source.partition)
-        result.offsets.append(source.offset)
-        result.lines.append(source.line)
+        result.partitions.append(rec.partition)
+        result.offsets.append(rec.offset)
+        result.lines.append(line)
+
+    @staticmethod
+    def _reject(
+        result: IngestResult, reason: str, message: str, raw: bytes, rec: SourceRecord, line: int
+    ) -> None:
+        where = f"line {line}: " if line else ""
+        result.rejections.append(Rejection(reason, where + message, raw, _provenance(rec, line)))
+
+
+def _provenance(rec: SourceRecord, line: int) -> Provenance:
+    return Provenance(rec.topic, rec.partition, rec.offset, line, rec.timestamp)
