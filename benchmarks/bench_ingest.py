@@ -67,34 +67,42 @@ async def bare_consumer(bootstrap: str, topic: str, expected: int) -> float:
 
 
 def vigil_end_to_end(
-    bootstrap: str, prefix: str, values: list[bytes], events: int, preload: bool = False
+    bootstrap: str,
+    prefix: str,
+    values: list[bytes],
+    events: int,
+    preload: bool = False,
+    workers: int = 1,
 ) -> float:
-    """Events/s until the last row is visible in ClickHouse. Without ``preload`` the clock
-    starts at the first produce (the worker is already waiting); with it the topic is
-    filled first and the clock starts when the worker has consumed its first message, which
-    compares like with like against the bare consumer."""
-    proc = worker(bootstrap, prefix, PARTITIONS)
+    """Events/s until the last row is visible in ClickHouse.
+
+    Without ``preload`` the clock starts at the first produce (the workers are already
+    waiting); with it the topic is filled first and the clock starts when a worker has
+    consumed its first message, which compares like with like against the bare consumer.
+    With several workers (one consumer group) each owns its own chDB directory, so rows are
+    counted across them; in production they would share one ClickHouse server.
+    """
+    procs = [worker(bootstrap, prefix, PARTITIONS) for _ in range(workers)]
     if preload:
         settings = load_settings(kafka_bootstrap=bootstrap)
         asyncio.run(ensure_topics(settings, [f"{prefix}.events"], PARTITIONS))
         asyncio.run(produce(bootstrap, f"{prefix}.events", values))
-    proc.start()
+    for proc in procs:
+        proc.start()
     try:
         if preload:
-            while not (proc.stats() or {}).get("messages"):
+            while not any((p.stats() or {}).get("messages") for p in procs):
                 time.sleep(0.02)
             started = time.perf_counter()
         else:
             started = time.perf_counter()
             asyncio.run(produce(bootstrap, f"{prefix}.events", values))
-        while True:
-            rows = proc.query("SELECT count() FROM vigil.events")[0][0]
-            if rows >= events:
-                break
+        while sum(p.query("SELECT count() FROM vigil.events")[0][0] for p in procs) < events:
             time.sleep(0.1)
         return events / (time.perf_counter() - started)
     finally:
-        proc.stop()
+        for proc in procs:
+            proc.stop()
 
 
 def main() -> None:
@@ -126,6 +134,13 @@ def main() -> None:
         ]
         for label, prefix, values, preload, ratio in cases:
             rate = vigil_end_to_end(broker.bootstrap, prefix, values, N, preload)
+            print(f"{label:62}: {rate:9,.0f} events/s  {ratio} = {rate / a:.2f}", flush=True)
+        # Scaling out: two workers in one consumer group on the same 2-core machine.
+        for label, prefix, values, ratio in [
+            ('(b") 2 workers, 1 event/message, preloaded topic', "bench5", events, 'b"/a'),
+            ('(c") 2 workers, NDJSON x100, preloaded topic', "bench6", ndjson, 'c"/a'),
+        ]:
+            rate = vigil_end_to_end(broker.bootstrap, prefix, values, N, True, workers=2)
             print(f"{label:62}: {rate:9,.0f} events/s  {ratio} = {rate / a:.2f}", flush=True)
 
 
