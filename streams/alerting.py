@@ -14,10 +14,24 @@ from typing import Any
 
 import orjson
 
-from schemas.alerts import Alert, AlertData, Annotations, Severity, alert_fingerprint
+from schemas.alerts import Alert, AlertData, Annotations, Severity, Status, alert_fingerprint
 from sinks.clickhouse import ClickHouseWriter
 from streams.metrics import Metrics
 from streams.pipeline import Send
+
+
+@dataclass(frozen=True, slots=True)
+class AlertSpec:
+    """What identifies and describes one alert; ``fingerprint`` keys its lifecycle."""
+
+    alertname: str
+    severity: Severity
+    labels: dict[str, str]
+    annotations: Annotations
+
+    @property
+    def fingerprint(self) -> str:
+        return alert_fingerprint(self.alertname, self.labels)
 
 
 @dataclass(slots=True)
@@ -43,72 +57,61 @@ class AlertPublisher:
         self._window_s = dedup_window_s
         self._active: dict[str, _Active] = {}
 
-    def is_firing(self, alertname: str, labels: dict[str, str]) -> bool:
-        return alert_fingerprint(alertname, labels) in self._active
+    def is_firing(self, spec: AlertSpec) -> bool:
+        return spec.fingerprint in self._active
 
     async def fire(
         self,
-        alertname: str,
-        severity: Severity,
-        labels: dict[str, str],
-        annotations: Annotations,
+        spec: AlertSpec,
         value: float,
         threshold: float,
         at: datetime,
         evidence: dict[str, Any] | None = None,
     ) -> Alert | None:
-        """Publish a firing alert unless an identical one went out within the window."""
-        fp = alert_fingerprint(alertname, labels)
-        state = self._active.get(fp)
+        """Publish a firing alert unless the same one went out within the dedup window."""
+        state = self._active.get(spec.fingerprint)
         if state is not None and (at - state.last_sent_at).total_seconds() < self._window_s:
             state.repeats += 1
             self._metrics.alerts_suppressed.inc()
             return None
         if state is None:
-            state = self._active[fp] = _Active(starts_at=at, last_sent_at=at)
+            state = self._active[spec.fingerprint] = _Active(starts_at=at, last_sent_at=at)
         else:
             state.last_sent_at = at
-        data = AlertData(
-            fingerprint=fp,
-            status="firing",
-            alertname=alertname,
-            severity=severity,
-            labels=labels,
-            annotations=annotations,
-            value=value,
-            threshold=threshold,
-            starts_at=state.starts_at,
-            evidence={**(evidence or {}), "suppressed_repeats": state.repeats},
-        )
-        alert = Alert.build(data, at)
-        await self._publish(alert)
-        return alert
+        evidence = {**(evidence or {}), "suppressed_repeats": state.repeats}
+        return await self._emit(spec, "firing", value, threshold, state.starts_at, at, evidence)
 
     async def resolve(
-        self,
-        alertname: str,
-        severity: Severity,
-        labels: dict[str, str],
-        annotations: Annotations,
-        value: float,
-        threshold: float,
-        at: datetime,
+        self, spec: AlertSpec, value: float, threshold: float, at: datetime
     ) -> Alert | None:
-        fp = alert_fingerprint(alertname, labels)
-        state = self._active.pop(fp, None)
+        """Publish the resolution of a firing alert (``endsAt`` = ``at``); else nothing."""
+        state = self._active.pop(spec.fingerprint, None)
         if state is None:
             return None
+        return await self._emit(spec, "resolved", value, threshold, state.starts_at, at, {})
+
+    async def _emit(
+        self,
+        spec: AlertSpec,
+        status: Status,
+        value: float,
+        threshold: float,
+        starts_at: datetime,
+        at: datetime,
+        evidence: dict[str, Any],
+    ) -> Alert:
         data = AlertData(
-            fingerprint=fp,
-            status="resolved",
-            alertname=alertname,
-            severity=severity,
-            labels=labels,
-            annotations=annotations,
+            fingerprint=spec.fingerprint,
+            status=status,
+            alertname=spec.alertname,
+            severity=spec.severity,
+            labels=spec.labels,
+            annotations=spec.annotations,
             value=value,
             threshold=threshold,
-            starts_at=state.starts_at,
-            ends_at=at,
+            starts_at=starts_at,
+            ends_at=at if status == "resolved" else None,
+            evidence=evidence,
         )
         alert = Alert.build(data, at)
         await self._publish(alert)

@@ -18,7 +18,7 @@ import pytest
 
 from schemas.alerts import Annotations, alert_fingerprint
 from sinks.clickhouse import ClickHouseWriter
-from streams.alerting import AlertPublisher
+from streams.alerting import AlertPublisher, AlertSpec
 from streams.broker import EmbeddedBroker
 from streams.kafka import start_producer
 from streams.metrics import Metrics
@@ -166,11 +166,14 @@ async def test_alerts_reach_topic_table_and_cli(
     publisher = AlertPublisher(writer, send, settings.alerts_topic, metrics, 300)
     labels = {"tenant_id": "acme", "route": "/v1/reports"}
     at = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
-    note = Annotations(summary="P95 812 ms > 500 ms for 3 samples")
-    await publisher.fire("P95LatencyBreach", "critical", labels, note, 812, 500, at=at)
-    await publisher.resolve(
-        "P95LatencyBreach", "critical", labels, note, 300, 500, at=at.replace(minute=9)
+    spec = AlertSpec(
+        "P95LatencyBreach",
+        "critical",
+        labels,
+        Annotations(summary="P95 812 ms > 500 ms for 3 samples"),
     )
+    await publisher.fire(spec, 812, 500, at=at)
+    await publisher.resolve(spec, 300, 500, at=at.replace(minute=9))
     await producer.stop()
 
     records = await consume_all(broker.bootstrap, settings.alerts_topic, 2)

@@ -9,7 +9,7 @@ import pytest
 
 from schemas.alerts import Alert, Annotations, alert_fingerprint
 from sinks.alertmanager import to_alertmanager
-from streams.alerting import AlertPublisher
+from streams.alerting import AlertPublisher, AlertSpec
 from streams.metrics import Metrics
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -56,23 +56,18 @@ def test_fingerprint_is_stable_and_label_order_free() -> None:
 async def test_fire_dedup_remind_resolve(
     publisher: AlertPublisher, topic: Topic, metrics: Metrics
 ) -> None:
-    fire = {
-        "alertname": "P95LatencyBreach",
-        "severity": "critical",
-        "labels": LABELS,
-        "annotations": NOTE,
-        "value": 812.0,
-        "threshold": 500.0,
-    }
-    assert await publisher.fire(**fire, at=T0) is not None
-    assert await publisher.fire(**fire, at=T0 + timedelta(seconds=30)) is None
-    assert await publisher.fire(**fire, at=T0 + timedelta(seconds=299)) is None
-    reminder = await publisher.fire(**fire, at=T0 + timedelta(seconds=301))
+    spec = AlertSpec("P95LatencyBreach", "critical", LABELS, NOTE)
+    assert await publisher.fire(spec, 812.0, 500.0, at=T0) is not None
+    assert publisher.is_firing(spec)
+    assert await publisher.fire(spec, 820.0, 500.0, at=T0 + timedelta(seconds=30)) is None
+    assert await publisher.fire(spec, 830.0, 500.0, at=T0 + timedelta(seconds=299)) is None
+    reminder = await publisher.fire(spec, 840.0, 500.0, at=T0 + timedelta(seconds=301))
     assert reminder is not None
     assert reminder.data.evidence["suppressed_repeats"] == 2
-    resolved = await publisher.resolve(**fire, at=T0 + timedelta(seconds=400))
+    resolved = await publisher.resolve(spec, 300.0, 500.0, at=T0 + timedelta(seconds=400))
     assert resolved is not None
-    assert await publisher.resolve(**fire, at=T0 + timedelta(seconds=500)) is None
+    assert not publisher.is_firing(spec)
+    assert await publisher.resolve(spec, 300.0, 500.0, at=T0 + timedelta(seconds=500)) is None
 
     sent = topic.alerts()
     assert [a["data"]["status"] for a in sent] == ["firing", "firing", "resolved"]
@@ -94,7 +89,7 @@ async def test_fire_dedup_remind_resolve(
 async def test_cloudevents_shape_and_deterministic_id(
     publisher: AlertPublisher, topic: Topic
 ) -> None:
-    await publisher.fire("X", "high", {"tenant_id": "a"}, NOTE, 1.0, 0.5, at=T0)
+    await publisher.fire(AlertSpec("X", "high", {"tenant_id": "a"}, NOTE), 1.0, 0.5, at=T0)
     [event] = topic.alerts()
     assert event["specversion"] == "1.0"
     assert event["type"] == "io.vigil.alert.firing"
