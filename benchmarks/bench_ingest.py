@@ -95,6 +95,8 @@ def vigil_end_to_end(
                 time.sleep(0.02)
             started = time.perf_counter()
         else:
+            for proc in procs:
+                proc.wait_assigned()  # group joined: the clock measures processing only
             started = time.perf_counter()
             asyncio.run(produce(bootstrap, f"{prefix}.events", values))
         while sum(p.query("SELECT count() FROM vigil.events")[0][0] for p in procs) < events:

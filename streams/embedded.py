@@ -16,6 +16,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import sys
 import time
 from pathlib import Path
@@ -57,7 +58,7 @@ class Stack:
         self.settings = settings
         self.logs = settings.data_dir / "logs"
         self.broker = EmbeddedBroker(port=broker_port, log=self.logs / "broker.log")
-        self.web_port = settings.web_port or free_port()
+        self.web_port = _usable_port(settings.web_port)
         self.demo_rate = demo_rate
         self.worker: WorkerProcess | None = None
         self.demo: Any = None
@@ -179,6 +180,21 @@ class Stack:
         finally:
             client.close()
         return {str(t): int(n) for t, n in rows if t != "schema_migrations"}
+
+
+def _usable_port(wanted: int) -> int:
+    """``wanted`` if it is free on 127.0.0.1, else any free port (0 means any)."""
+    if wanted:
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", wanted))
+                return wanted
+            except OSError:
+                print(
+                    f"vigil: web port {wanted} is taken; using a free one "
+                    "(set VIGIL_WEB_PORT to choose)"
+                )
+    return free_port()
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -67,7 +67,11 @@ def register_views(app: VigilApp, settings: Settings, metrics: Metrics) -> None:
 
     @app.page("/stats")  # type: ignore[untyped-decorator]
     async def stats_view(web: Any, request: Any) -> Any:
-        return web.json(stats_snapshot(metrics))
+        try:
+            assigned = len(app.consumer.assignment())
+        except Exception:  # consumer not started yet
+            assigned = 0
+        return web.json({**stats_snapshot(metrics), "assigned_partitions": assigned})
 
     if settings.mode != "embedded":
         return

@@ -59,6 +59,16 @@ class WorkerProcess:
             time.sleep(0.2)
         raise VigilError(f"worker not ready after {timeout_s:.0f}s; see {self.log}")
 
+    def wait_assigned(self, timeout_s: float = 60.0) -> None:
+        """Wait until the consumer group gave this worker partitions."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if (self.stats() or {}).get("assigned_partitions"):
+                return
+            self.check_alive()
+            time.sleep(0.1)
+        raise VigilError(f"worker got no partitions after {timeout_s:.0f}s; see {self.log}")
+
     def check_alive(self) -> None:
         if self.proc is not None and self.proc.poll() is not None:
             raise VigilError(f"worker exited with code {self.proc.returncode}; see {self.log}")
