@@ -204,9 +204,13 @@ def test_unreachable_clickhouse_is_a_clear_error(tmp_path: Path) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-        out = vigil("migrate", env={
-            "VIGIL_CLICKHOUSE_URL": f"http://vigil:hunter2@127.0.0.1:{port}/vigil",
-            "VIGIL_DATA_DIR": str(tmp_path)})
+        out = vigil(
+            "migrate",
+            env={
+                "VIGIL_CLICKHOUSE_URL": f"http://vigil:hunter2@127.0.0.1:{port}/vigil",
+                "VIGIL_DATA_DIR": str(tmp_path),
+            },
+        )
     assert out.returncode == 2
     assert "cannot open ClickHouse" in out.stderr and "VIGIL_CLICKHOUSE_URL" in out.stderr
     assert "hunter2" not in out.stderr  # the password is redacted

@@ -1,0 +1,130 @@
+"""The ingest pipeline's error policy, with a real ClickHouse engine behind the writer."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import pytest
+
+from schemas.normalize import Pseudonymizer
+from sinks.clickhouse import ClickHouseWriter
+from streams.ingest import Ingestor, IngestResult
+from streams.metrics import Metrics
+from streams.pipeline import IngestPipeline
+from streams.transport import SourceBatch
+
+pytestmark = pytest.mark.integration
+NOW_MS = 1_767_323_045_678
+
+
+@dataclass(frozen=True)
+class Rec:
+    value: bytes
+    offset: int
+    topic: str = "vigil.events"
+    partition: int = 0
+    timestamp: int = NOW_MS
+
+
+class Dlq:
+    def __init__(self) -> None:
+        self.sent: list[tuple[bytes, dict[str, str]]] = []
+
+    async def send(
+        self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]
+    ) -> Any:
+        self.sent.append((value, {k: v.decode() for k, v in headers}))
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+
+class BrokenDetector:
+    async def process(self, batch: IngestResult) -> None:
+        raise RuntimeError("detector bug")
+
+
+def batch(n: int) -> SourceBatch:
+    records = [
+        Rec(
+            orjson.dumps(
+                {
+                    "event_id": f"e{i}",
+                    "ts": NOW_MS - 1000,
+                    "tenant_id": "acme",
+                    "service": "api",
+                    "kind": "security.auth_success",
+                }
+            ),
+            offset=i,
+        )
+        for i in range(n)
+    ]
+    return SourceBatch("vigil.events", 0, 0, n - 1, records)
+
+
+def pipeline(
+    ch_client: Any, database: str, metrics: Metrics, dlq: Dlq, detectors: list[Any]
+) -> tuple[IngestPipeline, ClickHouseWriter]:
+    pseudo = Pseudonymizer(b"k")
+    writer = ClickHouseWriter(ch_client, database, metrics, flush_rows=1)
+    pipe = IngestPipeline(
+        Ingestor(pseudo, 1 << 20, 60_000),
+        writer,
+        dlq.send,
+        "vigil.events.dlq",
+        metrics,
+        pseudo,
+        detectors,
+        clock_ms=lambda: NOW_MS,
+    )
+    return pipe, writer
+
+
+async def test_a_failing_stage_dead_letters_the_batch_and_acks(
+    ch_client: Any, database: str, metrics: Metrics
+) -> None:
+    dlq = Dlq()
+    pipe, writer = pipeline(ch_client, database, metrics, dlq, [BrokenDetector()])
+    acked: list[bool] = []
+    await pipe.handle_safely(batch(5), lambda: acked.append(True))
+    await writer.flush()
+    assert acked == [True]
+    assert len(dlq.sent) == 5
+    assert {h["vigil.error.class"] for _, h in dlq.sent} == {"processing_error"}
+    assert all("RuntimeError" in h["vigil.error.message"] for _, h in dlq.sent)
+    stored = ch_client.query(
+        f"SELECT reason, count() FROM {database}.dead_letters GROUP BY reason"
+    ).result_rows
+    assert stored == [("processing_error", 5)]
+    assert (
+        metrics.registry.get_sample_value(
+            "vigil_events_invalid_total", {"reason": "processing_error"}
+        )
+        == 5
+    )
+
+
+async def test_healthy_pipeline_stores_and_counts_by_kind(
+    ch_client: Any, database: str, metrics: Metrics
+) -> None:
+    dlq = Dlq()
+    pipe, writer = pipeline(ch_client, database, metrics, dlq, [])
+    acked: list[bool] = []
+    await pipe.handle_safely(batch(7), lambda: acked.append(True))
+    await writer.flush()
+    assert acked == [True] and dlq.sent == []
+    assert ch_client.query(f"SELECT count() FROM {database}.events").result_rows[0][0] == 7
+    assert (
+        metrics.registry.get_sample_value(
+            "vigil_events_consumed_total", {"kind": "security.auth_success"}
+        )
+        == 7
+    )
+    assert (
+        metrics.registry.get_sample_value("vigil_last_event_timestamp_seconds")
+        == (NOW_MS - 1000) / 1000
+    )
