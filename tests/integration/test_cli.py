@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -214,3 +215,40 @@ def test_unreachable_clickhouse_is_a_clear_error(tmp_path: Path) -> None:
     assert out.returncode == 2
     assert "cannot open ClickHouse" in out.stderr and "VIGIL_CLICKHOUSE_URL" in out.stderr
     assert "hunter2" not in out.stderr  # the password is redacted
+
+
+def test_ctrl_c_stops_the_stack_cleanly(tmp_path: Path) -> None:
+    env = {**os.environ, "VIGIL_DATA_DIR": str(tmp_path / ".vigil"), "VIGIL_WEB_PORT": "0"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streams.cli", "up", "--demo", "--rate", "200"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert proc.stdout is not None
+    lines: list[str] = []
+    for line in proc.stdout:
+        lines.append(line)
+        if "events/s" in line and "events 0 " not in line:  # traffic is flowing
+            break
+    stack = json.loads((tmp_path / ".vigil" / "stack.json").read_text())
+    proc.send_signal(signal.SIGINT)
+    rest, _ = proc.communicate(timeout=120)
+    output = "".join(lines) + rest
+    assert proc.returncode == 0, output
+    assert "worker stopped (exit 0) after flushing" in output
+    assert "vigil: stopped." in output
+    assert not (tmp_path / ".vigil" / "stack.json").exists()
+    host, port = stack["kafka_bootstrap"].split(":")
+    with socket.socket() as sock:
+        assert sock.connect_ex((host, int(port))) != 0  # the broker is gone
+    stored = vigil(
+        "query",
+        "SELECT count() AS n FROM vigil.events",
+        "--format",
+        "json",
+        env={"VIGIL_DATA_DIR": str(tmp_path / ".vigil")},
+    )
+    assert json.loads(stored.stdout)["n"] > 0
