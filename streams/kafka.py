@@ -52,22 +52,22 @@ async def start_producer(settings: Settings, **overrides: Any) -> AIOKafkaProduc
         **overrides,
     }
     producer = AIOKafkaProducer(**options)
-    try:
-        await producer.start()
-    except KafkaConnectionError as exc:
-        await producer.stop()
-        raise unreachable(settings, exc) from exc
+    await _start(producer, settings)
     return producer
 
 
 async def start_consumer(settings: Settings, *topics: str, **overrides: Any) -> AIOKafkaConsumer:
     consumer = AIOKafkaConsumer(*topics, **client_options(settings), **overrides)
-    try:
-        await consumer.start()
-    except KafkaConnectionError as exc:
-        await consumer.stop()
-        raise unreachable(settings, exc) from exc
+    await _start(consumer, settings)
     return consumer
+
+
+async def _start(client: AIOKafkaProducer | AIOKafkaConsumer, settings: Settings) -> None:
+    try:
+        await client.start()
+    except KafkaConnectionError as exc:
+        await client.stop()
+        raise unreachable(settings, exc) from exc
 
 
 async def ensure_topics(
