@@ -130,6 +130,12 @@ class Stack:
                 continue
             dt = max(time.monotonic() - last_t, 1e-6)
             rate = (now["events"] - last.get("events", 0)) / dt
+            if not now.get("assigned_partitions"):
+                print(
+                    f"[{time.monotonic() - started:6.0f}s] joining the consumer group ...",
+                    flush=True,
+                )
+                continue
             print(
                 f"[{time.monotonic() - started:6.0f}s] events/s {rate:8,.0f} | events "
                 f"{_fmt(now['events'])} | dlq {_fmt(now['dlq'])} | rows "
