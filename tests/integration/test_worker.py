@@ -137,6 +137,10 @@ def test_valid_rows_and_dead_letters_with_provenance(
     assert metric(text, 'vigil_sink_rows_written_total{table="events"}') == n_valid
     assert metric(text, "vigil_messages_consumed_total") == len(singles) + 21 + len(invalid)
 
+    assert 'vigil_consumer_lag_messages{partition="' in text
+    assert metric(text, "vigil_consumer_lag_messages{") == 0  # caught up
+    assert metric(text, "vigil_last_event_timestamp_seconds") > 0
+
     promtool = shutil.which("promtool")
     assert promtool, "promtool missing: `make test` installs Debian's prometheus package"
     check = subprocess.run(
