@@ -92,6 +92,17 @@ class _TableBuffer:
         return hashlib.sha256(text.encode()).hexdigest()
 
 
+def _all_default(values: list[Any]) -> bool:
+    """True when every value is '' or None, or every value is numerically 0 (not bool
+    True); the columns Vigil writes declare no DEFAULT other than the type's own."""
+    if not values:
+        return True
+    first = values[0]
+    if first is None or first == "" or (first == 0 and not isinstance(first, str)):
+        return values.count(first) == len(values)
+    return False
+
+
 class ClickHouseWriter:
     """Buffered, retrying, backpressuring writer; see the module docstring."""
 
@@ -194,10 +205,13 @@ class ClickHouseWriter:
 
     async def _insert_with_retry(self, table: str, buf: _TableBuffer, extra: str = "") -> None:
         token = buf.token(table, extra)
-        names = list(buf.columns)
-        # JSONColumns: orjson serialises the whole block in C and ClickHouse parses it in
-        # C++, outside the GIL -- 10x less Python time per row than the Native encoder.
-        block = orjson.dumps(buf.columns)
+        # Columns whose every value is the type's default ('' / 0 / NULL) are left out:
+        # ClickHouse fills them in for free, and most per-kind columns are empty for any
+        # one kind. JSONColumns: orjson serialises the block in C and ClickHouse parses it
+        # in C++, outside the GIL -- 10x less Python time per row than the Native encoder.
+        sent = {n: v for n, v in buf.columns.items() if not _all_default(v)}
+        names = list(sent)
+        block = orjson.dumps(sent)
         delay = self._retry_initial_s
         attempt = 0
         while True:
