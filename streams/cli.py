@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -26,10 +25,10 @@ def _settings() -> Settings:
     base = load_settings()
     stack = read_stack(base.data_dir)
     overrides: dict[str, Any] = {}
-    if stack is not None:
-        if "VIGIL_KAFKA_BOOTSTRAP" not in os.environ:
+    if stack is not None:  # what the user set explicitly wins over the running stack
+        if "kafka_bootstrap" not in base.model_fields_set:
             overrides["kafka_bootstrap"] = stack["kafka_bootstrap"]
-        if "VIGIL_WEB_PORT" not in os.environ:
+        if "web_port" not in base.model_fields_set:
             overrides["web_port"] = stack["web_port"]
     return load_settings(**overrides) if overrides else base
 
@@ -40,7 +39,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     settings = load_settings()
     if settings.mode != "embedded":
         raise VigilError("`vigil up` runs the embedded stack; unset VIGIL_MODE=production")
-    return run_up(settings, args.broker_port, args.rate if args.demo else None, args.duration)
+    broker_port = args.broker_port if args.broker_port is not None else settings.broker_port
+    return run_up(settings, broker_port, args.rate if args.demo else None, args.duration)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -225,8 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--broker-port",
         type=int,
-        default=int(os.environ.get("VIGIL_BROKER_PORT", 0)),
-        help="broker port (default: VIGIL_BROKER_PORT or a free port)",
+        default=None,
+        help="broker port (default: VIGIL_BROKER_PORT, else a free port)",
     )
     up.set_defaults(func=cmd_up)
 
