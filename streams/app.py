@@ -40,6 +40,7 @@ class Runtime:
         self.ready = asyncio.Event()
         self.writer: ClickHouseWriter | None = None
         self.pipeline: IngestPipeline | None = None
+        #: where detectors publish their findings (firing/resolved, deduplicated)
         self.alerts: AlertPublisher | None = None
 
     async def open(self, app: VigilApp) -> None:

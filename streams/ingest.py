@@ -72,9 +72,6 @@ class IngestResult:
     lines: list[int] = field(default_factory=list)
     rejections: list[Rejection] = field(default_factory=list)
 
-    def provenance(self, i: int) -> Provenance:
-        return Provenance(self.topic, self.partitions[i], self.offsets[i], self.lines[i], 0)
-
 
 def describe_validation_error(exc: ValidationError) -> tuple[str, str]:
     """(reason, message) naming fields and problems; input values are never echoed."""
