@@ -56,3 +56,18 @@ def test_kustomizations_reference_existing_files() -> None:
         doc = yaml.safe_load(kustomization.read_text())
         for resource in doc.get("resources", []):
             assert (kustomization.parent / resource).exists(), f"{kustomization}: {resource}"
+
+
+def test_dashboard_queries_only_metrics_the_worker_exports() -> None:
+    import json
+    import re
+
+    from prometheus_client import CollectorRegistry
+
+    from streams.metrics import Metrics
+
+    exported = {m.name for m in Metrics(CollectorRegistry()).registry.collect()}
+    dashboard = json.loads((INFRA / "grafana/vigil-ingest.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    used = {re.sub(r"_(bucket|total)$", "", m) for e in exprs for m in re.findall(r"vigil_\w+", e)}
+    assert used and used <= exported, used - exported
