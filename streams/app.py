@@ -9,6 +9,7 @@ directory), so ``vigil query`` reaches it through ``/query`` on the local web po
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import ssl
 from typing import Any
@@ -87,6 +88,23 @@ class Runtime:
             await self.writer.stop()
 
 
+def tune_gc() -> None:
+    """Keep the cyclic garbage collector off the hot path.
+
+    The ingest path allocates millions of short-lived, acyclic objects (decoded dicts,
+    events, column lists) that reference counting frees; with the default thresholds the
+    collector still ran thousands of times per 200k events and its full passes rescanned
+    every buffered row -- measured at 1.5-2.4 s of a 5-6 s run. Objects alive after start
+    are frozen out of collection and the thresholds raised; cycles are still collected.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_GEN0_THRESHOLD, 50, 100)
+
+
+GC_GEN0_THRESHOLD = 50_000
+
+
 class VigilApp(faust.App):  # type: ignore[misc]
     consumer_hooks: ConsumerHooks
     runtime: Runtime
@@ -98,6 +116,7 @@ class VigilApp(faust.App):  # type: ignore[misc]
         self.runtime.settings.data_dir.mkdir(parents=True, exist_ok=True)
         await super().on_first_start()
         await self.runtime.open(self)
+        tune_gc()
 
     async def on_stop(self) -> None:
         await super().on_stop()
