@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import statistics
 import time
 
 import orjson
@@ -23,6 +24,7 @@ from streams.kafka import ensure_topics, start_producer
 from streams.settings import load_settings
 
 N = int(os.environ.get("BENCH_EVENTS", "200000"))
+RUNS = int(os.environ.get("BENCH_RUNS", "3"))  # the machine is shared: report the median
 PARTITIONS = 4
 
 
@@ -39,11 +41,15 @@ async def produce(bootstrap: str, topic: str, values: list[bytes]) -> float:
     return time.perf_counter() - started
 
 
-async def bare_consumer(bootstrap: str, topic: str, expected: int) -> float:
+def _spread(runs: list[float]) -> str:
+    return f"(runs: {', '.join(f'{r:,.0f}' for r in runs)})"
+
+
+async def bare_consumer(bootstrap: str, topic: str, expected: int, group: str) -> float:
     consumer = AIOKafkaConsumer(
         topic,
         bootstrap_servers=bootstrap,
-        group_id="bench-bare",
+        group_id=group,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
         max_partition_fetch_bytes=8 << 20,
@@ -119,9 +125,13 @@ def main() -> None:
         settings = load_settings(kafka_bootstrap=broker.bootstrap)
         asyncio.run(ensure_topics(settings, ["bench.raw"], PARTITIONS))
         asyncio.run(produce(broker.bootstrap, "bench.raw", events))
-        a = asyncio.run(bare_consumer(broker.bootstrap, "bench.raw", N))
+        runs_a = [
+            asyncio.run(bare_consumer(broker.bootstrap, "bench.raw", N, f"bench-bare-{i}"))
+            for i in range(RUNS)
+        ]
+        a = statistics.median(runs_a)
         label = "(a)  bare aiokafka consumer + orjson decode, preloaded topic"
-        print(f"{label:62}: {a:9,.0f} events/s", flush=True)
+        print(f"{label:62}: {a:9,.0f} events/s  {_spread(runs_a)}", flush=True)
         cases = [
             (
                 "(b)  vigil, 1 event/message, first produce -> last row",
@@ -135,15 +145,29 @@ def main() -> None:
             ("(c') vigil, NDJSON x100, preloaded topic", "bench4", ndjson, True, "c'/a"),
         ]
         for label, prefix, values, preload, ratio in cases:
-            rate = vigil_end_to_end(broker.bootstrap, prefix, values, N, preload)
-            print(f"{label:62}: {rate:9,.0f} events/s  {ratio} = {rate / a:.2f}", flush=True)
+            runs = [
+                vigil_end_to_end(broker.bootstrap, f"{prefix}r{i}", values, N, preload)
+                for i in range(RUNS)
+            ]
+            rate = statistics.median(runs)
+            print(
+                f"{label:62}: {rate:9,.0f} events/s  {ratio} = {rate / a:.2f}  {_spread(runs)}",
+                flush=True,
+            )
         # Scaling out: two workers in one consumer group on the same 2-core machine.
         for label, prefix, values, ratio in [
             ('(b") 2 workers, 1 event/message, preloaded topic', "bench5", events, 'b"/a'),
             ('(c") 2 workers, NDJSON x100, preloaded topic', "bench6", ndjson, 'c"/a'),
         ]:
-            rate = vigil_end_to_end(broker.bootstrap, prefix, values, N, True, workers=2)
-            print(f"{label:62}: {rate:9,.0f} events/s  {ratio} = {rate / a:.2f}", flush=True)
+            runs = [
+                vigil_end_to_end(broker.bootstrap, f"{prefix}r{i}", values, N, True, workers=2)
+                for i in range(RUNS)
+            ]
+            rate = statistics.median(runs)
+            print(
+                f"{label:62}: {rate:9,.0f} events/s  {ratio} = {rate / a:.2f}  {_spread(runs)}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

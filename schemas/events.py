@@ -143,10 +143,12 @@ EVENT_MODELS: tuple[type[Envelope], ...] = (
     SlowQuery,
     Analytics,
 )
-KINDS: frozenset[str] = frozenset(
-    m.model_fields["kind"].annotation.__args__[0]  # type: ignore[union-attr]
+#: kind → its model
+KIND_MODELS: dict[str, type[Envelope]] = {
+    m.model_fields["kind"].annotation.__args__[0]: m  # type: ignore[union-attr]
     for m in EVENT_MODELS
-)
+}
+KINDS: frozenset[str] = frozenset(KIND_MODELS)
 #: Kinds that may legitimately arrive without a tenant (unsigned webhook call, failed
 #: login for an unknown user); they are filed under :data:`UNAUTHENTICATED_TENANT`.
 TENANTLESS_KINDS: frozenset[str] = frozenset(

@@ -9,14 +9,13 @@ import orjson
 from pydantic import TypeAdapter
 
 from schemas.alerts import Alert
-from schemas.events import EVENT_ADAPTER, EVENT_MODELS
+from schemas.events import EVENT_ADAPTER, KIND_MODELS
 
 
 def json_schemas() -> dict[str, dict[str, Any]]:
     """File name → JSON Schema, for the event union, each kind, and the alert."""
     out: dict[str, dict[str, Any]] = {"event.schema.json": EVENT_ADAPTER.json_schema()}
-    for model in EVENT_MODELS:
-        kind = model.model_fields["kind"].annotation.__args__[0]  # type: ignore[union-attr]
+    for kind, model in KIND_MODELS.items():
         out[f"event.{kind}.schema.json"] = model.model_json_schema()
     out["alert.schema.json"] = TypeAdapter(Alert).json_schema(by_alias=True)
     return out

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from schemas.events import Event
+from schemas.events import KIND_MODELS, Event
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +58,9 @@ _EVENT_FIELDS: tuple[tuple[str, str, Any], ...] = (
     ("signature_valid", "valid", 1),
     ("blocked", "blocked", 0),
 )
+_FIELDS_BY_KIND: dict[str, frozenset[str]] = {
+    kind: frozenset(model.model_fields) for kind, model in KIND_MODELS.items()
+}
 SOURCE_COLUMNS: tuple[str, ...] = ("src_topic", "src_partition", "src_offset", "src_line")
 EVENT_COLUMNS: tuple[str, ...] = tuple(c for c, _, _ in _EVENT_FIELDS) + SOURCE_COLUMNS
 
@@ -76,18 +79,24 @@ def event_columns(
     JSONColumns blocks, in which ClickHouse reads a DateTime64 number as seconds."""
     # Pydantic keeps field values in __dict__; reading it directly avoids the costly
     # AttributeError path of getattr() for fields a kind does not have.
+    # Fields no kind of this batch has are filled with a constant list, not read.
     dicts = [e.__dict__ for e in events]
+    n = len(events)
+    present = set().union(*(_FIELDS_BY_KIND[k] for k in {d["kind"] for d in dicts}))
     columns: dict[str, list[Any]] = {}
     for column, attr, default in _EVENT_FIELDS:
         if column == "ts":
             columns["ts"] = [t / 1000 for t in ts_ms]
-            continue
-        values = [d.get(attr) for d in dicts]
-        if default is not None:
-            values = [default if v is None else v for v in values]
-        columns[column] = values
-    columns["signature_valid"] = [int(v) for v in columns["signature_valid"]]
-    columns["blocked"] = [int(v) for v in columns["blocked"]]
+        elif attr not in present:
+            columns[column] = [default] * n
+        else:
+            values = [d.get(attr) for d in dicts]
+            if default is not None:
+                values = [default if v is None else v for v in values]
+            columns[column] = values
+    for column, attr in (("signature_valid", "valid"), ("blocked", "blocked")):
+        if attr in present:
+            columns[column] = [int(v) for v in columns[column]]
     columns["src_topic"] = [topic] * len(events)
     columns["src_partition"] = list(partitions)
     columns["src_offset"] = list(offsets)
