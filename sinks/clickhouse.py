@@ -114,6 +114,7 @@ class ClickHouseWriter:
         *,
         flush_rows: int = 10_000,
         flush_interval_s: float = 1.0,
+        linger_s: float = 0.2,
         max_buffer_rows: int = 100_000,
         retry_initial_s: float = 0.2,
         retry_max_s: float = 30.0,
@@ -123,6 +124,9 @@ class ClickHouseWriter:
         self._metrics = metrics
         self._flush_rows = flush_rows
         self._flush_interval_s = flush_interval_s
+        self._linger_s = linger_s
+        self._first_add_at = 0.0
+        self._last_add_at = 0.0
         self._max_buffer_rows = max_buffer_rows
         self._retry_initial_s = retry_initial_s
         self._retry_max_s = retry_max_s
@@ -172,6 +176,11 @@ class ClickHouseWriter:
         """
         async with self._space:
             await self._space.wait_for(lambda: self.buffered_rows < self._max_buffer_rows)
+        now = asyncio.get_running_loop().time()
+        was_empty = not self._pending
+        if was_empty:
+            self._first_add_at = now
+        self._last_add_at = now
         for table, cols in rows.items():
             if cols and len(next(iter(cols.values()))):
                 self._buffers.setdefault(table, _TableBuffer()).extend(cols, source)
@@ -179,16 +188,33 @@ class ClickHouseWriter:
             self._acks.append(on_written)
         for table, buf in self._buffers.items():
             self._metrics.sink_rows_buffered.labels(table=table).set(buf.rows)
-        if self.buffered_rows >= self._flush_rows or (on_written and not self.buffered_rows):
-            self._wake.set()
+        if was_empty or self.buffered_rows >= self._flush_rows:
+            self._wake.set()  # arm the timers, or flush now
 
     async def _run(self) -> None:
+        """Flush on size (``add`` wakes us), ``flush_interval_s`` after the first buffered
+        row, or ``linger_s`` after the last one once input pauses -- so a burst's tail does
+        not wait for the interval while a steady trickle is still batched."""
+        loop = asyncio.get_running_loop()
         while not self._closing:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self._flush_interval_s)
+            timeout = max(0.0, self._due_at() - loop.time()) if self._pending else None
+            if timeout != 0.0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=timeout)
             self._wake.clear()
-            if self._buffers or self._acks:
+            if self._pending and (
+                self.buffered_rows >= self._flush_rows
+                or not self.buffered_rows  # only acks of batches whose rows are stored
+                or loop.time() >= self._due_at()
+            ):
                 await self.flush()
+
+    @property
+    def _pending(self) -> bool:
+        return bool(self._buffers or self._acks)
+
+    def _due_at(self) -> float:
+        return min(self._first_add_at + self._flush_interval_s, self._last_add_at + self._linger_s)
 
     async def flush(self) -> None:
         """Write every buffered table, then run the acks of the batches it held."""

@@ -56,6 +56,7 @@ class Runtime:
             self.metrics,
             flush_rows=s.sink_flush_rows,
             flush_interval_s=s.sink_flush_interval_s,
+            linger_s=s.sink_linger_s,
             max_buffer_rows=s.sink_max_buffer_rows,
             retry_initial_s=s.sink_retry_initial_s,
             retry_max_s=s.sink_retry_max_s,

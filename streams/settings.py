@@ -50,6 +50,7 @@ class Settings(BaseSettings):
     # Sink
     sink_flush_rows: int = Field(default=10_000, ge=1)
     sink_flush_interval_s: float = Field(default=1.0, gt=0)
+    sink_linger_s: float = Field(default=0.2, gt=0)  # flush early once input pauses this long
     sink_max_buffer_rows: int = Field(default=100_000, ge=1)
     sink_retry_initial_s: float = Field(default=0.2, gt=0)
     sink_retry_max_s: float = Field(default=30.0, gt=0)

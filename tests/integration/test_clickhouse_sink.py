@@ -87,7 +87,9 @@ def test_tables_are_tenant_first_with_ttl(ch_client: Any, database: str) -> None
 async def test_flush_on_size_then_ack_in_order(
     ch_client: Any, database: str, metrics: Metrics
 ) -> None:
-    writer = ClickHouseWriter(ch_client, database, metrics, flush_rows=100, flush_interval_s=60)
+    writer = ClickHouseWriter(
+        ch_client, database, metrics, flush_rows=100, flush_interval_s=60, linger_s=60
+    )
     writer.start()
     acked: list[int] = []
     await writer.add(
@@ -120,6 +122,25 @@ async def test_flush_on_time(ch_client: Any, database: str, metrics: Metrics) ->
     await writer.add({"events": rows(5)}, source=("vigil.events", 0, 0, 4), on_written=done.set)
     await asyncio.wait_for(done.wait(), timeout=30)
     assert count(ch_client, database) == 5
+    await writer.stop()
+
+
+async def test_flush_when_input_pauses(ch_client: Any, database: str, metrics: Metrics) -> None:
+    writer = ClickHouseWriter(
+        ch_client, database, metrics, flush_rows=10_000, flush_interval_s=60, linger_s=0.3
+    )
+    writer.start()
+    done = asyncio.Event()
+    for i in range(3):  # a short burst, then nothing
+        await writer.add(
+            {"events": rows(10, 10 * i)},
+            source=("vigil.events", 0, 10 * i, 10 * i + 9),
+            on_written=done.set if i == 2 else None,
+        )
+    await asyncio.sleep(0.1)
+    assert count(ch_client, database) == 0  # still lingering
+    await asyncio.wait_for(done.wait(), timeout=30)  # long before the 60 s interval
+    assert count(ch_client, database) == 30
     await writer.stop()
 
 
