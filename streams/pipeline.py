@@ -89,7 +89,7 @@ class IngestPipeline:
         now_ms = self._clock_ms()
         records = batch.records
         self._metrics.messages_consumed.inc(len(records))
-        self._metrics.bytes_consumed.inc(sum(len(r.value or b"") for r in records))
+        self._metrics.bytes_consumed.inc(batch.size_bytes)
         result = self._ingestor.decode_batch(records, now_ms)
 
         rows: dict[str, dict[str, list[Any]]] = {}

@@ -41,6 +41,7 @@ class SourceBatch:
     last_offset: int
     records: Sequence[Any]
     skipped: int = 0
+    size_bytes: int = 0  # sum of the records' value sizes
 
 
 class ConsumerHooks:
@@ -81,7 +82,6 @@ class BatchConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
         return self._floors[tp]
 
     def _batch_message(self, tp: TP, batch: SourceBatch, last: Any) -> ConsumerMessage:
-        size = sum(len(r.value or b"") for r in batch.records)
         timestamp = last.timestamp / 1000.0 if last.timestamp is not None else None
         return ConsumerMessage(
             tp.topic,
@@ -94,7 +94,7 @@ class BatchConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
             batch,
             None,
             0,
-            size,
+            batch.size_bytes,
             tp,
             generation_id=self.app.consumer_generation_id,
         )
@@ -132,7 +132,8 @@ class BatchConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
                     if skipped and hooks.on_skipped is not None:
                         hooks.on_skipped(skipped)
                     first, last = recs[0].offset, recs[-1].offset
-                    batch = SourceBatch(tp.topic, tp.partition, first, last, fresh, skipped)
+                    size = sum(len(r.value or b"") for r in fresh)
+                    batch = SourceBatch(tp.topic, tp.partition, first, last, fresh, skipped, size)
                     if last > first:
                         await self._add_gap(tp, first, last - 1)
                     if hooks.on_lag is not None:

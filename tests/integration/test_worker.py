@@ -136,6 +136,8 @@ def test_valid_rows_and_dead_letters_with_provenance(
     assert metric(text, "vigil_dlq_messages_total") == n_invalid
     assert metric(text, 'vigil_sink_rows_written_total{table="events"}') == n_valid
     assert metric(text, "vigil_messages_consumed_total") == len(singles) + 21 + len(invalid)
+    all_messages = [*singles, *ndjson_good, mixed, *invalid]
+    assert metric(text, "vigil_consumed_bytes_total") == sum(map(len, all_messages))
 
     assert 'vigil_consumer_lag_messages{partition="' in text
     assert metric(text, "vigil_consumer_lag_messages{") == 0  # caught up
