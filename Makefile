@@ -45,6 +45,7 @@ test: install tools lint types ## everything CI runs: lint, types, the whole sui
 	$(PY) -m pytest
 
 bench: install ## throughput benchmarks (prints figures and ratios; asserts nothing)
+	$(PY) -m benchmarks.bench_hotpath
 	$(PY) -m benchmarks.bench_ingest
 
 schema: install ## re-export the JSON Schemas in schemas/jsonschema/
