@@ -18,7 +18,6 @@ import orjson
 from benchmarks.common import http_events
 from schemas.events import EVENT_ADAPTER
 from schemas.normalize import Pseudonymizer
-from schemas.rows import event_columns
 from sinks.clickhouse import connect, is_all_default
 from sinks.migrate import migrate
 from streams.app import tune_gc
@@ -58,9 +57,7 @@ def main() -> None:
     result = ingestor.decode_batch(records, now_ms)
     assert len(result.events) == N, result.rejections[:1]
     objects = [orjson.loads(v) for v in values]
-    columns = event_columns(
-        result.events, result.ts_ms, result.topic, result.partitions, result.offsets, result.lines
-    )
+    columns = result.columns()
     sent = {k: v for k, v in columns.items() if not is_all_default(v)}  # as the writer does
     block = orjson.dumps(sent)
     client = connect(f"chdb://{tempfile.mkdtemp(prefix='vigil-hotpath-')}", "vigil")
@@ -84,17 +81,7 @@ def main() -> None:
         ),
         ("Ingestor.decode_batch, 1 event/message", lambda: ingestor.decode_batch(records, now_ms)),
         ("Ingestor.decode_batch, NDJSON x100", lambda: ingestor.decode_batch(ndjson, now_ms)),
-        (
-            "event_columns",
-            lambda: event_columns(
-                result.events,
-                result.ts_ms,
-                result.topic,
-                result.partitions,
-                result.offsets,
-                result.lines,
-            ),
-        ),
+        ("event_columns", result.columns),
         ("orjson.dumps of the JSONColumns block", lambda: orjson.dumps(sent)),
         ("chDB INSERT of the block (wall)", insert),
     ]

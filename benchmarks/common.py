@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import random
 import tempfile
 import time
@@ -11,7 +10,7 @@ from pathlib import Path
 import orjson
 
 from streams.procs import free_port
-from streams.worker_proc import WorkerProcess
+from streams.worker_proc import WorkerProcess, worker_env
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -51,16 +50,13 @@ def worker(
     """`vigil worker` in its own process, like production, on a fresh chDB directory."""
     data_dir = Path(tempfile.mkdtemp(prefix=f"vigil-bench-{prefix}-"))
     port = free_port()
-    env = {
-        **os.environ,
-        "VIGIL_MODE": "embedded",
-        "VIGIL_KAFKA_BOOTSTRAP": bootstrap,
-        "VIGIL_TOPIC_PREFIX": prefix,
-        "VIGIL_TOPIC_PARTITIONS": str(partitions),
-        "VIGIL_CONSUMER_GROUP": f"{prefix}-group",
-        "VIGIL_DATA_DIR": str(data_dir),
-        "VIGIL_WEB_PORT": str(port),
-        "VIGIL_LOG_LEVEL": "WARNING",
+    env = worker_env(
+        bootstrap,
+        prefix,
+        data_dir,
+        port,
+        partitions,
+        VIGIL_LOG_LEVEL="WARNING",
         **(extra_env or {}),
-    }
+    )
     return WorkerProcess(env, port, data_dir / "worker.log", cwd=ROOT)

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from schemas.events import EVENT_ADAPTER, KINDS, TENANTLESS_KINDS, Event
 from schemas.normalize import NormalisationError, Pseudonymizer, normalise
-from schemas.rows import Provenance
+from schemas.rows import Provenance, event_columns
 
 #: The DLQ error classes (header ``vigil.error.class``); a bounded metric label too.
 REASONS: tuple[str, ...] = (
@@ -72,6 +72,12 @@ class IngestResult:
     lines: list[int] = field(default_factory=list)
     rejections: list[Rejection] = field(default_factory=list)
 
+    def columns(self) -> dict[str, list[Any]]:
+        """The valid events as ``vigil.events`` columns."""
+        return event_columns(
+            self.events, self.ts_ms, self.topic, self.partitions, self.offsets, self.lines
+        )
+
 
 def describe_validation_error(exc: ValidationError) -> tuple[str, str]:
     """(reason, message) naming fields and problems; input values are never echoed."""
@@ -116,7 +122,7 @@ class Ingestor:
                     f"message is {len(value)} bytes, above VIGIL_MAX_MESSAGE_BYTES="
                     f"{self._max_bytes}"
                 )
-                reject(Rejection("too_large", message, value, _provenance(rec, 0)))
+                reject(Rejection("too_large", message, value, provenance(rec, 0)))
                 continue
             try:
                 obj = orjson.loads(value)
@@ -125,7 +131,7 @@ class Ingestor:
                     self._decode_ndjson(value, rec, window, result)
                 else:
                     reject(
-                        Rejection("not_json", f"not valid JSON: {exc}", value, _provenance(rec, 0))
+                        Rejection("not_json", f"not valid JSON: {exc}", value, provenance(rec, 0))
                     )
                 continue
             self._accept(obj, value, rec, 0, window, result)
@@ -145,7 +151,7 @@ class Ingestor:
                         "not_json",
                         f"line {number}: not valid JSON: {exc}",
                         line,
-                        _provenance(rec, number),
+                        provenance(rec, number),
                     )
                 )
                 continue
@@ -222,8 +228,9 @@ class Ingestor:
         result: IngestResult, reason: str, message: str, raw: bytes, rec: SourceRecord, line: int
     ) -> None:
         where = f"line {line}: " if line else ""
-        result.rejections.append(Rejection(reason, where + message, raw, _provenance(rec, line)))
+        result.rejections.append(Rejection(reason, where + message, raw, provenance(rec, line)))
 
 
-def _provenance(rec: SourceRecord, line: int) -> Provenance:
+def provenance(rec: SourceRecord, line: int) -> Provenance:
+    """Where ``rec`` (and its NDJSON ``line``, 0 for a whole message) came from."""
     return Provenance(rec.topic, rec.partition, rec.offset, line, rec.timestamp)

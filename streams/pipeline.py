@@ -14,10 +14,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 from schemas.normalize import Pseudonymizer
-from schemas.rows import Provenance, event_columns
 from sinks.clickhouse import ClickHouseWriter
 from streams.dlq import dead_letter_columns, dlq_headers
-from streams.ingest import Ingestor, IngestResult, Rejection
+from streams.ingest import Ingestor, IngestResult, Rejection, provenance
 from streams.metrics import Metrics
 from streams.transport import SourceBatch
 
@@ -68,55 +67,44 @@ class IngestPipeline:
                 batch.last_offset,
                 len(batch.records),
             )
-            now_ms = self._clock_ms()
+            message = f"{type(exc).__name__} while processing the batch; see the worker log"
             rejections = [
-                Rejection(
-                    "processing_error",
-                    f"{type(exc).__name__} while processing the batch; see the worker log",
-                    r.value or b"",
-                    Provenance(r.topic, r.partition, r.offset, 0, r.timestamp),
-                )
+                Rejection("processing_error", message, r.value or b"", provenance(r, 0))
                 for r in batch.records
             ]
-            await self._dead_letter(rejections, now_ms)
-            await self._writer.add(
-                {"dead_letters": dead_letter_columns(rejections, now_ms, self._pseudo)},
-                source=(batch.topic, batch.partition, batch.first_offset, batch.last_offset),
-                on_written=ack,
-            )
+            await self._store(batch, {}, rejections, self._clock_ms(), ack)
 
     async def handle(self, batch: SourceBatch, ack: Callable[[], None]) -> None:
         now_ms = self._clock_ms()
-        records = batch.records
-        self._metrics.messages_consumed.inc(len(records))
+        self._metrics.messages_consumed.inc(len(batch.records))
         self._metrics.bytes_consumed.inc(batch.size_bytes)
-        result = self._ingestor.decode_batch(records, now_ms)
-
+        result = self._ingestor.decode_batch(batch.records, now_ms)
         rows: dict[str, dict[str, list[Any]]] = {}
-        if result.rejections:
-            await self._dead_letter(result.rejections, now_ms)
-            rows["dead_letters"] = dead_letter_columns(result.rejections, now_ms, self._pseudo)
         if result.events:
             for kind, n in Counter(e.kind for e in result.events).items():
                 self._metrics.events_consumed.labels(kind=kind).inc(n)
             self._metrics.last_event_timestamp.set(max(result.ts_ms) / 1000)
             for detector in self._detectors:
                 await detector.process(result)
-            rows["events"] = event_columns(
-                result.events,
-                result.ts_ms,
-                result.topic,
-                result.partitions,
-                result.offsets,
-                result.lines,
-            )
-        await self._writer.add(
-            rows,
-            source=(batch.topic, batch.partition, batch.first_offset, batch.last_offset),
-            on_written=ack,
-        )
+            rows["events"] = result.columns()
+        await self._store(batch, rows, result.rejections, now_ms, ack)
 
-    async def _dead_letter(self, rejections: Sequence[Any], now_ms: int) -> None:
+    async def _store(
+        self,
+        batch: SourceBatch,
+        rows: dict[str, dict[str, list[Any]]],
+        rejections: Sequence[Rejection],
+        now_ms: int,
+        ack: Callable[[], None],
+    ) -> None:
+        """Dead-letter ``rejections``, then hand every row of the batch to the writer,
+        which runs ``ack`` once they are stored."""
+        if rejections:
+            await self._dead_letter(rejections, now_ms)
+            rows["dead_letters"] = dead_letter_columns(rejections, now_ms, self._pseudo)
+        await self._writer.add(rows, source=batch.span, on_written=ack)
+
+    async def _dead_letter(self, rejections: Sequence[Rejection], now_ms: int) -> None:
         deliveries = []
         for rejection in rejections:
             self._metrics.events_invalid.labels(reason=rejection.reason).inc()

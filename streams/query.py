@@ -12,7 +12,7 @@ from typing import Any
 from sinks.clickhouse import connect
 from streams.errors import ClickHouseUnavailable, QueryRejected
 from streams.settings import Settings
-from streams.web import _jsonable, check_read_only
+from streams.web import check_read_only, jsonable
 
 
 def run_query(settings: Settings, sql: str) -> tuple[list[str], list[list[Any]]]:
@@ -30,7 +30,7 @@ def run_query(settings: Settings, sql: str) -> tuple[list[str], list[list[Any]]]
         result = client.query(statement, settings={"readonly": 1})
     finally:
         client.close()
-    rows = [[_jsonable(v) for v in row] for row in result.result_rows]
+    rows = [[jsonable(v) for v in row] for row in result.result_rows]
     return list(result.column_names), rows
 
 

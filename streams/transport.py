@@ -40,8 +40,12 @@ class SourceBatch:
     first_offset: int
     last_offset: int
     records: Sequence[Any]
-    skipped: int = 0
     size_bytes: int = 0  # sum of the records' value sizes
+
+    @property
+    def span(self) -> tuple[str, int, int, int]:
+        """(topic, partition, first offset, last offset): the writer's dedup scope."""
+        return (self.topic, self.partition, self.first_offset, self.last_offset)
 
 
 class ConsumerHooks:
@@ -61,7 +65,7 @@ class ConsumerHooks:
 class BatchConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
     """See the module docstring."""
 
-    _floors: dict[TP, int]
+    _floors: dict[TP, int] | None = None  # per generation: next offset already stored
     _floor_generation: int | None = None
 
     def _hooks(self) -> ConsumerHooks:
@@ -70,16 +74,16 @@ class BatchConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
 
     async def _floor(self, tp: TP) -> int:
         generation = self.app.consumer_generation_id
-        if self._floor_generation != generation or not hasattr(self, "_floors"):
-            self._floors = {}
-            self._floor_generation = generation
-        if tp not in self._floors:
+        if self._floors is None or self._floor_generation != generation:
+            self._floors, self._floor_generation = {}, generation
+        floors = self._floors
+        if tp not in floors:
             provider = self._hooks().stored_offsets
             stored = await provider(tp.topic) if provider is not None else {}
             for partition, offset in stored.items():
-                self._floors[TP(tp.topic, partition)] = offset
-            self._floors.setdefault(tp, -1)
-        return self._floors[tp]
+                floors[TP(tp.topic, partition)] = offset
+            floors.setdefault(tp, -1)
+        return floors[tp]
 
     def _batch_message(self, tp: TP, batch: SourceBatch, last: Any) -> ConsumerMessage:
         timestamp = last.timestamp / 1000.0 if last.timestamp is not None else None
@@ -133,7 +137,7 @@ class BatchConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
                         hooks.on_skipped(skipped)
                     first, last = recs[0].offset, recs[-1].offset
                     size = sum(len(r.value or b"") for r in fresh)
-                    batch = SourceBatch(tp.topic, tp.partition, first, last, fresh, skipped, size)
+                    batch = SourceBatch(tp.topic, tp.partition, first, last, fresh, size)
                     if last > first:
                         await self._add_gap(tp, first, last - 1)
                     if hooks.on_lag is not None:

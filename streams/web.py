@@ -93,17 +93,17 @@ def register_views(app: VigilApp, settings: Settings, metrics: Metrics) -> None:
                     )
             except Exception as exc:
                 return self.json({"error": str(exc)}, status=400)
-            rows = [[_jsonable(v) for v in row] for row in result.result_rows]
+            rows = [[jsonable(v) for v in row] for row in result.result_rows]
             return self.json({"columns": list(result.column_names), "rows": rows})
 
     app.page("/query")(QueryView)
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     if isinstance(value, str | int | float | bool) or value is None:
         return value
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     return str(value)

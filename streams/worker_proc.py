@@ -7,6 +7,7 @@ worker exactly as an operator would.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -27,6 +28,23 @@ def get_json(url: str, timeout_s: float = 2.0) -> dict[str, Any] | None:
             return body
     except (OSError, ValueError):
         return None
+
+
+def worker_env(
+    bootstrap: str, prefix: str, data_dir: Path, web_port: int, partitions: int, **extra: str
+) -> dict[str, str]:
+    """Environment of an embedded-mode worker on its own topics, group and data dir."""
+    return {
+        **os.environ,
+        "VIGIL_MODE": "embedded",
+        "VIGIL_KAFKA_BOOTSTRAP": bootstrap,
+        "VIGIL_TOPIC_PREFIX": prefix,
+        "VIGIL_TOPIC_PARTITIONS": str(partitions),
+        "VIGIL_CONSUMER_GROUP": f"{prefix}-group",
+        "VIGIL_DATA_DIR": str(data_dir),
+        "VIGIL_WEB_PORT": str(web_port),
+        **extra,
+    }
 
 
 class WorkerProcess:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +14,7 @@ from streams.broker import EmbeddedBroker
 from streams.metrics import Metrics
 from streams.procs import free_port
 from streams.settings import Settings, load_settings
-from streams.worker_proc import WorkerProcess
+from streams.worker_proc import WorkerProcess, worker_env
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_KEY = b"test-hash-key"
@@ -67,20 +66,17 @@ def worker_for(tmp_path: Path) -> Iterator[object]:
     def build(bootstrap: str, prefix: str, **env: str) -> WorkerProcess:
         port = free_port()
         data_dir = tmp_path / "vigil"
-        full_env = {
-            **os.environ,
-            "VIGIL_MODE": "embedded",
-            "VIGIL_KAFKA_BOOTSTRAP": bootstrap,
-            "VIGIL_TOPIC_PREFIX": prefix,
-            "VIGIL_TOPIC_PARTITIONS": "2",
-            "VIGIL_CONSUMER_GROUP": f"{prefix}-group",
-            "VIGIL_DATA_DIR": str(data_dir),
-            "VIGIL_WEB_PORT": str(port),
-            "VIGIL_HASH_KEY": TEST_KEY.decode(),
-            "VIGIL_SESSION_TIMEOUT_S": "6",
-            "VIGIL_REBALANCE_TIMEOUT_S": "6",
+        full_env = worker_env(
+            bootstrap,
+            prefix,
+            data_dir,
+            port,
+            partitions=2,
+            VIGIL_HASH_KEY=TEST_KEY.decode(),
+            VIGIL_SESSION_TIMEOUT_S="6",
+            VIGIL_REBALANCE_TIMEOUT_S="6",
             **env,
-        }
+        )
         proc = WorkerProcess(full_env, port, data_dir / f"worker-{len(started)}.log", cwd=ROOT)
         started.append(proc)
         return proc

@@ -18,23 +18,18 @@ def promtool() -> str:
 
 
 def test_prometheus_rules_pass_promtool_unit_tests() -> None:
-    rules = INFRA / "prometheus"
-    check = subprocess.run(
-        [promtool(), "check", "rules", "vigil-rules.yml"],
-        cwd=rules,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert check.returncode == 0, check.stdout + check.stderr
-    tests = subprocess.run(
-        [promtool(), "test", "rules", "vigil-rules.test.yml"],
-        cwd=rules,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert tests.returncode == 0, tests.stdout + tests.stderr
+    for command in (
+        ["check", "rules", "vigil-rules.yml"],
+        ["test", "rules", "vigil-rules.test.yml"],
+    ):
+        run = subprocess.run(
+            [promtool(), *command],
+            cwd=INFRA / "prometheus",
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert run.returncode == 0, run.stdout + run.stderr
 
 
 def test_statefulset_is_production_shaped() -> None:
