@@ -137,3 +137,41 @@ def test_alertmanager_mapping() -> None:
     assert posted["annotations"]["summary"] == "s"
     assert posted["startsAt"] == "2026-01-02T03:04:05Z"
     assert posted["endsAt"] == "2026-01-02T03:05:05Z"
+
+
+def test_pagerduty_mapping_triggers_then_resolves_on_the_fingerprint() -> None:
+    from sinks.alertmanager import to_pagerduty
+
+    data = {
+        "fingerprint": "fp",
+        "alertname": "X",
+        "severity": "high",
+        "labels": {"tenant_id": "a"},
+        "annotations": {"summary": "s"},
+        "value": 1,
+        "threshold": 2,
+        "startsAt": T0,
+    }
+    firing = Alert.model_validate(
+        {
+            "id": "1",
+            "type": "io.vigil.alert.firing",
+            "subject": "fp",
+            "time": T0,
+            "data": {**data, "status": "firing"},
+        }
+    )
+    resolved = Alert.model_validate(
+        {
+            "id": "2",
+            "type": "io.vigil.alert.resolved",
+            "subject": "fp",
+            "time": T0,
+            "data": {**data, "status": "resolved", "endsAt": T0},
+        }
+    )
+    trigger, resolve = to_pagerduty(firing, "rk"), to_pagerduty(resolved, "rk")
+    assert (trigger["event_action"], resolve["event_action"]) == ("trigger", "resolve")
+    assert trigger["dedup_key"] == resolve["dedup_key"] == "fp"
+    assert trigger["payload"]["severity"] == "error"
+    assert trigger["routing_key"] == "rk"
