@@ -17,6 +17,7 @@ import orjson
 
 from benchmarks.common import http_events
 from schemas.events import EVENT_ADAPTER
+from schemas.fastpath import decode_fast
 from schemas.normalize import Pseudonymizer
 from sinks.clickhouse import connect, is_all_default
 from sinks.migrate import migrate
@@ -79,6 +80,7 @@ def main() -> None:
             "pydantic validate_python (decoded dicts)",
             lambda: [EVENT_ADAPTER.validate_python(o) for o in objects],
         ),
+        ("msgspec fast path (decode_fast)", lambda: [decode_fast(v) for v in values]),
         ("Ingestor.decode_batch, 1 event/message", lambda: ingestor.decode_batch(records, now_ms)),
         ("Ingestor.decode_batch, NDJSON x100", lambda: ingestor.decode_batch(ndjson, now_ms)),
         ("event_columns", result.columns),

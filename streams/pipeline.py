@@ -81,12 +81,13 @@ class IngestPipeline:
         result = self._ingestor.decode_batch(batch.records, now_ms)
         rows: dict[str, dict[str, list[Any]]] = {}
         if result.events:
-            for kind, n in Counter(e.kind for e in result.events).items():
+            columns = result.columns()
+            for kind, n in Counter(columns["kind"]).items():
                 self._metrics.events_consumed.labels(kind=kind).inc(n)
             self._metrics.last_event_timestamp.set(max(result.ts_ms) / 1000)
             for detector in self._detectors:
                 await detector.process(result)
-            rows["events"] = result.columns()
+            rows["events"] = columns
         await self._store(batch, rows, result.rejections, now_ms, ack)
 
     async def _store(

@@ -1,0 +1,167 @@
+"""The msgspec fast path may refuse what the contract accepts, never the reverse."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import msgspec
+import orjson
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from benchmarks.common import http_events
+from schemas.events import EVENT_ADAPTER, KIND_MODELS
+from schemas.fastpath import FAST_STRUCTS, datetime_ms, decode_fast, from_model
+from schemas.rows import event_columns
+
+NOW = datetime(2026, 1, 2, 3, 4, 5, 678_000, tzinfo=UTC)
+
+
+def texts(max_size: int = 80) -> st.SearchStrategy[str]:
+    return st.one_of(
+        st.text(alphabet="abcXYZ019_.:-", min_size=1, max_size=max_size),
+        st.text(max_size=max_size),
+        st.text(alphabet="abcXYZ019_.:-", min_size=1, max_size=max_size),
+        st.sampled_from(["", "acme", "acme\n", " acme", "a" * 64, "a" * 65, "é" * 64, "x" * 129]),
+    )
+
+
+@st.composite
+def timestamps(draw: st.DrawFn) -> object:
+    moment = draw(st.datetimes(min_value=datetime(1999, 1, 1), max_value=datetime(2100, 1, 1)))
+    offset = draw(st.sampled_from([None, UTC, UTC, timezone(timedelta(hours=5, minutes=30))]))
+    dt = moment.replace(tzinfo=offset)
+    forms = ["iso", "z", "ms"] * 3 + ["space", "lower", "digits", "s", "float"]
+    form = draw(st.sampled_from(forms))
+    aware = dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+    if form == "ms":
+        return int(aware.timestamp() * 1000)
+    if form == "s":
+        return int(aware.timestamp())
+    if form == "float":
+        return aware.timestamp() * 1000
+    text = dt.isoformat()
+    if form == "z" and dt.tzinfo is UTC:
+        text = text.replace("+00:00", "Z")
+    elif form == "space":
+        text = text.replace("T", " ")
+    elif form == "lower":
+        text = text.replace("T", "t")
+    elif form == "digits" and "." in text:
+        head, tail = text.split(".", 1)
+        text = f"{head}.{tail[:6]}{draw(st.sampled_from(['', '1', '123']))}{tail[6:]}"
+    return text
+
+
+def scalars() -> st.SearchStrategy[object]:
+    return st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(-(2**70), 2**70),
+        st.integers(0, 700),
+        st.floats(allow_nan=False, allow_infinity=False),
+        texts(),
+        st.sampled_from(["200", "1.5", "true", 99.0, 200.0, 0, 1]),
+    )
+
+
+TENANT_FIELDS = {"tenant_id", "actor_tenant_id", "resource_tenant_id"}
+
+
+def plausible(name: str) -> st.SearchStrategy[object]:
+    """Mostly valid values for field ``name``, with the boundaries around them."""
+    if name in TENANT_FIELDS:
+        return st.text(alphabet="abcXYZ019_.:-", min_size=1, max_size=64)
+    if name == "status":
+        return st.integers(90, 610)
+    if name == "duration_ms":
+        return st.floats(-1, 90_000_000, allow_nan=False) | st.integers(-1, 90_000_000)
+    if name == "schema_version":
+        return st.sampled_from([1, 1, 1, 1, 0, 2])
+    if name in ("valid", "blocked", "signature_provided"):
+        return st.booleans() | st.sampled_from([0, 1, "true"])
+    if name == "attack_type":
+        return st.sampled_from(["sql_injection", "xss", "other"])
+    return st.text(min_size=1, max_size=16)
+
+
+@st.composite
+def envelopes(draw: st.DrawFn) -> dict[str, Any]:
+    """Plausible events of every kind, then up to two fields removed or replaced."""
+    kind = draw(st.sampled_from(sorted(KIND_MODELS)))
+    model = KIND_MODELS[kind]
+    obj: dict[str, Any] = {"kind": kind}
+    for name in model.model_fields:
+        if name == "ts":
+            obj[name] = draw(timestamps())
+        elif name == "properties":
+            obj[name] = draw(st.dictionaries(st.text(max_size=5), scalars(), max_size=3))
+        elif name != "kind":
+            obj[name] = draw(plausible(name))
+    names = sorted(obj)
+    for _ in range(draw(st.sampled_from([0, 0, 1, 2]))):
+        name = draw(st.sampled_from(names))
+        if draw(st.booleans()):
+            obj.pop(name, None)
+        else:
+            obj[name] = draw(scalars())
+    if draw(st.integers(0, 9)) == 0:
+        obj[draw(st.sampled_from(["user_id", "ip", "ip_address", "extra"]))] = draw(scalars())
+    return obj
+
+
+@settings(max_examples=1500, deadline=None)
+@given(envelopes())
+def test_what_the_fast_path_accepts_the_contract_accepts_identically(obj: dict[str, Any]) -> None:
+    data = json.dumps(obj).encode()
+    fast = decode_fast(data)
+    event("fast path: " + ("accepted" if fast else "declined"))
+    if fast is None:
+        return
+    try:
+        model = EVENT_ADAPTER.validate_python(orjson.loads(data))
+    except ValidationError as exc:  # pragma: no cover - the failure this test exists for
+        raise AssertionError(f"fast path accepted what pydantic refuses: {exc}") from exc
+    struct, ts_ms = fast
+    assert ts_ms == datetime_ms(model.ts)
+    assert msgspec.structs.replace(struct, ts=0) == msgspec.structs.replace(from_model(model), ts=0)
+    assert event_columns([struct], [ts_ms], "t", [0], [0], [0]) == event_columns(
+        [from_model(model)], [ts_ms], "t", [0], [0], [0]
+    )
+
+
+def test_the_fast_path_covers_well_formed_envelopes() -> None:
+    values = http_events(200)
+    assert all(decode_fast(v) is not None for v in values)
+    analytics = {
+        "kind": "analytics",
+        "event_id": "a1",
+        "ts": "2026-01-02T03:04:05.678+01:00",
+        "tenant_id": "acme",
+        "service": "web",
+        "event_name": "auth.user_registered",
+        "properties": {"plan": "pro", "steps": [1, 2]},
+    }
+    fast = decode_fast(orjson.dumps(analytics))
+    assert fast is not None
+    assert fast[0].kind == "analytics"
+    assert fast[1] == datetime_ms(NOW - timedelta(hours=1))
+
+
+def test_raw_identities_and_lax_input_are_left_to_the_contract() -> None:
+    base = orjson.loads(http_events(1)[0])
+    for extra in ({"user_id": 42}, {"ip": "203.0.113.9"}, {"ip_address": "::1"}):
+        assert decode_fast(orjson.dumps({**base, **extra})) is None
+    assert decode_fast(orjson.dumps({**base, "status": "200"})) is None  # pydantic coerces
+    assert decode_fast(orjson.dumps({**base, "ts": 1_767_323_045})) is None  # epoch seconds
+    assert decode_fast(orjson.dumps({**base, "tenant_id": "acme\n"})) is None
+    assert decode_fast(orjson.dumps({**base, "kind": "mystery"})) is None
+
+
+def test_every_kind_has_a_struct_with_the_model_fields() -> None:
+    for kind, model in KIND_MODELS.items():
+        fields = set(FAST_STRUCTS[kind].__struct_fields__)
+        assert set(model.model_fields) - {"kind"} <= fields
