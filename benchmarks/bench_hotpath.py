@@ -77,7 +77,7 @@ def main() -> None:
     stages = [
         ("orjson.loads", lambda: [orjson.loads(v) for v in values]),
         (
-            "pydantic validate_python (decoded dicts)",
+            "pydantic validate_python (contract path)",
             lambda: [EVENT_ADAPTER.validate_python(o) for o in objects],
         ),
         ("msgspec fast path (decode_fast)", lambda: [decode_fast(v) for v in values]),

@@ -135,15 +135,45 @@ def decode_fast(data: bytes) -> tuple[FastEvent, int] | None:
         event = _decoder.decode(data)
     except msgspec.DecodeError:
         return None
-    for name in RAW_IDENTITY_FIELDS:
-        if getattr(event, name) is not msgspec.UNSET:
-            return None
-    ts = event.ts
+    if _may_carry_raw_identity(data) and _has_raw_identity(event):
+        return None
+    ts_ms = _ts_ms(event.ts)
+    return None if ts_ms is None else (event, ts_ms)
+
+
+def decode_lines_fast(data: bytes) -> tuple[list[FastEvent], list[int]] | None:
+    """(events, their ts in epoch ms), line by line, if EVERY line of the NDJSON message
+    ``data`` is an envelope the fast path covers (so event i is line i + 1); else
+    ``None`` and the caller goes line by line."""
+    try:
+        events = _decoder.decode_lines(data)
+    except msgspec.DecodeError:
+        return None
+    lines = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
+    if len(events) != lines:  # a blank line was skipped: line numbers would shift
+        return None
+    if _may_carry_raw_identity(data) and any(map(_has_raw_identity, events)):
+        return None
+    stamps = [_ts_ms(e.ts) for e in events]
+    if None in stamps:
+        return None
+    return events, stamps  # type: ignore[return-value]
+
+
+def _may_carry_raw_identity(data: bytes) -> bool:
+    """False only when no raw identity key can be in ``data``: none is spelt out and
+    no key can be hiding behind a \\u escape. Saves three getattr per event."""
+    return b"\\u" in data or b'"user_id"' in data or b'"ip"' in data or b'"ip_address"' in data
+
+
+def _has_raw_identity(event: Any) -> bool:
+    return any(getattr(event, name) is not msgspec.UNSET for name in RAW_IDENTITY_FIELDS)
+
+
+def _ts_ms(ts: int | datetime) -> int | None:
     if isinstance(ts, int):
-        if ts <= _MS_THRESHOLD:
-            return None
-        return event, ts
-    return event, datetime_ms(ts)
+        return ts if ts > _MS_THRESHOLD else None
+    return datetime_ms(ts)
 
 
 def datetime_ms(ts: datetime) -> int:

@@ -128,10 +128,10 @@ def event_columns(
         start += len(idxs)
         transposed = zip(*map(layout.getter, segment), strict=True)
         for (column, fill), values in zip(layout.present, transposed, strict=True):
-            if fill is not None:
-                values = tuple(fill if v is None else v for v in values)
+            if fill is not None and None in values:  # the scan is C; the fill is Python
+                values = tuple([fill if v is None else v for v in values])
             if column in _BOOL_COLUMNS:
-                values = tuple(int(v) for v in values)
+                values = tuple([int(v) for v in values])
             columns[column].extend(values)
         for column, constant in layout.absent:
             columns[column].extend([constant] * len(idxs))

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from schemas.events import EVENT_ADAPTER
+from schemas.fastpath import from_model
 from schemas.rows import EVENT_COLUMNS, event_columns
 from sinks.clickhouse import ClickHouseWriter, redact_url
 from sinks.migrate import load_migrations, migrate
@@ -18,18 +19,20 @@ pytestmark = pytest.mark.integration
 
 def rows(n: int, start: int = 0) -> dict[str, list[Any]]:
     events = [
-        EVENT_ADAPTER.validate_python(
-            {
-                "event_id": f"e{i}",
-                "ts": 1_767_323_045_000 + i,
-                "tenant_id": f"t{i % 3}",
-                "service": "api",
-                "kind": "http.request",
-                "method": "GET",
-                "route": "/x",
-                "status": 200,
-                "duration_ms": float(i),
-            }
+        from_model(
+            EVENT_ADAPTER.validate_python(
+                {
+                    "event_id": f"e{i}",
+                    "ts": 1_767_323_045_000 + i,
+                    "tenant_id": f"t{i % 3}",
+                    "service": "api",
+                    "kind": "http.request",
+                    "method": "GET",
+                    "route": "/x",
+                    "status": 200,
+                    "duration_ms": float(i),
+                }
+            )
         )
         for i in range(start, start + n)
     ]

@@ -14,7 +14,13 @@ from pydantic import ValidationError
 
 from benchmarks.common import http_events
 from schemas.events import EVENT_ADAPTER, KIND_MODELS
-from schemas.fastpath import FAST_STRUCTS, datetime_ms, decode_fast, from_model
+from schemas.fastpath import (
+    FAST_STRUCTS,
+    datetime_ms,
+    decode_fast,
+    decode_lines_fast,
+    from_model,
+)
 from schemas.rows import event_columns
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, 678_000, tzinfo=UTC)
@@ -165,3 +171,29 @@ def test_every_kind_has_a_struct_with_the_model_fields() -> None:
     for kind, model in KIND_MODELS.items():
         fields = set(FAST_STRUCTS[kind].__struct_fields__)
         assert set(model.model_fields) - {"kind"} <= fields
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(envelopes(), min_size=1, max_size=6), st.sampled_from([b"\n", b"\r\n"]))
+def test_ndjson_in_one_call_equals_line_by_line(objs: list[dict[str, Any]], sep: bytes) -> None:
+    lines = [json.dumps(o).encode() for o in objs]
+    fast = decode_lines_fast(sep.join(lines))
+    per_line = [decode_fast(line) for line in lines]
+    if fast is None:
+        return
+    assert all(p is not None for p in per_line)
+    assert fast[1] == [p[1] for p in per_line if p]
+    assert fast[0] == [p[0] for p in per_line if p]
+
+
+def test_ndjson_with_a_blank_line_is_left_to_the_line_by_line_path() -> None:
+    a, b = http_events(2)
+    assert decode_lines_fast(a + b"\n" + b + b"\n") is not None
+    assert decode_lines_fast(a + b"\n\n" + b) is None  # line numbers would shift
+
+
+def test_an_escaped_raw_identity_key_is_not_missed() -> None:
+    base = http_events(1)[0]
+    escaped = base[:-1] + b',"user\\u005fid":"u-1"}'
+    assert decode_fast(escaped) is None
+    assert decode_lines_fast(escaped + b"\n" + base) is None
