@@ -45,6 +45,8 @@ class AlertData(BaseModel):
     starts_at: datetime = Field(alias="startsAt")
     ends_at: datetime | None = Field(default=None, alias="endsAt")
     evidence: dict[str, Any] = Field(default_factory=dict)
+    #: the canary plan's instruction: roll the deployment back automatically
+    auto_rollback: bool = False
 
 
 class Alert(BaseModel):

@@ -21,7 +21,8 @@ def to_alertmanager(alert: Alert) -> dict[str, Any]:
     posted: dict[str, Any] = {
         "labels": {"alertname": data.alertname, "severity": data.severity, **data.labels},
         "annotations": {k: v for k, v in data.annotations.model_dump().items() if v}
-        | {"value": str(data.value), "threshold": str(data.threshold)},
+        | {"value": str(data.value), "threshold": str(data.threshold)}
+        | ({"auto_rollback": "true"} if data.auto_rollback else {}),
         "startsAt": _iso(data.starts_at),
         "generatorURL": f"vigil://alerts/{data.fingerprint}",
     }

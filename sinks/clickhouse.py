@@ -86,7 +86,12 @@ class _TableBuffer:
             span = self.ranges.setdefault((topic, partition), [first, last])
             span[0], span[1] = min(span[0], first), max(span[1], last)
 
-    def token(self, table: str, extra: str) -> str:
+    def token(self, table: str, extra: str, block: bytes) -> str:
+        """Rows from input offsets are identified by those offsets (their content may
+        carry processing times); derived rows with no source (windows, checkpoints) by
+        their content, which is deterministic."""
+        if not self.ranges and not extra:
+            return hashlib.sha256(table.encode() + b"|" + block).hexdigest()
         spans = ",".join(f"{t}/{p}:{a}-{b}" for (t, p), (a, b) in sorted(self.ranges.items()))
         text = f"{table}|{spans}|{self.rows}|{extra}"
         return hashlib.sha256(text.encode()).hexdigest()
@@ -230,7 +235,6 @@ class ClickHouseWriter:
             self._space.notify_all()
 
     async def _insert_with_retry(self, table: str, buf: _TableBuffer, extra: str = "") -> None:
-        token = buf.token(table, extra)
         # Columns whose every value is the type's default ('' / 0 / NULL) are left out:
         # ClickHouse fills them in for free, and most per-kind columns are empty for any
         # one kind. JSONColumns: orjson serialises the block in C and ClickHouse parses it
@@ -238,6 +242,7 @@ class ClickHouseWriter:
         sent = {n: v for n, v in buf.columns.items() if not is_all_default(v)}
         names = list(sent)
         block = orjson.dumps(sent)
+        token = buf.token(table, extra, block)
         delay = self._retry_initial_s
         attempt = 0
         while True:
@@ -281,6 +286,12 @@ class ClickHouseWriter:
         buf = _TableBuffer()
         buf.extend(cols, None)
         await self._insert_with_retry(table, buf, token_extra)
+
+    async def query_rows(self, sql: str, parameters: dict[str, Any]) -> list[tuple[Any, ...]]:
+        """Run a read query on the engine (serialised with inserts, off the loop)."""
+        async with self.engine_lock:
+            result = await asyncio.to_thread(self._client.query, sql, parameters=parameters)
+        return [tuple(r) for r in result.result_rows]
 
     async def stored_offsets(self, topic: str) -> dict[int, int]:
         """Next offset per partition of ``topic`` whose results are already stored."""

@@ -23,14 +23,20 @@ class Migration:
     statements: tuple[str, ...]
 
 
-def load_migrations(database: str, retention_days: int) -> list[Migration]:
+def load_migrations(
+    database: str, retention_days: int, aggregate_retention_days: int = 400
+) -> list[Migration]:
     found: list[Migration] = []
     for entry in resources.files("sinks").joinpath("ddl").iterdir():
         match = _NAME.match(entry.name)
         if not match:
             continue
         text = entry.read_text(encoding="utf-8")
-        text = text.replace("{database}", database).replace("{retention_days}", str(retention_days))
+        text = (
+            text.replace("{database}", database)
+            .replace("{retention_days}", str(retention_days))
+            .replace("{aggregate_retention_days}", str(aggregate_retention_days))
+        )
         body = "\n".join(ln for ln in text.splitlines() if not ln.strip().startswith("--"))
         statements = tuple(s.strip() for s in body.split(";") if s.strip())
         found.append(Migration(int(match.group(1)), match.group(2), statements))
@@ -41,7 +47,9 @@ def load_migrations(database: str, retention_days: int) -> list[Migration]:
     return found
 
 
-def migrate(client: Any, database: str, retention_days: int) -> list[Migration]:
+def migrate(
+    client: Any, database: str, retention_days: int, aggregate_retention_days: int = 400
+) -> list[Migration]:
     """Apply pending migrations; return the ones applied by this call."""
     client.command(f"CREATE DATABASE IF NOT EXISTS {database}")
     client.command(
@@ -54,7 +62,7 @@ def migrate(client: Any, database: str, retention_days: int) -> list[Migration]:
         for row in client.query(f"SELECT version FROM {database}.schema_migrations").result_rows
     }
     applied = []
-    for migration in load_migrations(database, retention_days):
+    for migration in load_migrations(database, retention_days, aggregate_retention_days):
         if migration.version in done:
             continue
         for statement in migration.statements:

@@ -67,28 +67,48 @@ class AlertPublisher:
         threshold: float,
         at: datetime,
         evidence: dict[str, Any] | None = None,
+        *,
+        auto_rollback: bool = False,
+        starts_at: datetime | None = None,
     ) -> Alert | None:
-        """Publish a firing alert unless the same one went out within the dedup window."""
+        """Publish a firing alert unless the same one went out within the dedup window.
+
+        ``starts_at`` defaults to ``at`` (the condition began with this call); detectors
+        that need several observations pass the time of the first one."""
         state = self._active.get(spec.fingerprint)
         if state is not None and (at - state.last_sent_at).total_seconds() < self._window_s:
             state.repeats += 1
             self._metrics.alerts_suppressed.inc()
             return None
         if state is None:
-            state = self._active[spec.fingerprint] = _Active(starts_at=at, last_sent_at=at)
+            state = self._active[spec.fingerprint] = _Active(
+                starts_at=starts_at or at, last_sent_at=at
+            )
         else:
             state.last_sent_at = at
         evidence = {**(evidence or {}), "suppressed_repeats": state.repeats}
-        return await self._emit(spec, "firing", value, threshold, state.starts_at, at, evidence)
+        return await self._emit(
+            spec, "firing", value, threshold, state.starts_at, at, evidence, auto_rollback
+        )
 
     async def resolve(
-        self, spec: AlertSpec, value: float, threshold: float, at: datetime
+        self,
+        spec: AlertSpec,
+        value: float,
+        threshold: float,
+        at: datetime,
+        *,
+        starts_at: datetime | None = None,
     ) -> Alert | None:
-        """Publish the resolution of a firing alert (``endsAt`` = ``at``); else nothing."""
+        """Publish the resolution of a firing alert (``endsAt`` = ``at``). An alert this
+        process does not know is resolved only when the caller says when it started (a
+        detector whose state survived a restart); otherwise there is nothing to resolve."""
         state = self._active.pop(spec.fingerprint, None)
-        if state is None:
+        if state is None and starts_at is None:
             return None
-        return await self._emit(spec, "resolved", value, threshold, state.starts_at, at, {})
+        began = state.starts_at if state is not None else starts_at
+        assert began is not None
+        return await self._emit(spec, "resolved", value, threshold, began, at, {})
 
     async def _emit(
         self,
@@ -99,6 +119,7 @@ class AlertPublisher:
         starts_at: datetime,
         at: datetime,
         evidence: dict[str, Any],
+        auto_rollback: bool = False,
     ) -> Alert:
         data = AlertData(
             fingerprint=spec.fingerprint,
@@ -112,6 +133,7 @@ class AlertPublisher:
             starts_at=starts_at,
             ends_at=at if status == "resolved" else None,
             evidence=evidence,
+            auto_rollback=auto_rollback,
         )
         alert = Alert.build(data, at)
         await self._publish(alert)

@@ -21,10 +21,14 @@ from schemas.normalize import Pseudonymizer
 from sinks.clickhouse import ClickHouseWriter, connect
 from sinks.migrate import migrate
 from streams.alerting import AlertPublisher
+from streams.gate import CommitGate
 from streams.ingest import Ingestor
+from streams.latency import LatencyDetector
 from streams.metrics import Metrics
 from streams.pipeline import IngestPipeline
 from streams.settings import Settings
+from streams.sketch import gamma_for
+from streams.slo import load_rules
 from streams.transport import BatchTransport, ConsumerHooks
 from streams.web import register_views
 
@@ -43,11 +47,15 @@ class Runtime:
         self.pipeline: IngestPipeline | None = None
         #: where detectors publish their findings (firing/resolved, deduplicated)
         self.alerts: AlertPublisher | None = None
+        self.rules = load_rules(settings.rules_file)  # a bad file fails at start
+        self.latency: LatencyDetector | None = None
 
     async def open(self, app: VigilApp) -> None:
         s = self.settings
         client = await asyncio.to_thread(connect, s.resolved_clickhouse_url, s.clickhouse_database)
-        applied = await asyncio.to_thread(migrate, client, s.clickhouse_database, s.retention_days)
+        applied = await asyncio.to_thread(
+            migrate, client, s.clickhouse_database, s.retention_days, s.aggregate_retention_days
+        )
         for m in applied:
             log.info("applied migration %03d_%s", m.version, m.name)
         self.writer = ClickHouseWriter(
@@ -70,11 +78,29 @@ class Runtime:
             int(s.max_future_skew_s * 1000),
             retention_ms=s.retention_days * 86_400_000,
         )
-        self.pipeline = IngestPipeline(
-            ingestor, self.writer, app.send_raw, s.dlq_topic, self.metrics, self.pseudonymizer
-        )
         self.alerts = AlertPublisher(
             self.writer, app.send_raw, s.alerts_topic, self.metrics, s.alert_dedup_window_s
+        )
+        gate = CommitGate()
+        self.latency = LatencyDetector(
+            self.rules.slo,
+            gamma_for(s.sketch_relative_accuracy),
+            self.writer,
+            self.alerts,
+            gate,
+            self.metrics,
+            s.clickhouse_database,
+            s.consumer_group,
+        )
+        self.pipeline = IngestPipeline(
+            ingestor,
+            self.writer,
+            app.send_raw,
+            s.dlq_topic,
+            self.metrics,
+            self.pseudonymizer,
+            detectors=[self.latency],
+            gate=gate,
         )
         writer = self.writer
         app.consumer_hooks = ConsumerHooks(
@@ -84,7 +110,17 @@ class Runtime:
         )
         self.ready.set()
 
+    async def tick(self) -> None:
+        """Close the windows the watermarks have passed (the window timer)."""
+        if self.latency is not None:
+            try:
+                await self.latency.tick()
+            except Exception:
+                log.exception("closing latency windows failed; retrying at the next tick")
+
     async def close(self) -> None:
+        if self.latency is not None:
+            await self.latency.tick()  # write what is complete, with a checkpoint
         if self.writer is not None:
             await self.writer.stop()
 
@@ -168,6 +204,10 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         broker_commit_interval=settings.commit_interval_s,
         consumer_max_fetch_size=8 * 1024 * 1024,
         stream_buffer_maxsize=16,
+        # Acks are held until the windows that need a batch are closed (streams.gate):
+        # waiting for every message to be acked on stop or rebalance would wait for
+        # windows that cannot close any more. Unacked records are simply re-read.
+        stream_wait_empty=False,
         web_enabled=True,
         web_bind=settings.web_host,
         web_host=settings.web_host,
@@ -196,6 +236,11 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         assert runtime.pipeline is not None
         async for event in stream.noack().events():
             await runtime.pipeline.handle_safely(event.value, event.ack)
+
+    @app.timer(settings.window_tick_s)  # type: ignore[untyped-decorator]
+    async def close_windows() -> None:
+        if runtime.ready.is_set():
+            await runtime.tick()
 
     register_views(app, settings, metrics)
     return app

@@ -198,7 +198,12 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     settings = _settings()
     client = connect(settings.resolved_clickhouse_url, settings.clickhouse_database)
     try:
-        applied = migrate(client, settings.clickhouse_database, settings.retention_days)
+        applied = migrate(
+            client,
+            settings.clickhouse_database,
+            settings.retention_days,
+            settings.aggregate_retention_days,
+        )
     finally:
         client.close()
     if not applied:

@@ -76,6 +76,19 @@ class IngestResult:
     lines: list[int] = field(default_factory=list)
     rejections: list[Rejection] = field(default_factory=list)
 
+    def since(self, offset: int) -> IngestResult:
+        """Only what came from records at ``offset`` or later (the rest is stored)."""
+        keep = [i for i, o in enumerate(self.offsets) if o >= offset]
+        return IngestResult(
+            self.topic,
+            [self.events[i] for i in keep],
+            [self.ts_ms[i] for i in keep],
+            [self.partitions[i] for i in keep],
+            [self.offsets[i] for i in keep],
+            [self.lines[i] for i in keep],
+            [r for r in self.rejections if r.source.offset >= offset],
+        )
+
     def columns(self) -> dict[str, list[Any]]:
         """The valid events as ``vigil.events`` columns."""
         return event_columns(

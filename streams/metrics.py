@@ -91,3 +91,37 @@ class Metrics:
             "Repeated alert notifications suppressed inside the dedup window.",
             registry=registry,
         )
+        # Latency windows and SLOs
+        self.late_events = Counter(
+            "vigil_late_events_total",
+            "http.request events that arrived after their sample closed (stored flagged late).",
+            registry=registry,
+        )
+        self.windows_closed = Counter(
+            "vigil_latency_windows_closed_total",
+            "Latency window rows produced, by resolution in seconds.",
+            ["resolution"],
+            registry=registry,
+        )
+        self.open_windows = Gauge(
+            "vigil_latency_open_windows",
+            "Open (sample, key) accumulators held in memory.",
+            registry=registry,
+        )
+        self.watermark_lag = Gauge(
+            "vigil_watermark_lag_seconds",
+            "Wall clock minus the event-time watermark, by events-topic partition.",
+            ["partition"],
+            registry=registry,
+        )
+        self.slo_samples = Counter(
+            "vigil_slo_samples_total",
+            "SLO verdicts per rule and sample, by status (pass, fail, no_data).",
+            ["status"],
+            registry=registry,
+        )
+        self.window_rebuilds = Counter(
+            "vigil_window_rebuilds_total",
+            "Times a partition's window state was restored from its checkpoint.",
+            registry=registry,
+        )

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from schemas.normalize import Pseudonymizer
 from sinks.clickhouse import ClickHouseWriter
 from streams.dlq import dead_letter_columns, dlq_headers
+from streams.gate import CommitGate
 from streams.ingest import Ingestor, IngestResult, Rejection, provenance
 from streams.metrics import Metrics
 from streams.transport import SourceBatch
@@ -27,9 +28,10 @@ Send = Callable[[str, bytes | None, bytes, list[tuple[str, bytes]]], Awaitable[A
 
 
 class Detector(Protocol):
-    """The seam for detectors: a pure core fed with each validated batch."""
+    """The seam for detectors: fed every validated batch, in offset order per partition,
+    including records re-read after a restart (whose rows are already stored)."""
 
-    async def process(self, batch: IngestResult) -> None: ...
+    async def process(self, result: IngestResult, source: SourceBatch) -> None: ...
 
 
 class IngestPipeline:
@@ -43,6 +45,7 @@ class IngestPipeline:
         pseudonymizer: Pseudonymizer,
         detectors: Sequence[Detector] = (),
         clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+        gate: CommitGate | None = None,
     ) -> None:
         self._ingestor = ingestor
         self._writer = writer
@@ -52,6 +55,7 @@ class IngestPipeline:
         self._pseudo = pseudonymizer
         self._detectors = tuple(detectors)
         self._clock_ms = clock_ms
+        self._gate = gate or CommitGate()
 
     async def handle_safely(self, batch: SourceBatch, ack: Callable[[], None]) -> None:
         """:meth:`handle`, with one error policy: an unexpected failure dead-letters the
@@ -71,6 +75,7 @@ class IngestPipeline:
             rejections = [
                 Rejection("processing_error", message, r.value or b"", provenance(r, 0))
                 for r in batch.records
+                if r.offset >= batch.stored_until
             ]
             await self._store(batch, {}, rejections, self._clock_ms(), ack)
 
@@ -79,14 +84,16 @@ class IngestPipeline:
         self._metrics.messages_consumed.inc(len(batch.records))
         self._metrics.bytes_consumed.inc(batch.size_bytes)
         result = self._ingestor.decode_batch(batch.records, now_ms)
+        for detector in self._detectors:
+            await detector.process(result, batch)
+        if batch.stored_until > batch.first_offset:  # re-read after a restart
+            result = result.since(batch.stored_until)
         rows: dict[str, dict[str, list[Any]]] = {}
         if result.events:
             columns = result.columns()
             for kind, n in Counter(columns["kind"]).items():
                 self._metrics.events_consumed.labels(kind=kind).inc(n)
             self._metrics.last_event_timestamp.set(max(result.ts_ms) / 1000)
-            for detector in self._detectors:
-                await detector.process(result)
             rows["events"] = columns
         await self._store(batch, rows, result.rejections, now_ms, ack)
 
@@ -103,7 +110,8 @@ class IngestPipeline:
         if rejections:
             await self._dead_letter(rejections, now_ms)
             rows["dead_letters"] = dead_letter_columns(rejections, now_ms, self._pseudo)
-        await self._writer.add(rows, source=batch.span, on_written=ack)
+        written = self._gate.track(batch.partition, batch.last_offset, ack)
+        await self._writer.add(rows, source=batch.span, on_written=written)
 
     async def _dead_letter(self, rejections: Sequence[Rejection], now_ms: int) -> None:
         deliveries = []

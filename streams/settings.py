@@ -46,6 +46,7 @@ class Settings(BaseSettings):
     clickhouse_url: str | None = None  # default: chdb://<data_dir>/clickhouse
     clickhouse_database: str = "vigil"
     retention_days: int = Field(default=90, ge=1)
+    aggregate_retention_days: int = Field(default=400, ge=1)  # latency_windows, slo_samples
 
     # Sink
     sink_flush_rows: int = Field(default=10_000, ge=1)
@@ -60,9 +61,11 @@ class Settings(BaseSettings):
     max_future_skew_s: float = Field(default=3600.0, ge=0)
     hash_key: SecretStr | None = None
 
-    # Alerts
+    # Alerts, windows, rules
     alert_dedup_window_s: float = Field(default=300.0, ge=0)
-    rules_file: Path | None = None
+    rules_file: Path | None = None  # default: the packaged streams/rules.default.yaml
+    window_tick_s: float = Field(default=1.0, gt=0)  # how often windows are closed
+    sketch_relative_accuracy: float = Field(default=0.01, gt=0, lt=0.5)
 
     # Web (metrics, health, local query endpoint)
     web_host: str = "127.0.0.1"

@@ -11,9 +11,10 @@ acking and offset commits, but delivers **one message per fetched partition batc
   a gap, so acking the one message lets Faust commit the whole range. Acks must
   therefore arrive in offset order per partition -- the ClickHouse writer guarantees it.
 
-Records whose results are already stored (``ingest_offsets`` in ClickHouse, filled in
-the same INSERT as the rows) are skipped after a restart and counted, so a replay of
-the uncommitted tail does not write them twice.
+Records whose rows are already stored (``ingest_offsets`` in ClickHouse, filled in the
+same INSERT as the rows) are marked (``stored_until``) after a restart and counted: the
+pipeline does not write them twice, but detectors still see them, since the windows
+they belong to must be rebuilt.
 """
 
 from __future__ import annotations
@@ -32,8 +33,7 @@ FloorProvider = Callable[[str], Awaitable[dict[int, int]]]
 
 @dataclass(frozen=True, slots=True)
 class SourceBatch:
-    """Contiguous records of one partition, as fetched; ``records`` may be empty when
-    every record of the range was already stored (the range must still be acked)."""
+    """Contiguous records of one partition, as fetched."""
 
     topic: str
     partition: int
@@ -41,6 +41,7 @@ class SourceBatch:
     last_offset: int
     records: Sequence[Any]
     size_bytes: int = 0  # sum of the records' value sizes
+    stored_until: int = -1  # records with a lower offset already have their rows stored
 
     @property
     def span(self) -> tuple[str, int, int, int]:
@@ -131,13 +132,11 @@ class BatchConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
                     if not recs:
                         continue
                     floor = await self._floor(tp)
-                    fresh = [r for r in recs if r.offset >= floor] if floor >= 0 else recs
-                    skipped = len(recs) - len(fresh)
-                    if skipped and hooks.on_skipped is not None:
-                        hooks.on_skipped(skipped)
                     first, last = recs[0].offset, recs[-1].offset
-                    size = sum(len(r.value or b"") for r in fresh)
-                    batch = SourceBatch(tp.topic, tp.partition, first, last, fresh, size)
+                    if floor > first and hooks.on_skipped is not None:
+                        hooks.on_skipped(sum(1 for r in recs if r.offset < floor))
+                    size = sum(len(r.value or b"") for r in recs)
+                    batch = SourceBatch(tp.topic, tp.partition, first, last, recs, size, floor)
                     if last > first:
                         await self._add_gap(tp, first, last - 1)
                     if hooks.on_lag is not None:

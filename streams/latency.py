@@ -1,0 +1,646 @@
+"""Latency and error-rate SLOs: event-time windows, sketches, SLO rules, recovery.
+
+Per partition of the events topic (producers key by tenant, so a tenant's traffic --
+and every key of it -- lives in one partition):
+
+* ``process`` adds each ``http.request`` to the pane of its (tenant, service, route) in
+  its open sample, or -- when the partition's watermark has already passed the sample's
+  end -- to a *late* accumulator, counted and stored flagged ``late``;
+* ``tick`` (a timer, every ``VIGIL_WINDOW_TICK_S``) closes every sample the watermark
+  has passed: pane, sample and tenant-wide rows, SLO verdicts, alert transitions; closes
+  rollups (1 min, 5 min) the same way; and writes a *checkpoint* (processed offset,
+  watermark, SLO streaks) in the same writer call as the rows;
+* the commit gate holds each batch's acknowledgement until a durable checkpoint says no
+  open sample needs it, so offsets are committed only behind the oldest open window;
+* after a restart (or any rewind of a partition) the checkpoint is loaded: replayed
+  records whose sample was already closed are skipped (they are stored), the others
+  rebuild the open samples; rollups and the error-budget history are reloaded from the
+  sample rows already in ClickHouse. The rows and alerts that follow are the ones an
+  uninterrupted run produces.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from schemas.alerts import Annotations
+from schemas.fastpath import FAST_STRUCTS
+from sinks.clickhouse import ClickHouseWriter
+from streams.alerting import AlertPublisher, AlertSpec
+from streams.gate import CommitGate
+from streams.ingest import IngestResult
+from streams.metrics import Metrics
+from streams.sketch import Sketch, bucket_indices
+from streams.slo import (
+    ALL,
+    BudgetTracker,
+    Key,
+    Sample,
+    SloConfig,
+    SloEvaluator,
+    Transition,
+    Verdict,
+)
+from streams.transport import SourceBatch
+from streams.windows import NO_WATERMARK, Watermark, WindowSpec
+
+log = logging.getLogger(__name__)
+
+HTTP_REQUEST = FAST_STRUCTS["http.request"]
+QUANTILES = (0.5, 0.9, 0.95, 0.99)
+#: closed samples without traffic examined per tick for declared minimums (bounds work
+#: after a long gap)
+MAX_EMPTY_SAMPLES = 120
+
+
+@dataclass(slots=True)
+class Stats:
+    """Count, status classes, max and latency sketch of one window and key."""
+
+    count: int = 0
+    c2xx: int = 0
+    c3xx: int = 0
+    c4xx: int = 0
+    c5xx: int = 0
+    max_ms: float = 0.0
+    sketch: Sketch = field(default_factory=Sketch)
+
+    def add(self, status: int, duration_ms: float, bucket: int) -> None:
+        self.count += 1
+        cls = status // 100
+        if cls == 2:
+            self.c2xx += 1
+        elif cls == 5:
+            self.c5xx += 1
+        elif cls == 4:
+            self.c4xx += 1
+        elif cls == 3:
+            self.c3xx += 1
+        if duration_ms > self.max_ms:
+            self.max_ms = duration_ms
+        self.sketch.add_key(bucket)
+
+    def merge(self, other: Stats) -> None:
+        self.count += other.count
+        self.c2xx += other.c2xx
+        self.c3xx += other.c3xx
+        self.c4xx += other.c4xx
+        self.c5xx += other.c5xx
+        self.max_ms = max(self.max_ms, other.max_ms)
+        self.sketch.merge(other.sketch)
+
+    def slis(self, gamma: float, seconds: float) -> dict[str, float]:
+        p50, p90, p95, p99 = self.sketch.quantiles(QUANTILES, gamma)
+        n = self.count
+        return {
+            "p50_ms": p50,
+            "p90_ms": p90,
+            "p95_ms": p95,
+            "p99_ms": p99,
+            "max_ms": self.max_ms if n else math.nan,
+            "error_rate": self.c5xx / n if n else math.nan,
+            "client_error_rate": self.c4xx / n if n else math.nan,
+            "throughput_rps": n / seconds,
+        }
+
+
+@dataclass(slots=True)
+class _OpenSample:
+    panes: dict[Key, dict[int, Stats]] = field(default_factory=dict)
+    min_offset: int = 2**62
+
+
+@dataclass(slots=True)
+class _Partition:
+    topic: str
+    partition: int
+    wm: Watermark
+    evaluator: SloEvaluator
+    budget: BudgetTracker
+    next_offset: int = -1  # first offset of the next batch, if contiguous
+    processed: int = -1  # last offset fed (P)
+    replay_until: int = -1  # offsets <= this were processed before the restore
+    replay_wm: int = NO_WATERMARK  # samples ending <= this were closed before it
+    closed_through: int | None = None  # end of the last closed sample
+    samples: dict[int, _OpenSample] = field(default_factory=dict)
+    late: dict[tuple[int, Key], Stats] = field(default_factory=dict)
+    late_offsets: list[int] = field(default_factory=list)  # [first, last] of late events
+    rollups: dict[int, dict[int, dict[Key, Stats]]] = field(default_factory=dict)
+    declared: set[Key] = field(default_factory=set)
+    durable_safe: int = -1  # first offset still needed, per the last durable checkpoint
+    last_input_wall_ms: int = 0
+    last_checkpoint: tuple[int, int] = (-2, NO_WATERMARK)
+
+    @property
+    def replaying(self) -> bool:
+        return self.next_offset <= self.replay_until
+
+
+class LatencyDetector:
+    """See the module docstring. ``clock_ms`` is the wall clock (idle partitions)."""
+
+    def __init__(
+        self,
+        config: SloConfig,
+        gamma: float,
+        writer: ClickHouseWriter,
+        alerts: AlertPublisher,
+        gate: CommitGate,
+        metrics: Metrics,
+        database: str,
+        consumer_group: str,
+        clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+    ) -> None:
+        self.config = config
+        self.spec: WindowSpec = config.windows.spec()
+        self.gamma = gamma
+        self._writer = writer
+        self._alerts = alerts
+        self._gate = gate
+        self._metrics = metrics
+        self._db = database
+        self._group = consumer_group
+        self._clock_ms = clock_ms
+        self._parts: dict[int, _Partition] = {}
+        gate.add_holder(self.first_needed_offset)
+
+    # --- the gate's question ------------------------------------------------------
+
+    def first_needed_offset(self, partition: int) -> int | None:
+        part = self._parts.get(partition)
+        return None if part is None else part.durable_safe
+
+    # --- input ----------------------------------------------------------------------
+
+    async def process(self, result: IngestResult, source: SourceBatch) -> None:
+        part = self._parts.get(source.partition)
+        if part is None or source.first_offset < part.next_offset:
+            part = await self._restore(source.topic, source.partition, source.first_offset)
+        part.next_offset = source.last_offset + 1
+        part.processed = max(part.processed, source.last_offset)
+        part.last_input_wall_ms = self._clock_ms()
+        picked = [i for i, e in enumerate(result.events) if type(e) is HTTP_REQUEST]
+        if not picked:
+            return
+        events = result.events
+        durations = [events[i].duration_ms for i in picked]  # type: ignore[attr-defined]
+        buckets = bucket_indices(durations, self.gamma).tolist()
+        sample_ms, pane_ms = self.spec.sample_ms, self.spec.pane_ms
+        wm = part.wm
+        replay_until, replay_wm = part.replay_until, part.replay_wm
+        samples, late = part.samples, part.late
+        evaluator = part.evaluator if self.config.overrides else None  # declared minimums
+        late_count = 0
+        for j, i in enumerate(picked):
+            e: Any = events[i]
+            ts = result.ts_ms[i]
+            offset = result.offsets[i]
+            start = ts - ts % sample_ms
+            end = start + sample_ms
+            if offset <= replay_until and end <= replay_wm:
+                continue  # closed before the restart: already stored
+            key = (e.tenant_id, e.service, e.route)
+            if end <= wm.value_ms:
+                stats = late.get((start, key))
+                if stats is None:
+                    stats = late[(start, key)] = Stats()
+                stats.add(e.status, e.duration_ms, buckets[j])
+                if part.late_offsets:
+                    part.late_offsets[1] = offset
+                else:
+                    part.late_offsets[:] = [offset, offset]
+                late_count += 1
+            else:
+                sample = samples.get(start)
+                if sample is None:
+                    sample = samples[start] = _OpenSample()
+                if offset < sample.min_offset:
+                    sample.min_offset = offset
+                panes = sample.panes.get(key)
+                if panes is None:
+                    panes = sample.panes[key] = {}
+                    if evaluator and evaluator.declares_minimum(key):
+                        part.declared.add(key)
+                pane = ts - ts % pane_ms
+                stats = panes.get(pane)
+                if stats is None:
+                    stats = panes[pane] = Stats()
+                stats.add(e.status, e.duration_ms, buckets[j])
+            wm.observe(ts)
+        if late_count:
+            self._metrics.late_events.inc(late_count)
+
+    # --- closing ----------------------------------------------------------------------
+
+    async def tick(self) -> None:
+        """Close what the watermarks have passed, write it with a checkpoint, publish."""
+        now = self._clock_ms()
+        open_count = 0
+        for part in list(self._parts.values()):
+            if not part.replaying:
+                await self._close(part, now)
+            open_count += sum(len(s.panes) for s in part.samples.values())
+            if part.wm.value_ms != NO_WATERMARK:
+                lag = max(0.0, (now - part.wm.value_ms) / 1000)
+                self._metrics.watermark_lag.labels(partition=str(part.partition)).set(lag)
+        self._metrics.open_windows.set(open_count)
+
+    async def flush_all(self) -> None:
+        """Checkpoint every partition (on shutdown); open samples stay open."""
+        await self.tick()
+
+    async def _close(self, part: _Partition, now_ms: int) -> None:
+        spec = self.spec
+        idle = now_ms - part.last_input_wall_ms >= spec.idle_timeout_ms
+        if idle and part.wm.max_ts_ms != NO_WATERMARK:
+            part.wm.advance_idle(now_ms)
+        wm = part.wm.value_ms
+        rows = _Rows(self.gamma, part.partition)
+        transitions: list[Transition] = []
+        for start in self._due_samples(part, wm):
+            self._close_sample(part, start, rows, transitions)
+        for size, windows in part.rollups.items():
+            for rstart in sorted(w for w in windows if w + size <= wm):
+                for key, stats in sorted(windows.pop(rstart).items()):
+                    rows.window(size, rstart, key, stats)
+        if part.late:
+            first, last = part.late_offsets
+            for (start, key), stats in sorted(part.late.items()):
+                rows.window(spec.sample_ms, start, key, stats, late=f"{first}-{last}")
+            part.late.clear()
+            part.late_offsets.clear()
+        if (part.processed, wm) == part.last_checkpoint and not rows.windows:
+            return
+        safe = min((s.min_offset for s in part.samples.values()), default=part.processed + 1)
+        rows.checkpoint(
+            self._group,
+            part,
+            safe,
+            {"streaks": part.evaluator.dump(), "declared": sorted(map(list, part.declared))},
+        )
+        part.last_checkpoint = (part.processed, wm)
+        for resolution, n in rows.closed.items():
+            self._metrics.windows_closed.labels(resolution=str(resolution)).inc(n)
+        for status, n in rows.verdict_counts.items():
+            self._metrics.slo_samples.labels(status=status).inc(n)
+
+        def durable() -> None:
+            part.durable_safe = max(part.durable_safe, safe)
+            self._gate.release(part.partition)
+
+        await self._writer.add(rows.tables(), on_written=durable)
+        for t in transitions:
+            await self._publish(t)
+
+    def _due_samples(self, part: _Partition, wm: int) -> list[int]:
+        """Starts of the samples to close now, oldest first: every open sample the
+        watermark has passed, plus empty ones when some key declares a minimum."""
+        size = self.spec.sample_ms
+        due = {s for s in part.samples if s + size <= wm}
+        if part.declared and part.closed_through is not None:
+            start = max(part.closed_through, wm - wm % size - MAX_EMPTY_SAMPLES * size)
+            due.update(range(start, wm - wm % size - size + 1, size))
+        return sorted(due)
+
+    def _close_sample(
+        self, part: _Partition, start: int, rows: _Rows, transitions: list[Transition]
+    ) -> None:
+        spec = self.spec
+        sample = part.samples.pop(start, None) or _OpenSample()
+        end = start + spec.sample_ms
+        per_key: dict[Key, Stats] = {}
+        tenants: dict[str, Stats] = {}
+        for key in sorted(sample.panes):
+            total = Stats()
+            for pane_start, stats in sorted(sample.panes[key].items()):
+                rows.window(spec.pane_ms, pane_start, key, stats)
+                total.merge(stats)
+            per_key[key] = total
+            tenant = tenants.get(key[0])
+            if tenant is None:
+                tenant = tenants[key[0]] = Stats()
+            tenant.merge(total)
+        for tenant_id, stats in tenants.items():
+            per_key[(tenant_id, ALL, ALL)] = stats
+        for key in part.declared:
+            per_key.setdefault(key, Stats())
+        seconds = spec.sample_ms / 1000
+        evaluator = part.evaluator
+        for key in sorted(per_key):
+            stats = per_key[key]
+            if stats.count:
+                rows.window(spec.sample_ms, start, key, stats)
+                for size, windows in part.rollups.items():
+                    rstart = start - start % size
+                    acc = windows.setdefault(rstart, {}).setdefault(key, Stats())
+                    acc.merge(stats)
+            verdicts, fired = evaluator.evaluate(
+                Sample(key, start, end, stats.count, stats.slis(self.gamma, seconds))
+            )
+            rows.verdicts(verdicts)
+            transitions.extend(fired)
+            if key[1] == ALL and self.config.availability.burn_alerts:
+                verdicts, fired = evaluator.evaluate_burn(
+                    key[0], start, end, stats.count, part.budget, stats.c5xx
+                )
+                rows.verdicts(verdicts)
+                transitions.extend(fired)
+        part.closed_through = max(part.closed_through or end, end)
+
+    # --- alerts -------------------------------------------------------------------------
+
+    async def _publish(self, t: Transition) -> None:
+        tenant, service, route = t.key
+        labels = {"tenant_id": tenant}
+        if service != ALL:
+            labels |= {"service": service, "route": route}
+        spec = AlertSpec(
+            t.alertname,
+            t.severity,
+            labels,
+            Annotations(summary=f"{t.alertname}: {t.description}", description=t.description),
+        )
+        at = _dt(t.at_ms)
+        if t.action == "resolve":
+            await self._alerts.resolve(
+                spec, t.value, t.threshold, at, starts_at=_dt(t.starts_at_ms)
+            )
+            return
+        evidence = {
+            "samples": [
+                {
+                    "window_start": _dt(s["window_start_ms"]).isoformat(),
+                    "window_end": _dt(s["window_end_ms"]).isoformat(),
+                    "value": s["value"],
+                }
+                for s in t.evidence
+            ],
+            "threshold": t.threshold,
+            "query": self.evidence_query(t),
+        }
+        await self._alerts.fire(
+            spec,
+            t.value,
+            t.threshold,
+            at,
+            evidence,
+            auto_rollback=t.auto_rollback,
+            starts_at=_dt(t.starts_at_ms),
+        )
+
+    def evidence_query(self, t: Transition) -> str:
+        """SQL that shows the samples behind ``t`` from ``latency_windows``."""
+        tenant, service, route = t.key
+        first = min(s["window_start_ms"] for s in t.evidence) if t.evidence else t.at_ms
+        last = max(s["window_end_ms"] for s in t.evidence) if t.evidence else t.at_ms
+        return (
+            "SELECT window_start, window_end, count, p50_ms, p95_ms, p99_ms, error_rate, "
+            f"client_error_rate, throughput_rps FROM {self._db}.latency_windows FINAL "
+            f"WHERE tenant_id = {_sql(tenant)} AND service = {_sql(service)} "
+            f"AND route = {_sql(route)} AND resolution_s = {self.spec.sample_ms // 1000} "
+            f"AND late = 0 AND window_start >= {_sql(_dt(first).isoformat())} "
+            f"AND window_end <= {_sql(_dt(last).isoformat())} ORDER BY window_start"
+        )
+
+    # --- recovery -----------------------------------------------------------------------
+
+    async def _restore(self, topic: str, partition: int, first_offset: int) -> _Partition:
+        part = _Partition(
+            topic,
+            partition,
+            Watermark(self.spec.grace_ms),
+            SloEvaluator(self.config),
+            BudgetTracker(self.config.availability, self.config.windows.sample_seconds),
+        )
+        part.rollups = {size: {} for size in self.spec.rollups_ms}
+        self._parts[partition] = part
+        rows = await self._writer.query_rows(
+            f"SELECT processed_offset, safe_offset, watermark_ms, max_ts_ms, closed_through_ms, "
+            f"state FROM {self._db}.window_checkpoints WHERE consumer_group = {{g:String}} "
+            "AND topic = {t:String} AND partition = {p:UInt32} "
+            "ORDER BY processed_offset DESC, watermark_ms DESC LIMIT 1",
+            {"g": self._group, "t": topic, "p": partition},
+        )
+        part.next_offset = first_offset
+        if not rows:
+            return part
+        processed, safe, wm, max_ts, closed_through, state = rows[0]
+        self._metrics.window_rebuilds.inc()
+        part.wm.value_ms, part.wm.max_ts_ms = int(wm), int(max_ts)
+        part.processed = part.replay_until = int(processed)
+        part.replay_wm = int(wm)
+        part.closed_through = int(closed_through) if closed_through >= 0 else None
+        part.durable_safe = int(safe)
+        part.last_checkpoint = (part.processed, part.wm.value_ms)
+        saved = orjson.loads(state)
+        part.evaluator.load(saved.get("streaks", {}))
+        part.declared = {(k[0], k[1], k[2]) for k in saved.get("declared", [])}
+        if part.closed_through is not None:
+            await self._reload_history(part, part.closed_through)
+        log.info(
+            "partition %d: restored windows from checkpoint at offset %d (watermark %s); "
+            "re-reading from %d",
+            partition,
+            processed,
+            _dt(int(wm)).isoformat(),
+            first_offset,
+        )
+        return part
+
+    async def _reload_history(self, part: _Partition, closed_through: int) -> None:
+        """Rollups still open and the error-budget history, from stored sample rows."""
+        sample_s = self.spec.sample_ms // 1000
+        starts = [closed_through - closed_through % size for size in self.spec.rollups_ms]
+        horizon_ms = part.budget.horizon_samples * self.spec.sample_ms
+        since = min([*starts, closed_through - horizon_ms])
+        rows = await self._writer.query_rows(
+            "SELECT tenant_id, service, route, toUnixTimestamp64Milli(window_start), count, "
+            "c2xx, c3xx, c4xx, c5xx, max_ms, bucket_keys, bucket_counts "
+            f"FROM {self._db}.latency_windows FINAL WHERE resolution_s = {{r:UInt32}} "
+            "AND late = 0 AND src_partition = {p:UInt32} "
+            "AND window_start >= fromUnixTimestamp64Milli({since:Int64}, 'UTC') "
+            "AND window_end <= fromUnixTimestamp64Milli({until:Int64}, 'UTC') "
+            "ORDER BY window_start, tenant_id, service, route",
+            {"r": sample_s, "p": part.partition, "since": since, "until": closed_through},
+        )
+        for tenant, service, route, start, count, c2, c3, c4, c5, mx, keys, counts in rows:
+            stats = Stats(count, c2, c3, c4, c5, float(mx), Sketch.from_arrays(keys, counts))
+            key = (tenant, service, route)
+            for size, rstart in zip(self.spec.rollups_ms, starts, strict=True):
+                if start >= rstart:
+                    part.rollups[size].setdefault(rstart, {}).setdefault(key, Stats()).merge(stats)
+            if service == ALL and start >= closed_through - horizon_ms:
+                part.budget.add(tenant, start + self.spec.sample_ms, count, c5)
+
+    def state_of(self, partition: int) -> dict[str, Any]:
+        """For /stats and tests: the partition's watermark, open samples, safe offset."""
+        part = self._parts.get(partition)
+        if part is None:
+            return {}
+        return {
+            "watermark_ms": part.wm.value_ms,
+            "open_samples": sorted(part.samples),
+            "durable_safe": part.durable_safe,
+            "processed": part.processed,
+        }
+
+
+class _Rows:
+    """Rows of one tick for latency_windows, slo_samples and window_checkpoints."""
+
+    def __init__(self, gamma: float, partition: int) -> None:
+        self.gamma = gamma
+        self.partition = partition
+        self.windows: list[tuple[Any, ...]] = []
+        self.slo: list[Verdict] = []
+        self.ckpt: list[tuple[Any, ...]] = []
+        self.closed: dict[int, int] = {}
+        self.verdict_counts: dict[str, int] = {}
+
+    def window(self, size_ms: int, start: int, key: Key, stats: Stats, late: str = "") -> None:
+        tenant, service, route = key
+        resolution = size_ms // 1000
+        ident = f"{resolution}|{start}|{tenant}|{service}|{route}|{self.partition}|{late}"
+        window_id = hashlib.sha256(ident.encode()).hexdigest()[:32]
+        slis = stats.slis(self.gamma, size_ms / 1000)
+        keys, counts = stats.sketch.arrays()
+        self.windows.append(
+            (
+                tenant,
+                service,
+                route,
+                resolution,
+                start / 1000,
+                (start + size_ms) / 1000,
+                1 if late else 0,
+                window_id,
+                self.partition,
+                stats.count,
+                stats.c2xx,
+                stats.c3xx,
+                stats.c4xx,
+                stats.c5xx,
+                _num(slis["error_rate"]),
+                _num(slis["client_error_rate"]),
+                slis["throughput_rps"],
+                _num(slis["p50_ms"]),
+                _num(slis["p90_ms"]),
+                _num(slis["p95_ms"]),
+                _num(slis["p99_ms"]),
+                stats.max_ms,
+                self.gamma,
+                keys,
+                counts,
+            )
+        )
+        self.closed[resolution] = self.closed.get(resolution, 0) + 1
+
+    def verdicts(self, verdicts: Iterable[Verdict]) -> None:
+        for v in verdicts:
+            self.slo.append(v)
+            self.verdict_counts[v.status] = self.verdict_counts.get(v.status, 0) + 1
+
+    def checkpoint(self, group: str, part: _Partition, safe: int, state: dict[str, Any]) -> None:
+        self.ckpt.append(
+            (
+                group,
+                part.topic,
+                part.partition,
+                part.processed,
+                safe,
+                part.wm.value_ms,
+                part.wm.max_ts_ms,
+                part.closed_through if part.closed_through is not None else -1,
+                orjson.dumps(state).decode(),
+            )
+        )
+
+    def tables(self) -> dict[str, dict[str, list[Any]]]:
+        out: dict[str, dict[str, list[Any]]] = {}
+        if self.windows:
+            out["latency_windows"] = dict(
+                zip(WINDOW_COLUMNS, map(list, zip(*self.windows, strict=True)), strict=True)
+            )
+        if self.slo:
+            out["slo_samples"] = {
+                "tenant_id": [v.key[0] for v in self.slo],
+                "service": [v.key[1] for v in self.slo],
+                "route": [v.key[2] for v in self.slo],
+                "window_start": [v.start_ms / 1000 for v in self.slo],
+                "window_end": [v.end_ms / 1000 for v in self.slo],
+                "rule": [v.rule for v in self.slo],
+                "sli": [v.sli for v in self.slo],
+                "op": [v.op for v in self.slo],
+                "value": [_num(v.value) for v in self.slo],
+                "threshold": [v.threshold for v in self.slo],
+                "status": [v.status for v in self.slo],
+                "count": [v.count for v in self.slo],
+                "src_partition": [self.partition] * len(self.slo),
+            }
+        if self.ckpt:
+            out["window_checkpoints"] = dict(
+                zip(CHECKPOINT_COLUMNS, map(list, zip(*self.ckpt, strict=True)), strict=True)
+            )
+        return out
+
+
+WINDOW_COLUMNS = (
+    "tenant_id",
+    "service",
+    "route",
+    "resolution_s",
+    "window_start",
+    "window_end",
+    "late",
+    "window_id",
+    "src_partition",
+    "count",
+    "c2xx",
+    "c3xx",
+    "c4xx",
+    "c5xx",
+    "error_rate",
+    "client_error_rate",
+    "throughput_rps",
+    "p50_ms",
+    "p90_ms",
+    "p95_ms",
+    "p99_ms",
+    "max_ms",
+    "gamma",
+    "bucket_keys",
+    "bucket_counts",
+)
+CHECKPOINT_COLUMNS = (
+    "consumer_group",
+    "topic",
+    "partition",
+    "processed_offset",
+    "safe_offset",
+    "watermark_ms",
+    "max_ts_ms",
+    "closed_through_ms",
+    "state",
+)
+
+
+def _num(value: float) -> float:
+    """NaN (no data) is stored as 0; ``count`` tells the two apart."""
+    return 0.0 if math.isnan(value) else value
+
+
+def _dt(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+def _sql(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"

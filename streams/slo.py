@@ -1,0 +1,509 @@
+"""SLO rules (from the YAML rules file) and their evaluation over closed samples.
+
+Pure: samples in, sample verdicts and alert transitions out; state is plain data that
+the latency detector checkpoints with its windows, so a restarted worker continues a
+streak exactly where it stood.
+
+* Each rule compares one SLI of a sample (p95_ms, error_rate, ...) with a threshold.
+  A sample with fewer than ``min_events`` events is *no data* for latency and rate
+  SLIs: neither pass nor breach, and it leaves streaks unchanged.
+* A rule with an alert fires after ``for`` breaching samples in a row (a passing sample
+  resets the streak) and resolves after ``resolve_after`` passing samples in a row.
+* Availability: per tenant, error ratio (5xx / requests) against the objective, with
+  multi-window burn-rate alerts (both windows must burn faster than the factor).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import deque
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from schemas.alerts import Severity
+from streams.errors import ConfigError
+from streams.windows import WindowSpec
+
+SLI = Literal[
+    "p50_ms",
+    "p90_ms",
+    "p95_ms",
+    "p99_ms",
+    "max_ms",
+    "error_rate",
+    "client_error_rate",
+    "throughput_rps",
+    "burn_rate",
+]
+#: (tenant, service, route); the tenant as a whole is (tenant, "*", "*")
+Key = tuple[str, str, str]
+ALL = "*"
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])$")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_seconds(value: float | str) -> float:
+    """``90`` / ``"90s"`` / ``"5m"`` / ``"1h"`` / ``"30d"`` → seconds."""
+    if isinstance(value, int | float):
+        return float(value)
+    match = _DURATION.match(value.strip())
+    if not match:
+        raise ValueError(f"{value!r} is not a duration like 30s, 5m, 1h")
+    return float(match.group(1)) * _UNIT_S[match.group(2)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class WindowsConfig(_Strict):
+    pane_seconds: Annotated[int, Field(gt=0)] = 10
+    sample_seconds: Annotated[int, Field(gt=0)] = 30
+    rollup_seconds: tuple[int, ...] = (60, 300)
+    grace_seconds: Annotated[int, Field(ge=0)] = 10
+    idle_timeout_seconds: Annotated[int, Field(gt=0)] = 30
+
+    def spec(self) -> WindowSpec:
+        return WindowSpec(
+            pane_ms=self.pane_seconds * 1000,
+            sample_ms=self.sample_seconds * 1000,
+            rollups_ms=tuple(s * 1000 for s in self.rollup_seconds),
+            grace_ms=self.grace_seconds * 1000,
+            idle_timeout_ms=self.idle_timeout_seconds * 1000,
+        )
+
+
+class Rule(_Strict):
+    id: str
+    sli: SLI
+    op: Literal[">", "<"]
+    threshold: float
+    for_: Annotated[int | str, Field(alias="for")] = 1
+    alert: str | None = None
+    severity: Severity = "high"
+    auto_rollback: bool = False
+    only_declared: bool = False  # evaluated only for keys with a declared minimum
+
+    def breached(self, value: float, threshold: float) -> bool:
+        return value > threshold if self.op == ">" else value < threshold
+
+    def samples_needed(self, sample_s: int) -> int:
+        if isinstance(self.for_, int):
+            return max(1, self.for_)
+        if self.for_.isdigit():
+            return max(1, int(self.for_))
+        return max(1, math.ceil(parse_seconds(self.for_) / sample_s))
+
+
+class Match(_Strict):
+    tenant: str | None = None
+    service: str | None = None
+    route: str | None = None
+
+    def matches(self, key: Key) -> bool:
+        tenant, service, route = key
+        return (
+            (self.tenant is None or self.tenant == tenant)
+            and (self.service is None or self.service == service)
+            and (self.route is None or self.route == route)
+        )
+
+
+class Override(_Strict):
+    match: Match = Match()
+    thresholds: dict[str, float] = {}
+    min_throughput_rps: float | None = None
+    disable: tuple[str, ...] = ()
+
+
+class BurnAlert(_Strict):
+    alert: str
+    severity: Severity
+    long: str | float
+    short: str | float
+    factor: Annotated[float, Field(gt=0)]
+
+    @field_validator("long", "short")
+    @classmethod
+    def _duration(cls, v: str | float) -> str | float:
+        parse_seconds(v)
+        return v
+
+
+class Availability(_Strict):
+    objective: Annotated[float, Field(gt=0, lt=1)] = 0.999
+    period_days: Annotated[float, Field(gt=0)] = 30
+    burn_alerts: tuple[BurnAlert, ...] = ()
+
+    @property
+    def budget_minutes(self) -> float:
+        return (1 - self.objective) * self.period_days * 24 * 60
+
+
+class SloConfig(_Strict):
+    windows: WindowsConfig = WindowsConfig()
+    min_events: Annotated[int, Field(ge=1)] = 20
+    resolve_after: Annotated[int, Field(ge=1)] = 3
+    rules: tuple[Rule, ...] = ()
+    overrides: tuple[Override, ...] = ()
+    availability: Availability = Availability()
+
+    @field_validator("rules")
+    @classmethod
+    def _unique_ids(cls, rules: tuple[Rule, ...]) -> tuple[Rule, ...]:
+        ids = [r.id for r in rules]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"rule ids must be unique: {ids}")
+        return rules
+
+
+class RulesFile(_Strict):
+    slo: SloConfig = SloConfig()
+
+
+def load_rules(path: Path | None) -> RulesFile:
+    """The rules file at ``path``, or the packaged default; ConfigError names the problem."""
+    if path is None:
+        text = resources.files("streams").joinpath("rules.default.yaml").read_text("utf-8")
+        where = "the default rules"
+    else:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"VIGIL_RULES_FILE: cannot read {path}: {exc}") from None
+        where = str(path)
+    try:
+        data = yaml.safe_load(text) or {}
+        return RulesFile.model_validate(data)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{where}: not valid YAML: {exc}") from None
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigError(f"{where}: {problems}") from None
+
+
+# --- evaluation ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One closed sample of one key: what the rules look at."""
+
+    key: Key
+    start_ms: int
+    end_ms: int
+    count: int
+    values: dict[str, float]  # SLI name -> value
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """One row of ``slo_samples``."""
+
+    key: Key
+    start_ms: int
+    end_ms: int
+    rule: str
+    sli: str
+    op: str
+    value: float
+    threshold: float
+    status: Literal["pass", "fail", "no_data"]
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """An alert to fire or resolve, with the evidence of the samples that decided it."""
+
+    action: Literal["fire", "resolve"]
+    alertname: str
+    severity: Severity
+    key: Key
+    at_ms: int
+    starts_at_ms: int
+    value: float
+    threshold: float
+    auto_rollback: bool
+    description: str
+    evidence: list[dict[str, Any]]
+
+
+@dataclass(slots=True)
+class Streak:
+    """Where one (key, rule) alert stands; the default is not checkpointed."""
+
+    breaches: int = 0
+    goods: int = 0
+    firing: bool = False
+    starts_at_ms: int = 0
+    evidence: list[tuple[int, int, float]] = field(default_factory=list)
+
+    def is_default(self) -> bool:
+        return not (self.breaches or self.goods or self.firing)
+
+    def dump(self) -> list[Any]:
+        return [self.breaches, self.goods, self.firing, self.starts_at_ms, self.evidence]
+
+    @classmethod
+    def load(cls, data: list[Any]) -> Streak:
+        evidence = [(int(s), int(e), float(v)) for s, e, v in data[4]]
+        return cls(int(data[0]), int(data[1]), bool(data[2]), int(data[3]), evidence)
+
+
+def key_text(key: Key) -> str:
+    return "\x1f".join(key)
+
+
+class SloEvaluator:
+    """Rules applied to one partition's samples, in window order."""
+
+    def __init__(self, config: SloConfig) -> None:
+        self.config = config
+        self.sample_s = config.windows.sample_seconds
+        self._effective: dict[Key, tuple[tuple[Rule, float], ...]] = {}
+        self.streaks: dict[tuple[Key, str], Streak] = {}
+
+    def rules_for(self, key: Key) -> tuple[tuple[Rule, float], ...]:
+        """(rule, threshold) pairs that apply to ``key``, overrides applied (cached)."""
+        cached = self._effective.get(key)
+        if cached is not None:
+            return cached
+        thresholds = {r.id: r.threshold for r in self.config.rules}
+        disabled: set[str] = set()
+        declared = False
+        for override in self.config.overrides:
+            if not override.match.matches(key):
+                continue
+            thresholds.update(override.thresholds)
+            disabled.update(override.disable)
+            if override.min_throughput_rps is not None:
+                declared = True
+                for r in self.config.rules:
+                    if r.sli == "throughput_rps":
+                        thresholds[r.id] = override.min_throughput_rps
+        effective = tuple(
+            (r, thresholds[r.id])
+            for r in self.config.rules
+            if r.id not in disabled and (declared or not r.only_declared)
+        )
+        self._effective[key] = effective
+        return effective
+
+    def declares_minimum(self, key: Key) -> bool:
+        return any(r.only_declared for r, _ in self.rules_for(key))
+
+    def evaluate(self, sample: Sample) -> tuple[list[Verdict], list[Transition]]:
+        verdicts: list[Verdict] = []
+        transitions: list[Transition] = []
+        enough = sample.count >= self.config.min_events
+        for rule, threshold in self.rules_for(sample.key):
+            value = sample.values.get(rule.sli, math.nan)
+            has_data = (enough or rule.sli == "throughput_rps") and not math.isnan(value)
+            status: Literal["pass", "fail", "no_data"] = (
+                "no_data" if not has_data else "fail" if rule.breached(value, threshold) else "pass"
+            )
+            verdicts.append(
+                Verdict(
+                    sample.key,
+                    sample.start_ms,
+                    sample.end_ms,
+                    rule.id,
+                    rule.sli,
+                    rule.op,
+                    value,
+                    threshold,
+                    status,
+                    sample.count,
+                )
+            )
+            if rule.alert is not None and status != "no_data":
+                t = self._step(rule, threshold, sample, value, status == "fail")
+                if t is not None:
+                    transitions.append(t)
+        return verdicts, transitions
+
+    def _step(
+        self, rule: Rule, threshold: float, sample: Sample, value: float, breach: bool
+    ) -> Transition | None:
+        assert rule.alert is not None
+        slot = (sample.key, rule.id)
+        streak = self.streaks.get(slot) or Streak()
+        needed = rule.samples_needed(self.sample_s)
+        result: Transition | None = None
+        if breach:
+            streak.breaches += 1
+            streak.goods = 0
+            streak.evidence = [*streak.evidence, (sample.start_ms, sample.end_ms, value)][-needed:]
+            if not streak.firing and streak.breaches >= needed:
+                streak.firing = True
+                streak.starts_at_ms = streak.evidence[0][0]
+                result = self._transition("fire", rule, threshold, sample, value, streak, needed)
+        else:
+            streak.breaches = 0
+            streak.evidence = []
+            if streak.firing:
+                streak.goods += 1
+                if streak.goods >= self.config.resolve_after:
+                    result = self._transition(
+                        "resolve", rule, threshold, sample, value, streak, needed
+                    )
+                    streak.firing = False
+                    streak.goods = 0
+        if streak.is_default():
+            self.streaks.pop(slot, None)
+        else:
+            self.streaks[slot] = streak
+        return result
+
+    def _transition(
+        self,
+        action: Literal["fire", "resolve"],
+        rule: Rule,
+        threshold: float,
+        sample: Sample,
+        value: float,
+        streak: Streak,
+        needed: int,
+    ) -> Transition:
+        assert rule.alert is not None
+        tenant, service, route = sample.key
+        where = tenant if service == ALL else f"{tenant} {service} {route}"
+        if action == "fire":
+            text = (
+                f"{rule.sli} {rule.op} {threshold:g} for {needed} consecutive "
+                f"{self.sample_s} s samples on {where} (last {value:.4g})"
+            )
+        else:
+            text = (
+                f"{rule.sli} back within {threshold:g} for {self.config.resolve_after} "
+                f"samples on {where}"
+            )
+        evidence = [
+            {"window_start_ms": s, "window_end_ms": e, "value": v} for s, e, v in streak.evidence
+        ]
+        return Transition(
+            action,
+            rule.alert,
+            rule.severity,
+            sample.key,
+            sample.end_ms,
+            streak.starts_at_ms,
+            value,
+            threshold,
+            rule.auto_rollback,
+            text,
+            evidence,
+        )
+
+    def evaluate_burn(
+        self,
+        tenant: str,
+        start_ms: int,
+        end_ms: int,
+        count: int,
+        budget: BudgetTracker,
+        errors: int,
+    ) -> tuple[list[Verdict], list[Transition]]:
+        """Availability of tenant ``tenant`` for one sample: its burn-rate alerts."""
+        rates = budget.add(tenant, end_ms, count, errors)
+        key: Key = (tenant, ALL, ALL)
+        verdicts: list[Verdict] = []
+        transitions: list[Transition] = []
+        for alert in budget.availability.burn_alerts:
+            rule = Rule(
+                id=alert.alert,
+                sli="burn_rate",
+                op=">",
+                threshold=alert.factor,
+                alert=alert.alert,
+                severity=alert.severity,
+            )
+            long_s = int(parse_seconds(alert.long))
+            value = rates.rates[long_s]
+            burning = budget.burning(alert, rates)
+            verdicts.append(
+                Verdict(
+                    key,
+                    start_ms,
+                    end_ms,
+                    rule.id,
+                    "burn_rate",
+                    ">",
+                    value,
+                    alert.factor,
+                    "fail" if burning else "pass",
+                    count,
+                )
+            )
+            sample = Sample(key, start_ms, end_ms, count, {"burn_rate": value})
+            t = self._step(rule, alert.factor, sample, value, burning)
+            if t is not None:
+                transitions.append(t)
+        return verdicts, transitions
+
+    def dump(self) -> dict[str, dict[str, list[Any]]]:
+        out: dict[str, dict[str, list[Any]]] = {}
+        for (key, rule_id), streak in self.streaks.items():
+            out.setdefault(key_text(key), {})[rule_id] = streak.dump()
+        return out
+
+    def load(self, data: dict[str, dict[str, list[Any]]]) -> None:
+        self.streaks = {
+            (tuple(k.split("\x1f")), rule_id): Streak.load(s)  # type: ignore[misc]
+            for k, rules in data.items()
+            for rule_id, s in rules.items()
+        }
+
+
+# --- availability and error budget ---------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BurnRates:
+    """Burn rate per window length (seconds) at one sample's end."""
+
+    at_ms: int
+    rates: dict[int, float]
+
+
+class BudgetTracker:
+    """Per-tenant error ratio history (one entry per sample) and burn rates over it."""
+
+    def __init__(self, availability: Availability, sample_s: int) -> None:
+        self.availability = availability
+        self.sample_s = sample_s
+        self.windows_s = sorted(
+            {int(parse_seconds(w)) for b in availability.burn_alerts for w in (b.long, b.short)}
+        )
+        self.horizon_samples = max([*self.windows_s, sample_s]) // sample_s
+        self.history: dict[str, deque[tuple[int, int, int]]] = {}
+
+    def add(self, tenant: str, end_ms: int, count: int, errors: int) -> BurnRates:
+        h = self.history.setdefault(tenant, deque(maxlen=self.horizon_samples))
+        h.append((end_ms, count, errors))
+        allowed = 1 - self.availability.objective
+        rates: dict[int, float] = {}
+        for window_s in self.windows_s:
+            since = end_ms - window_s * 1000
+            total = errs = 0
+            for e, c, x in reversed(h):
+                if e <= since:
+                    break
+                total += c
+                errs += x
+            rates[window_s] = (errs / total) / allowed if total else 0.0
+        return BurnRates(end_ms, rates)
+
+    def burning(self, alert: BurnAlert, rates: BurnRates) -> bool:
+        long_s, short_s = int(parse_seconds(alert.long)), int(parse_seconds(alert.short))
+        return rates.rates[long_s] > alert.factor and rates.rates[short_s] > alert.factor
