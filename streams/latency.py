@@ -407,8 +407,8 @@ class LatencyDetector:
             f"client_error_rate, throughput_rps FROM {self._db}.latency_windows FINAL "
             f"WHERE tenant_id = {_sql(tenant)} AND service = {_sql(service)} "
             f"AND route = {_sql(route)} AND resolution_s = {self.spec.sample_ms // 1000} "
-            f"AND late = 0 AND window_start >= {_sql(_dt(first).isoformat())} "
-            f"AND window_end <= {_sql(_dt(last).isoformat())} ORDER BY window_start"
+            f"AND late = 0 AND window_start >= {_sql_time(first)} "
+            f"AND window_end <= {_sql_time(last)} ORDER BY window_start"
         )
 
     # --- recovery -----------------------------------------------------------------------
@@ -640,6 +640,11 @@ def _num(value: float) -> float:
 
 def _dt(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+def _sql_time(ms: int) -> str:
+    text = _dt(ms).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    return f"toDateTime64('{text}', 3, 'UTC')"
 
 
 def _sql(text: str) -> str:

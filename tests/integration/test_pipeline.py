@@ -43,7 +43,7 @@ class Dlq:
 
 
 class BrokenDetector:
-    async def process(self, batch: IngestResult) -> None:
+    async def process(self, result: IngestResult, source: SourceBatch) -> None:
         raise RuntimeError("detector bug")
 
 
