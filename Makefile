@@ -47,6 +47,7 @@ test: install tools lint types ## everything CI runs: lint, types, the whole sui
 bench: install ## throughput benchmarks (prints figures and ratios; asserts nothing)
 	$(PY) -m benchmarks.bench_hotpath
 	$(PY) -m benchmarks.bench_ingest
+	$(PY) -m benchmarks.bench_latency
 
 schema: install ## re-export the JSON Schemas in schemas/jsonschema/
 	$(VENV)/bin/vigil schema export schemas/jsonschema

@@ -237,6 +237,13 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         async for event in stream.noack().events():
             await runtime.pipeline.handle_safely(event.value, event.ack)
 
+    @app.on_partitions_revoked.connect  # type: ignore[untyped-decorator]
+    async def on_revoked(sender: Any, revoked: set[Any], **_: Any) -> None:
+        if runtime.latency is not None:
+            for tp in revoked:
+                if tp.topic == settings.events_topic:
+                    runtime.latency.forget(tp.partition)
+
     @app.timer(settings.window_tick_s)  # type: ignore[untyped-decorator]
     async def close_windows() -> None:
         if runtime.ready.is_set():

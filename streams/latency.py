@@ -481,6 +481,12 @@ class LatencyDetector:
             if service == ALL and start >= closed_through - horizon_ms:
                 part.budget.add(tenant, start + self.spec.sample_ms, count, c5)
 
+    def forget(self, partition: int) -> None:
+        """The partition was revoked: drop its state (its next owner, maybe this worker
+        again, restores from the checkpoint and re-reads from the committed offset)."""
+        self._parts.pop(partition, None)
+        self._gate.forget(partition)
+
     def state_of(self, partition: int) -> dict[str, Any]:
         """For /stats and tests: the partition's watermark, open samples, safe offset."""
         part = self._parts.get(partition)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import re
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -428,9 +428,13 @@ class SloEvaluator:
                 alert=alert.alert,
                 severity=alert.severity,
             )
-            long_s = int(parse_seconds(alert.long))
+            long_s, short_s = int(parse_seconds(alert.long)), int(parse_seconds(alert.short))
             value = rates.rates[long_s]
+            has_data = budget.has_data(alert, rates, self.config.min_events)
             burning = budget.burning(alert, rates)
+            status: Literal["pass", "fail", "no_data"] = (
+                "no_data" if not has_data else "fail" if burning else "pass"
+            )
             verdicts.append(
                 Verdict(
                     key,
@@ -441,14 +445,23 @@ class SloEvaluator:
                     ">",
                     value,
                     alert.factor,
-                    "fail" if burning else "pass",
+                    status,
                     count,
                 )
             )
+            if not has_data:
+                continue
             sample = Sample(key, start_ms, end_ms, count, {"burn_rate": value})
             t = self._step(rule, alert.factor, sample, value, burning)
             if t is not None:
-                transitions.append(t)
+                text = (
+                    f"error budget of {tenant} burning {value:.1f}x over {alert.long} and "
+                    f"{rates.rates[short_s]:.1f}x over {alert.short} (alert above "
+                    f"{alert.factor:g}x; {budget.availability.objective:.3%} objective)"
+                    if t.action == "fire"
+                    else f"error budget of {tenant} no longer burning above {alert.factor:g}x"
+                )
+                transitions.append(replace(t, description=text))
         return verdicts, transitions
 
     def dump(self) -> dict[str, dict[str, list[Any]]]:
@@ -470,10 +483,13 @@ class SloEvaluator:
 
 @dataclass(frozen=True, slots=True)
 class BurnRates:
-    """Burn rate per window length (seconds) at one sample's end."""
+    """Per window length (seconds) at one sample's end: the burn rate, the requests in
+    the window and how many samples of history it spans."""
 
     at_ms: int
     rates: dict[int, float]
+    requests: dict[int, int]
+    samples: dict[int, int]
 
 
 class BudgetTracker:
@@ -493,16 +509,29 @@ class BudgetTracker:
         h.append((end_ms, count, errors))
         allowed = 1 - self.availability.objective
         rates: dict[int, float] = {}
+        requests: dict[int, int] = {}
+        samples: dict[int, int] = {}
         for window_s in self.windows_s:
             since = end_ms - window_s * 1000
-            total = errs = 0
+            total = errs = spanned = 0
             for e, c, x in reversed(h):
                 if e <= since:
                     break
                 total += c
                 errs += x
+                spanned += 1
             rates[window_s] = (errs / total) / allowed if total else 0.0
-        return BurnRates(end_ms, rates)
+            requests[window_s] = total
+            samples[window_s] = spanned
+        return BurnRates(end_ms, rates, requests, samples)
+
+    def has_data(self, alert: BurnAlert, rates: BurnRates, min_events: int) -> bool:
+        """Enough history to judge: the short window is fully covered by samples and
+        holds ``min_events`` requests (a partial first sample with one 5xx in 30
+        requests would otherwise "burn" 33x)."""
+        short_s = int(parse_seconds(alert.short))
+        covered = rates.samples[short_s] * self.sample_s >= short_s
+        return covered and rates.requests[short_s] >= min_events
 
     def burning(self, alert: BurnAlert, rates: BurnRates) -> bool:
         long_s, short_s = int(parse_seconds(alert.long)), int(parse_seconds(alert.short))

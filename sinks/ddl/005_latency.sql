@@ -4,7 +4,8 @@
 -- that arrived after their sample closed (several such rows may exist per window).
 -- bucket_keys / bucket_counts are the log-bucket sketch: merge any set of rows with
 -- sumMap(bucket_keys, bucket_counts) and read a quantile with vigilQuantile (below).
--- Percentile columns of a row with count = 0 are 0 (no data).
+-- Percentile columns of a row with count = 0 are 0 (no data). written_at - window_end is
+-- how long after its end a window was stored (grace + timer + flush).
 CREATE TABLE IF NOT EXISTS {database}.latency_windows
 (
     tenant_id          LowCardinality(String),
@@ -31,7 +32,8 @@ CREATE TABLE IF NOT EXISTS {database}.latency_windows
     max_ms             Float64,
     gamma              Float64,
     bucket_keys        Array(Int16),
-    bucket_counts      Array(UInt64)
+    bucket_counts      Array(UInt64),
+    written_at         DateTime64(3, 'UTC') DEFAULT now64(3)
 )
 ENGINE = ReplacingMergeTree
 PARTITION BY toDate(window_start)

@@ -168,3 +168,18 @@ def test_burn_rates_follow_the_documented_math() -> None:
     names = [t.alertname for t in fired if t.action == "fire"]
     assert names == ["ErrorBudgetBurnFast", "ErrorBudgetBurnSlow"]
     assert all(t.key == ("acme", ALL, ALL) for t in fired)
+
+
+def test_a_burn_rate_needs_its_short_window_covered() -> None:
+    config = default()
+    budget = BudgetTracker(config.availability, 30)
+    evaluator = SloEvaluator(config)
+    # the first, partial sample: 1 error in 30 requests would be a 33x burn
+    verdicts, fired = evaluator.evaluate_burn("hooli", 0, S, 30, budget, errors=1)
+    assert fired == [] and {v.status for v in verdicts} == {"no_data"}
+    for i in range(1, 10):  # 5 minutes of history: the fast alert can now judge
+        verdicts, fired = evaluator.evaluate_burn("hooli", i * S, (i + 1) * S, 30, budget, 1)
+    by_rule = {v.rule: v.status for v in verdicts}
+    assert by_rule == {"ErrorBudgetBurnFast": "fail", "ErrorBudgetBurnSlow": "no_data"}
+    assert [t.alertname for t in fired] == ["ErrorBudgetBurnFast"]
+    assert "burning 33.3x over 1h" in fired[0].description

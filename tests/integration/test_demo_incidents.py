@@ -1,0 +1,71 @@
+"""`make run`'s demo, as a user watches it: its scheduled incidents become alerts."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.integration.test_cli import vigil
+
+pytestmark = pytest.mark.integration
+
+
+def test_the_demo_latency_spike_pages_a_p95_latency_breach(tmp_path: Path) -> None:
+    """The spike on acme /v1/reports (from 20 s, for 120 s) breaches p95 > 500 ms for
+    three 30-s samples: a critical P95LatencyBreach with auto_rollback, visible with
+    `vigil alerts` while the stack runs and in ClickHouse after it stops."""
+    env = {"VIGIL_DATA_DIR": str(tmp_path / ".vigil"), "VIGIL_WEB_PORT": "0"}
+    up = subprocess.Popen(
+        [sys.executable, "-m", "streams.cli", "up", "--demo", "--rate", "300", "--for", "260"],
+        env={**os.environ, **env},
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    found: list[dict[str, object]] = []
+    try:
+        deadline = time.monotonic() + 280
+        while time.monotonic() < deadline and not found and up.poll() is None:
+            time.sleep(5)
+            if not (tmp_path / ".vigil" / "stack.json").exists():
+                continue
+            shown = vigil("alerts", "--json", "--idle-timeout", "1", env=env, cwd=tmp_path)
+            for line in shown.stdout.splitlines():
+                alert = json.loads(line)
+                data = alert["data"]
+                if (
+                    data["alertname"] == "P95LatencyBreach"
+                    and data["labels"].get("route") == "/v1/reports"
+                ):
+                    found.append(alert)
+    finally:
+        up.send_signal(signal.SIGINT)
+        output, _ = up.communicate(timeout=120)
+    assert found, output
+    data = found[0]["data"]
+    assert isinstance(data, dict)
+    assert data["status"] == "firing" and data["severity"] == "critical"
+    assert data["auto_rollback"] is True
+    assert data["labels"] == {"tenant_id": "acme", "service": "api", "route": "/v1/reports"}
+    assert len(data["evidence"]["samples"]) == 3
+    assert all(s["value"] > 500 for s in data["evidence"]["samples"])
+
+    stored = vigil(
+        "query",
+        "SELECT count() AS n FROM vigil.alerts WHERE alertname = 'P95LatencyBreach' "
+        "AND labels['route'] = '/v1/reports' AND status = 'firing'",
+        "--format",
+        "json",
+        env=env,
+        cwd=tmp_path,
+    )
+    assert stored.returncode == 0, stored.stderr
+    assert json.loads(stored.stdout)["n"] >= 1
