@@ -28,8 +28,11 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from operator import attrgetter
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 import orjson
 
 from schemas.alerts import Annotations
@@ -56,10 +59,14 @@ from streams.windows import NO_WATERMARK, Watermark, WindowSpec
 log = logging.getLogger(__name__)
 
 HTTP_REQUEST = FAST_STRUCTS["http.request"]
+_KEY = attrgetter("tenant_id", "service", "route")
+_STATUS = attrgetter("status")
+_DURATION = attrgetter("duration_ms")
 QUANTILES = (0.5, 0.9, 0.95, 0.99)
 #: closed samples without traffic examined per tick for declared minimums (bounds work
 #: after a long gap)
 MAX_EMPTY_SAMPLES = 120
+MAX_KEY_IDS = 200_000
 
 
 @dataclass(slots=True)
@@ -171,6 +178,8 @@ class LatencyDetector:
         self._group = consumer_group
         self._clock_ms = clock_ms
         self._parts: dict[int, _Partition] = {}
+        self._key_ids: dict[Key, int] = {}  # per-batch grouping aid; reset when large
+        self._id_keys: list[Key] = []
         gate.add_holder(self.first_needed_offset)
 
     # --- the gate's question ------------------------------------------------------
@@ -188,56 +197,150 @@ class LatencyDetector:
         part.next_offset = source.last_offset + 1
         part.processed = max(part.processed, source.last_offset)
         part.last_input_wall_ms = self._clock_ms()
-        picked = [i for i, e in enumerate(result.events) if type(e) is HTTP_REQUEST]
-        if not picked:
-            return
         events = result.events
-        durations = [events[i].duration_ms for i in picked]  # type: ignore[attr-defined]
-        buckets = bucket_indices(durations, self.gamma).tolist()
-        sample_ms, pane_ms = self.spec.sample_ms, self.spec.pane_ms
+        picked = [i for i, e in enumerate(events) if type(e) is HTTP_REQUEST]
+        if picked:
+            self._add(part, [events[i] for i in picked], result, picked)
+
+    def _add(
+        self, part: _Partition, http: list[Any], result: IngestResult, picked: list[int]
+    ) -> None:
+        """Vectorised where it can be: the watermark before each event, lateness and the
+        replay skip are numpy expressions; events are then grouped by (pane, key), and each
+        group's counts, status classes, max and buckets are added in one step."""
+        spec = self.spec
+        n = len(http)
+        keys: list[Key] = list(map(_KEY, http))
+        status = np.fromiter(map(_STATUS, http), dtype=np.int64, count=n)
+        duration = np.fromiter(map(_DURATION, http), dtype=np.float64, count=n)
+        ts = np.array([result.ts_ms[i] for i in picked], dtype=np.int64)
+        offsets = np.array([result.offsets[i] for i in picked], dtype=np.int64)
+        buckets = bucket_indices(duration, self.gamma)
+        end = ts - ts % spec.sample_ms + spec.sample_ms
         wm = part.wm
-        replay_until, replay_wm = part.replay_until, part.replay_wm
-        samples, late = part.samples, part.late
+        # closed before the restart: already stored
+        skip = (offsets <= part.replay_until) & (end <= part.replay_wm)
+        seen = np.maximum.accumulate(np.concatenate(([wm.max_ts_ms], ts)))[:-1]
+        watermark_before = np.maximum(wm.value_ms, seen - wm.grace_ms)
+        late = ~skip & (end <= watermark_before)
+        wm.observe(int(ts.max()))
+        if late.any():
+            self._add_late(part, np.flatnonzero(late), keys, ts, offsets, status, duration, buckets)
+        on_time = np.flatnonzero(~skip & ~late)
+        if not len(on_time):
+            return
+        # group by (pane, key) without a Python loop per event: keys get small integer ids
+        # (a dict lookup in C via map), then numpy finds the groups
+        ids = self._key_ids
+        if len(ids) > MAX_KEY_IDS:
+            ids.clear()
+            self._id_keys.clear()
+        kid = list(map(ids.get, keys))
+        if None in kid:
+            for j, k in enumerate(kid):
+                if k is None:
+                    key = keys[j]
+                    k = ids.get(key)
+                    if k is None:
+                        k = ids[key] = len(self._id_keys)
+                        self._id_keys.append(key)
+                    kid[j] = k
+        pane_ms = spec.pane_ms
+        pane_index = ((ts - ts % pane_ms) // pane_ms)[on_time]
+        first_pane = int(pane_index.min())
+        n_ids = len(self._id_keys)
+        codes = (pane_index - first_pane) * n_ids + np.array(kid, dtype=np.int64)[on_time]
+        unique_codes, gid = np.unique(codes, return_inverse=True)
+        groups = [
+            ((first_pane + c // n_ids) * pane_ms, self._id_keys[c % n_ids])
+            for c in unique_codes.tolist()
+        ]
+        self._add_groups(
+            part,
+            groups,
+            gid.astype(np.int64),
+            status[on_time],
+            duration[on_time],
+            buckets[on_time],
+            offsets[on_time],
+        )
+
+    def _add_groups(
+        self,
+        part: _Partition,
+        groups: list[tuple[int, Key]],
+        gid: npt.NDArray[np.int64],
+        status: npt.NDArray[np.int64],
+        duration: npt.NDArray[np.float64],
+        buckets: npt.NDArray[np.int64],
+        offsets: npt.NDArray[np.int64],
+    ) -> None:
+        n_groups = len(groups)
+        classes = np.clip(status // 100, 0, 9)
+        per_class = np.bincount(gid * 10 + classes, minlength=n_groups * 10).reshape(n_groups, 10)
+        order = np.argsort(gid, kind="stable")
+        bounds = np.searchsorted(gid[order], np.arange(n_groups))
+        maxes = np.maximum.reduceat(duration[order], bounds)
+        first = np.minimum.reduceat(offsets[order], bounds)
+        pairs, pair_counts = np.unique(gid * 65_536 + (buckets + 32_768), return_counts=True)
+        sample_ms = self.spec.sample_ms
         evaluator = part.evaluator if self.config.overrides else None  # declared minimums
-        late_count = 0
-        for j, i in enumerate(picked):
-            e: Any = events[i]
-            ts = result.ts_ms[i]
-            offset = result.offsets[i]
-            start = ts - ts % sample_ms
-            end = start + sample_ms
-            if offset <= replay_until and end <= replay_wm:
-                continue  # closed before the restart: already stored
-            key = (e.tenant_id, e.service, e.route)
-            if end <= wm.value_ms:
-                stats = late.get((start, key))
-                if stats is None:
-                    stats = late[(start, key)] = Stats()
-                stats.add(e.status, e.duration_ms, buckets[j])
-                if part.late_offsets:
-                    part.late_offsets[1] = offset
-                else:
-                    part.late_offsets[:] = [offset, offset]
-                late_count += 1
+        targets: list[Stats] = []
+        for g, (pane, key) in enumerate(groups):
+            start = pane - pane % sample_ms
+            sample = part.samples.get(start)
+            if sample is None:
+                sample = part.samples[start] = _OpenSample()
+            sample.min_offset = min(sample.min_offset, int(first[g]))
+            key_panes = sample.panes.get(key)
+            if key_panes is None:
+                key_panes = sample.panes[key] = {}
+                if evaluator is not None and evaluator.declares_minimum(key):
+                    part.declared.add(key)
+            stats = key_panes.get(pane)
+            if stats is None:
+                stats = key_panes[pane] = Stats()
+            c = per_class[g].tolist()
+            stats.count += sum(c)
+            stats.c2xx += c[2]
+            stats.c3xx += c[3]
+            stats.c4xx += c[4]
+            stats.c5xx += c[5]
+            stats.max_ms = max(stats.max_ms, float(maxes[g]))
+            targets.append(stats)
+        for pair, count in zip(pairs.tolist(), pair_counts.tolist(), strict=True):
+            stats = targets[pair >> 16]
+            bucket = (pair & 0xFFFF) - 32_768
+            bins = stats.sketch.bins
+            bins[bucket] = bins.get(bucket, 0) + count
+            stats.sketch.count += count
+
+    def _add_late(
+        self,
+        part: _Partition,
+        late: npt.NDArray[np.intp],
+        keys: list[Key],
+        ts: npt.NDArray[np.int64],
+        offsets: npt.NDArray[np.int64],
+        status: npt.NDArray[np.int64],
+        duration: npt.NDArray[np.float64],
+        buckets: npt.NDArray[np.int64],
+    ) -> None:
+        """Events whose sample had closed: into the late accumulators (rare)."""
+        sample_ms = self.spec.sample_ms
+        for j in late.tolist():
+            t = int(ts[j])
+            slot = (t - t % sample_ms, keys[j])
+            stats = part.late.get(slot)
+            if stats is None:
+                stats = part.late[slot] = Stats()
+            stats.add(int(status[j]), float(duration[j]), int(buckets[j]))
+            offset = int(offsets[j])
+            if part.late_offsets:
+                part.late_offsets[1] = max(part.late_offsets[1], offset)
             else:
-                sample = samples.get(start)
-                if sample is None:
-                    sample = samples[start] = _OpenSample()
-                if offset < sample.min_offset:
-                    sample.min_offset = offset
-                panes = sample.panes.get(key)
-                if panes is None:
-                    panes = sample.panes[key] = {}
-                    if evaluator and evaluator.declares_minimum(key):
-                        part.declared.add(key)
-                pane = ts - ts % pane_ms
-                stats = panes.get(pane)
-                if stats is None:
-                    stats = panes[pane] = Stats()
-                stats.add(e.status, e.duration_ms, buckets[j])
-            wm.observe(ts)
-        if late_count:
-            self._metrics.late_events.inc(late_count)
+                part.late_offsets[:] = [offset, offset]
+        self._metrics.late_events.inc(len(late))
 
     # --- closing ----------------------------------------------------------------------
 
