@@ -58,6 +58,7 @@ _EVENT_FIELDS: tuple[tuple[str, str, Any], ...] = (
     ("attack_type", "attack_type", ""),
     ("field", "field", ""),
     ("event_name", "event_name", ""),
+    ("properties", "properties", ""),
     ("signature_valid", "valid", 1),
     ("blocked", "blocked", 0),
 )
@@ -96,6 +97,10 @@ _LAYOUTS: dict[type[FastEvent], _Layout] = {
 }
 
 
+def _json(value: Any) -> str:
+    return msgspec.json.encode(value).decode() if value else ""
+
+
 def event_columns(
     events: Sequence[FastEvent],
     ts_ms: Sequence[int],
@@ -130,6 +135,8 @@ def event_columns(
         for (column, fill), values in zip(layout.present, transposed, strict=True):
             if fill is not None and None in values:  # the scan is C; the fill is Python
                 values = tuple([fill if v is None else v for v in values])
+            if column == "properties":  # JSON text, already redacted by the PII guard
+                values = tuple([_json(v) for v in values])
             if column in _BOOL_COLUMNS:
                 values = tuple([int(v) for v in values])
             columns[column].extend(values)

@@ -8,6 +8,7 @@ Times are event times passed in by the detector, so a replay produces the same a
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -17,7 +18,9 @@ import orjson
 from schemas.alerts import Alert, AlertData, Annotations, Severity, Status, alert_fingerprint
 from sinks.clickhouse import ClickHouseWriter
 from streams.metrics import Metrics
-from streams.pipeline import Send
+
+#: send(topic, key, value, headers) -> awaitable delivery (the producer, or a test double)
+Send = Callable[[str, bytes | None, bytes, list[tuple[str, bytes]]], Awaitable[Awaitable[Any]]]
 
 
 @dataclass(frozen=True, slots=True)

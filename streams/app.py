@@ -25,6 +25,8 @@ from streams.gate import CommitGate
 from streams.ingest import Ingestor
 from streams.latency import LatencyDetector
 from streams.metrics import Metrics
+from streams.pii.guard import PiiAlerts, PiiGuard
+from streams.pii.scanner import Scanner
 from streams.pipeline import IngestPipeline
 from streams.settings import Settings
 from streams.sketch import gamma_for
@@ -49,6 +51,7 @@ class Runtime:
         self.alerts: AlertPublisher | None = None
         self.rules = load_rules(settings.rules_file)  # a bad file fails at start
         self.latency: LatencyDetector | None = None
+        self.pii_alerts: PiiAlerts | None = None
 
     async def open(self, app: VigilApp) -> None:
         s = self.settings
@@ -92,6 +95,13 @@ class Runtime:
             s.clickhouse_database,
             s.consumer_group,
         )
+        guard = None
+        if s.pii_scan:
+            scanner = await asyncio.to_thread(Scanner, s.hash_key_bytes, s.pii_engine)
+            guard = PiiGuard(scanner, self.rules.pii, self.metrics)
+            self.pii_alerts = PiiAlerts(
+                self.alerts, self.rules.pii.quiet_period_s, s.clickhouse_database
+            )
         self.pipeline = IngestPipeline(
             ingestor,
             self.writer,
@@ -101,6 +111,8 @@ class Runtime:
             self.pseudonymizer,
             detectors=[self.latency],
             gate=gate,
+            guard=guard,
+            pii_alerts=self.pii_alerts,
         )
         writer = self.writer
         app.consumer_hooks = ConsumerHooks(
@@ -117,6 +129,8 @@ class Runtime:
                 await self.latency.tick()
             except Exception:
                 log.exception("closing latency windows failed; retrying at the next tick")
+        if self.pii_alerts is not None:
+            await self.pii_alerts.tick()
 
     async def close(self) -> None:
         if self.latency is not None:

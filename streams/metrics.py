@@ -125,3 +125,9 @@ class Metrics:
             "Times a partition's window state was restored from its checkpoint.",
             registry=registry,
         )
+        self.pii_findings = Counter(
+            "vigil_pii_findings_total",
+            "PII found in events (stored redacted), by entity type.",
+            ["entity"],
+            registry=registry,
+        )

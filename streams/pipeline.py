@@ -10,21 +10,20 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from schemas.normalize import Pseudonymizer
 from sinks.clickhouse import ClickHouseWriter
+from streams.alerting import Send
 from streams.dlq import dead_letter_columns, dlq_headers
 from streams.gate import CommitGate
 from streams.ingest import Ingestor, IngestResult, Rejection, provenance
 from streams.metrics import Metrics
+from streams.pii.guard import PiiAlerts, PiiGuard, finding_columns
 from streams.transport import SourceBatch
 
 log = logging.getLogger(__name__)
-
-#: send(topic, key, value, headers) -> awaitable delivery
-Send = Callable[[str, bytes | None, bytes, list[tuple[str, bytes]]], Awaitable[Awaitable[Any]]]
 
 
 class Detector(Protocol):
@@ -46,6 +45,8 @@ class IngestPipeline:
         detectors: Sequence[Detector] = (),
         clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
         gate: CommitGate | None = None,
+        guard: PiiGuard | None = None,
+        pii_alerts: PiiAlerts | None = None,
     ) -> None:
         self._ingestor = ingestor
         self._writer = writer
@@ -56,6 +57,8 @@ class IngestPipeline:
         self._detectors = tuple(detectors)
         self._clock_ms = clock_ms
         self._gate = gate or CommitGate()
+        self._guard = guard
+        self._pii_alerts = pii_alerts
 
     async def handle_safely(self, batch: SourceBatch, ack: Callable[[], None]) -> None:
         """:meth:`handle`, with one error policy: an unexpected failure dead-letters the
@@ -84,18 +87,27 @@ class IngestPipeline:
         self._metrics.messages_consumed.inc(len(batch.records))
         self._metrics.bytes_consumed.inc(batch.size_bytes)
         result = self._ingestor.decode_batch(batch.records, now_ms)
+        # PII first: everything after this line sees redacted events only
+        detected = self._guard.apply(result) if self._guard is not None else []
         for detector in self._detectors:
             await detector.process(result, batch)
         if batch.stored_until > batch.first_offset:  # re-read after a restart
             result = result.since(batch.stored_until)
+            detected = [d for d in detected if d.offset >= batch.stored_until]
         rows: dict[str, dict[str, list[Any]]] = {}
         if result.events:
             columns = result.columns()
+            if self._guard is None:
+                del columns["properties"]  # never stored unscanned
             for kind, n in Counter(columns["kind"]).items():
                 self._metrics.events_consumed.labels(kind=kind).inc(n)
             self._metrics.last_event_timestamp.set(max(result.ts_ms) / 1000)
             rows["events"] = columns
+        if detected:
+            rows["pii_findings"] = finding_columns(detected, batch.topic)
         await self._store(batch, rows, result.rejections, now_ms, ack)
+        if detected and self._pii_alerts is not None:
+            await self._pii_alerts.report(detected)
 
     async def _store(
         self,
@@ -117,11 +129,12 @@ class IngestPipeline:
         deliveries = []
         for rejection in rejections:
             self._metrics.events_invalid.labels(reason=rejection.reason).inc()
-            deliveries.append(
-                await self._send(
-                    self._dlq_topic, None, rejection.value, dlq_headers(rejection, now_ms)
-                )
-            )
+            value, headers = rejection.value, dlq_headers(rejection, now_ms)
+            if self._guard is not None:  # the original bytes, unless they hold PII
+                value, entities = self._guard.redact_payload(value)
+                if entities:
+                    headers.append(("vigil.pii.redacted", ",".join(entities).encode()))
+            deliveries.append(await self._send(self._dlq_topic, None, value, headers))
         for delivery in deliveries:
             await delivery
         self._metrics.dlq_messages.inc(len(rejections))

@@ -60,6 +60,8 @@ class Settings(BaseSettings):
     max_message_bytes: int = Field(default=1_048_576, ge=1024)
     max_future_skew_s: float = Field(default=3600.0, ge=0)
     hash_key: SecretStr | None = None
+    pii_scan: bool = True  # off: analytics properties are not stored at all
+    pii_engine: Literal["hyperscan", "re2", "re"] = "hyperscan"
 
     # Alerts, windows, rules
     alert_dedup_window_s: float = Field(default=300.0, ge=0)

@@ -16,7 +16,6 @@ streak exactly where it stood.
 from __future__ import annotations
 
 import math
-import re
 from collections import deque
 from dataclasses import dataclass, field, replace
 from importlib import resources
@@ -28,7 +27,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from schemas.alerts import Severity
 from streams.errors import ConfigError
-from streams.windows import WindowSpec
+from streams.pii.config import PiiConfig
+from streams.windows import WindowSpec, parse_seconds
 
 SLI = Literal[
     "p50_ms",
@@ -44,19 +44,6 @@ SLI = Literal[
 #: (tenant, service, route); the tenant as a whole is (tenant, "*", "*")
 Key = tuple[str, str, str]
 ALL = "*"
-
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])$")
-_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_seconds(value: float | str) -> float:
-    """``90`` / ``"90s"`` / ``"5m"`` / ``"1h"`` / ``"30d"`` → seconds."""
-    if isinstance(value, int | float):
-        return float(value)
-    match = _DURATION.match(value.strip())
-    if not match:
-        raise ValueError(f"{value!r} is not a duration like 30s, 5m, 1h")
-    return float(match.group(1)) * _UNIT_S[match.group(2)]
 
 
 class _Strict(BaseModel):
@@ -166,6 +153,7 @@ class SloConfig(_Strict):
 
 class RulesFile(_Strict):
     slo: SloConfig = SloConfig()
+    pii: PiiConfig = PiiConfig()
 
 
 def load_rules(path: Path | None) -> RulesFile:

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 NO_WATERMARK = -(2**62)
@@ -74,3 +75,17 @@ class Watermark:
             self.value_ms = target
             return True
         return False
+
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])$")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_seconds(value: float | str) -> float:
+    """``90`` / ``"90s"`` / ``"5m"`` / ``"1h"`` / ``"30d"`` → seconds."""
+    if isinstance(value, int | float):
+        return float(value)
+    match = _DURATION.match(value.strip())
+    if not match:
+        raise ValueError(f"{value!r} is not a duration like 30s, 5m, 1h")
+    return float(match.group(1)) * _UNIT_S[match.group(2)]

@@ -139,6 +139,19 @@ ENTITIES: tuple[Entity, ...] = (
         value_after="=:",
     ),
     Entity(
+        "SENSITIVE_FIELD",
+        (
+            r"(?:password|passwd|pwd|passphrase|cvv|cvc|pin|secret)[\"']?[ ]*[:=][ ]*[\"']?"
+            r"[^ \t\r\n\"',;}]+",
+        ),
+        v.anything,
+        0.9,
+        3,
+        caseless=True,
+        value_after="=:",
+        boundary="word",
+    ),
+    Entity(
         "EMAIL",
         (r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,24}",),
         v.email,
@@ -177,7 +190,7 @@ ENTITIES: tuple[Entity, ...] = (
     ),
 )
 
-ENTITY_NAMES: tuple[str, ...] = tuple(sorted({e.name for e in ENTITIES} | {"SENSITIVE_FIELD"}))
+ENTITY_NAMES: tuple[str, ...] = tuple(sorted({e.name for e in ENTITIES}))
 CHECKSUM_ENTITIES = frozenset(e.name for e in ENTITIES if e.checksum)
 
 #: JSON keys whose values are reported whatever they look like (compared lower-case,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+from bisect import bisect_right
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -142,26 +143,57 @@ class Scanner:
     # --- text ---------------------------------------------------------------------
 
     def scan_text(self, text: str, path: str = "$", key_hint: str = "") -> list[Finding]:
-        data = text.encode("utf-8", "surrogatepass")
-        candidates = self._engine.candidates(data)
+        return self.scan_many([(text, path, key_hint)])[0]
+
+    def scan_many(self, items: list[tuple[str, str, str]]) -> list[list[Finding]]:
+        """Findings of each (text, json path, context hint), with ONE engine pass over
+        all texts joined by NUL (no pattern matches across a NUL)."""
+        out: list[list[Finding]] = [[] for _ in items]
+        if not items:
+            return out
+        encoded = [text.encode("utf-8", "surrogatepass") for text, _, _ in items]
+        starts = []
+        position = 0
+        for data in encoded:
+            starts.append(position)
+            position += len(data) + 1
+        candidates = self._engine.candidates(b"\x00".join(encoded))
         if not candidates:
-            return []
+            return out
+        per_item: dict[int, list[tuple[int, int, list[int]]]] = {}
+        for (pid, bstart), ends in candidates.items():
+            i = bisect_right(starts, bstart) - 1
+            base = starts[i]
+            per_item.setdefault(i, []).append((pid, bstart - base, [e - base for e in ends]))
+        for i, found in per_item.items():
+            text, path, hint = items[i]
+            out[i] = self._validate(text, encoded[i], found, path, hint)
+        return out
+
+    def _validate(
+        self,
+        text: str,
+        data: bytes,
+        found: list[tuple[int, int, list[int]]],
+        path: str,
+        hint: str,
+    ) -> list[Finding]:
         ascii_only = len(data) == len(text)
         lowered = text.lower()
         spans: list[tuple[int, float, int, int, str, str]] = []
-        for (pid, bstart), ends in candidates.items():
+        for pid, bstart, ends in found:
             pattern = _PATTERNS[pid]
             entity = pattern.entity
+            start = bstart if ascii_only else len(data[:bstart].decode("utf-8", "ignore"))
             for bend in sorted(set(ends), reverse=True):
-                start, end = (
-                    (bstart, bend)
+                if bend - bstart > len(data):
+                    continue
+                end = (
+                    bend - bstart + start
                     if ascii_only
-                    else (
-                        len(data[:bstart].decode("utf-8", "ignore")),
-                        len(data[:bend].decode("utf-8", "ignore")),
-                    )
+                    else start + len(data[bstart:bend].decode("utf-8", "ignore"))
                 )
-                hit = self._check(entity, pattern.index, text, lowered, start, end, key_hint)
+                hit = self._check(entity, pattern.index, text, lowered, start, end, hint)
                 if hit is not None:
                     spans.append((entity.priority, -hit[2], hit[0], hit[1], entity.name, hit[3]))
                     break
@@ -233,13 +265,23 @@ class Scanner:
     def scan_json(self, value: Any, path: str = "$") -> list[Finding]:
         """Every string (keys too) of a JSON value, recursively; large integers are read as
         digit strings (a card number sent as a number is still a card number)."""
-        findings: list[Finding] = []
-        for p, text, hint, sensitive in _walk(value, path, ""):
-            if sensitive and text:
-                findings.append(self._finding("SENSITIVE_FIELD", p, 0, len(text), 0.99, text))
-            else:
-                findings.extend(self.scan_text(text, p, hint))
-        return findings
+        return self.scan_documents([(value, path)])[0]
+
+    def scan_documents(self, documents: list[tuple[Any, str]]) -> list[list[Finding]]:
+        """:meth:`scan_json` of many documents in one engine pass."""
+        items: list[tuple[str, str, str]] = []
+        owners: list[int] = []
+        out: list[list[Finding]] = [[] for _ in documents]
+        for d, (value, path) in enumerate(documents):
+            for p, text, hint, sensitive in _walk(value, path, ""):
+                if sensitive:
+                    out[d].append(self._finding("SENSITIVE_FIELD", p, 0, len(text), 0.99, text))
+                else:
+                    items.append((text, p, hint))
+                    owners.append(d)
+        for d, findings in zip(owners, self.scan_many(items), strict=True):
+            out[d].extend(findings)
+        return out
 
     def redact_json(
         self,
@@ -291,12 +333,12 @@ def _walk(value: Any, path: str, hint: str) -> Iterator[tuple[str, str, str, boo
     if isinstance(value, str):
         yield path, value, hint, False
     elif isinstance(value, dict):
-        for k, item in value.items():
+        for n, (k, item) in enumerate(value.items()):
             key = str(k)
-            child = f"{path}.{_path_key(key)}"
+            child = f"{path}.{_path_key(key, n)}"
             yield f"{child}#key", key, "", False
-            if is_sensitive_key(key) and isinstance(item, str | int | float) and item != "":
-                yield child, str(item), key.lower(), True
+            if is_sensitive_key(key):  # every value under it, whatever it looks like
+                yield from _sensitive_leaves(item, child)
             else:
                 yield from _walk(item, child, key.lower())
     elif isinstance(value, list):
@@ -306,12 +348,30 @@ def _walk(value: Any, path: str, hint: str) -> Iterator[tuple[str, str, str, boo
         yield path, str(value), hint, False
 
 
-def _path_key(key: str) -> str:
-    return (
-        key
-        if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key)
-        else '["' + key.replace('"', '\\"') + '"]'
-    )
+_SAFE_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,47}")
+_SECRET_PREFIX = re.compile(r"(?:AKIA|ASIA|eyJ)")
+
+
+def _sensitive_leaves(value: Any, path: str) -> Iterator[tuple[str, str, str, bool]]:
+    if isinstance(value, dict):
+        for n, (k, item) in enumerate(value.items()):
+            child = f"{path}.{_path_key(str(k), n)}"
+            yield f"{child}#key", str(k), "", False
+            yield from _sensitive_leaves(item, child)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _sensitive_leaves(item, f"{path}[{i}]")
+    elif value is not None and value != "" and not isinstance(value, bool):
+        yield path, str(value), "", True
+
+
+def _path_key(key: str, position: int) -> str:
+    """The key as written when it is a plain identifier; otherwise its position (``[#3]``
+    = the fourth key), so a key that is itself PII never reaches a path, a label or a
+    log line."""
+    if _SAFE_KEY.fullmatch(key) and not _SECRET_PREFIX.match(key):
+        return key
+    return f"[#{position}]"
 
 
 def _replacement(f: Finding, policy: Policy) -> str:
@@ -337,9 +397,9 @@ def _rebuild(
 ) -> Any:
     if isinstance(value, dict):
         out: dict[str, Any] = {}
-        for k, item in value.items():
+        for n, (k, item) in enumerate(value.items()):
             key = str(k)
-            child = f"{path}.{_path_key(key)}"
+            child = f"{path}.{_path_key(key, n)}"
             new_key: str | None = key
             if f"{child}#key" in by_path:
                 new_key = _replace(key, by_path[f"{child}#key"], policy)
