@@ -48,6 +48,7 @@ bench: install ## throughput benchmarks (prints figures and ratios; asserts noth
 	$(PY) -m benchmarks.bench_hotpath
 	$(PY) -m benchmarks.bench_ingest
 	$(PY) -m benchmarks.bench_latency
+	$(PY) -m benchmarks.bench_pii
 
 schema: install ## re-export the JSON Schemas in schemas/jsonschema/
 	$(VENV)/bin/vigil schema export schemas/jsonschema

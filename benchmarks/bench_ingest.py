@@ -93,6 +93,7 @@ def vigil_end_to_end(
     events: int,
     preload: bool = False,
     workers: int = 1,
+    env: dict[str, str] | None = None,
 ) -> float:
     """Events/s until the last row is visible in ClickHouse.
 
@@ -102,7 +103,7 @@ def vigil_end_to_end(
     With several workers (one consumer group) each owns its own chDB directory, so rows are
     counted across them; in production they would share one ClickHouse server.
     """
-    procs = [worker(bootstrap, prefix, PARTITIONS) for _ in range(workers)]
+    procs = [worker(bootstrap, prefix, PARTITIONS, env) for _ in range(workers)]
     if preload:
         settings = load_settings(kafka_bootstrap=bootstrap)
         asyncio.run(ensure_topics(settings, [f"{prefix}.events"], PARTITIONS))

@@ -17,7 +17,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from streams.pii.entities import ENTITIES, Entity, is_sensitive_key, mask
+import msgspec
+
+from streams.pii.entities import ENTITIES, SENSITIVE_KEYS, Entity, is_sensitive_key, mask
 
 Engine = Literal["hyperscan", "re2", "re"]
 Policy = Literal["redact", "hash", "drop-field"]
@@ -42,6 +44,14 @@ class _Pattern:
     index: int  # within the entity's patterns
     regex: str
 
+
+#: a sensitive key in JSON text ("Card-Number": ...), as :func:`is_sensitive_key` reads keys
+_SENSITIVE_KEY_JSON = re.compile(
+    '"(?:'
+    + "|".join(re.escape(k).replace("_", "[_. -]") for k in sorted(SENSITIVE_KEYS))
+    + ')"\\s*:',
+    re.IGNORECASE,
+)
 
 _PATTERNS: tuple[_Pattern, ...] = tuple(
     _Pattern(e, i, p) for e in ENTITIES for i, p in enumerate(e.patterns)
@@ -68,6 +78,32 @@ class _HyperscanEngine:
             flags=flags,
         )
         self._scratch = hyperscan.Scratch(self._db)
+        self._keys = hyperscan.Database()
+        self._keys.compile(
+            expressions=[_SENSITIVE_KEY_JSON.pattern.encode()],
+            ids=[0],
+            elements=1,
+            flags=[hyperscan.HS_FLAG_CASELESS],
+        )
+        self._keys_scratch = hyperscan.Scratch(self._keys)
+
+    def key_hits(self, blobs: list[str]) -> set[int]:
+        """Indices of the JSON texts with a sensitive key, in one pass over all of them."""
+        data = [b.encode("utf-8", "surrogatepass") for b in blobs]
+        starts = []
+        position = 0
+        for d in data:
+            starts.append(position)
+            position += len(d) + 1
+        hits: set[int] = set()
+
+        def on_match(pid: int, start: int, end: int, flags: int, ctx: object) -> None:
+            hits.add(bisect_right(starts, end - 1) - 1)
+
+        self._keys.scan(
+            b"\x00".join(data), match_event_handler=on_match, scratch=self._keys_scratch
+        )
+        return hits
 
     def candidates(self, data: bytes) -> Candidates:
         found: Candidates = {}
@@ -108,6 +144,9 @@ class _RegexEngine:
             for p in _PATTERNS
         ]
         self._flavour = flavour
+
+    def key_hits(self, blobs: list[str]) -> set[int]:
+        return {i for i, b in enumerate(blobs) if _SENSITIVE_KEY_JSON.search(b)}
 
     def candidates(self, data: bytes) -> Candidates:
         found: Candidates = {}
@@ -272,7 +311,17 @@ class Scanner:
         items: list[tuple[str, str, str]] = []
         owners: list[int] = []
         out: list[list[Finding]] = [[] for _ in documents]
+        # Prefilter: scan each document's JSON text as one string (one engine pass for
+        # all of them). Every finding of a decoded string is a finding of the JSON text
+        # too (keys and values appear verbatim, delimited by quotes), except behind an
+        # escape; so only documents with a finding, a sensitive key or an escape are
+        # walked field by field -- the JSON paths and redaction need the walk.
+        blobs = [msgspec.json.encode(value).decode() for value, _ in documents]
+        found = self.scan_many([(blob, "$", "") for blob in blobs])
+        keyed = self._engine.key_hits(blobs)
         for d, (value, path) in enumerate(documents):
+            if not found[d] and d not in keyed and "\\" not in blobs[d]:
+                continue
             for p, text, hint, sensitive in _walk(value, path, ""):
                 if sensitive:
                     out[d].append(self._finding("SENSITIVE_FIELD", p, 0, len(text), 0.99, text))

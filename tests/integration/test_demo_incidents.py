@@ -12,15 +12,18 @@ from pathlib import Path
 
 import pytest
 
+from streams.demo import PII_SAMPLE
 from tests.integration.test_cli import vigil
 
 pytestmark = pytest.mark.integration
 
 
-def test_the_demo_latency_spike_pages_a_p95_latency_breach(tmp_path: Path) -> None:
+def test_the_demo_incidents_page_and_pii_is_stored_nowhere_raw(tmp_path: Path) -> None:
     """The spike on acme /v1/reports (from 20 s, for 120 s) breaches p95 > 500 ms for
     three 30-s samples: a critical P95LatencyBreach with auto_rollback, visible with
-    `vigil alerts` while the stack runs and in ClickHouse after it stops."""
+    `vigil alerts` while the stack runs and in ClickHouse after it stops. The planted PII
+    (from 40 s) raises PIILeakageDetected, and the raw e-mail address is in no table,
+    on no topic and in no log."""
     env = {"VIGIL_DATA_DIR": str(tmp_path / ".vigil"), "VIGIL_WEB_PORT": "0"}
     up = subprocess.Popen(
         [sys.executable, "-m", "streams.cli", "up", "--demo", "--rate", "300", "--for", "260"],
@@ -31,6 +34,8 @@ def test_the_demo_latency_spike_pages_a_p95_latency_breach(tmp_path: Path) -> No
         text=True,
     )
     found: list[dict[str, object]] = []
+    pii: list[dict[str, object]] = []
+    topics = ""
     try:
         deadline = time.monotonic() + 280
         while time.monotonic() < deadline and not found and up.poll() is None:
@@ -38,9 +43,12 @@ def test_the_demo_latency_spike_pages_a_p95_latency_breach(tmp_path: Path) -> No
             if not (tmp_path / ".vigil" / "stack.json").exists():
                 continue
             shown = vigil("alerts", "--json", "--idle-timeout", "1", env=env, cwd=tmp_path)
+            topics = shown.stdout
             for line in shown.stdout.splitlines():
                 alert = json.loads(line)
                 data = alert["data"]
+                if data["alertname"] == "PIILeakageDetected":
+                    pii.append(data)
                 if (
                     data["alertname"] == "P95LatencyBreach"
                     and data["labels"].get("route") == "/v1/reports"
@@ -69,3 +77,39 @@ def test_the_demo_latency_spike_pages_a_p95_latency_breach(tmp_path: Path) -> No
     )
     assert stored.returncode == 0, stored.stderr
     assert json.loads(stored.stdout)["n"] >= 1
+
+    assert pii, output
+    assert pii[0]["labels"] == {
+        "tenant_id": "umbrella",
+        "event_name": "support.ticket_opened",
+        "entity": "EMAIL",
+        "json_path": "$.properties.message",
+    }
+    raw = PII_SAMPLE.split()[-1]  # the e-mail address
+    assert raw not in topics and raw not in output
+    for log in (tmp_path / ".vigil").rglob("*.log"):
+        assert raw not in log.read_text(errors="replace"), log
+    tables = vigil(
+        "query",
+        "SELECT name FROM system.tables WHERE database = 'vigil'",
+        "--format",
+        "csv",
+        env=env,
+        cwd=tmp_path,
+    ).stdout.split()[1:]  # below the header
+    assert "pii_findings" in tables and "events" in tables
+    for table in tables:
+        dump = vigil(
+            "query", f"SELECT * FROM vigil.`{table}`", "--format", "csv", env=env, cwd=tmp_path
+        )
+        assert dump.returncode == 0, dump.stderr
+        assert raw not in dump.stdout, table
+    redacted = vigil(
+        "query",
+        "SELECT count() AS n FROM vigil.events WHERE properties LIKE '%[REDACTED:EMAIL]%'",
+        "--format",
+        "json",
+        env=env,
+        cwd=tmp_path,
+    )
+    assert json.loads(redacted.stdout)["n"] >= 1
