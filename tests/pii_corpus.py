@@ -66,14 +66,14 @@ def _value(entity: str, fake: Faker, rng: random.Random, region: str) -> tuple[s
         v = rng.choice([number, _group(number, " "), _group(number, "-")])
         return v, v
     if entity == "US_SSN":
-        v = Faker("en_US").ssn()
+        v = _SEEDED["en_US"].ssn()
         return v, v
     if entity == "BR_CPF":
-        v = Faker("pt_BR").cpf()
+        v = _SEEDED["pt_BR"].cpf()
         v = v if rng.random() < 0.6 else v.replace(".", "").replace("-", "")
         return v, v
     if entity == "BR_CNPJ":
-        v = Faker("pt_BR").cnpj()
+        v = _SEEDED["pt_BR"].cnpj()
         v = v if rng.random() < 0.7 else "".join(c for c in v if c.isdigit())
         return v, v
     if entity == "PHONE":
@@ -115,10 +115,14 @@ def _value(entity: str, fake: Faker, rng: random.Random, region: str) -> tuple[s
 
 
 ENTITIES = tuple(CONTEXT)
+_SEEDED: dict[str, Faker] = {}
 
 
 def positives(per_entity_locale: int = 40, seed: int = 1) -> list[Sample]:
     rng = random.Random(seed)
+    for name in ("en_US", "pt_BR"):  # US SSNs and Brazilian documents in every locale
+        _SEEDED[name] = Faker(name)
+        _SEEDED[name].seed_instance(seed + 100)
     out: list[Sample] = []
     for locale, region in LOCALES.items():
         fake = Faker(locale)
@@ -177,6 +181,7 @@ def negatives(count: int = 3000, seed: int = 2) -> list[Sample]:
         lambda: f"order #{rng.randrange(10**6, 10**9)}",
         lambda: fake.iso8601(),
         lambda: str(rng.randrange(1_600_000_000_000, 1_800_000_000_000)),
+        lambda: str(rng.randrange(1_600_000_000, 1_800_000_000)),  # epoch seconds
         lambda: f"v{rng.randrange(10)}.{rng.randrange(30)}.{rng.randrange(100)}",
         lambda: f"release {rng.randrange(10)}.{rng.randrange(30)}.{rng.randrange(100)}",
         lambda: _luhn_invalid(rng),

@@ -53,6 +53,15 @@ _SENSITIVE_KEY_JSON = re.compile(
     re.IGNORECASE,
 )
 
+#: context keywords per entity, matched as whole words ("tel" is not in "hotel" or "tell")
+_CONTEXT_RE: dict[str, re.Pattern[str]] = {
+    e.name: re.compile(
+        r"(?<![a-z0-9])(?:" + "|".join(re.escape(k) for k in e.context) + r")(?![a-z0-9])"
+    )
+    for e in ENTITIES
+    if e.context
+}
+
 _PATTERNS: tuple[_Pattern, ...] = tuple(
     _Pattern(e, i, p) for e in ENTITIES for i, p in enumerate(e.patterns)
 )
@@ -263,8 +272,11 @@ class Scanner:
         value = entity.validate(text[start:end])
         if value is None:
             return None
-        before = lowered[max(0, start - CONTEXT_WINDOW) : start]
-        context = any(k in before or k in key_hint for k in entity.context)
+        words = _CONTEXT_RE.get(entity.name)
+        # search the window in place: a word cut by the window's edge ("ho|tel") is no word
+        context = words is not None and bool(
+            words.search(lowered, max(0, start - CONTEXT_WINDOW), start) or words.search(key_hint)
+        )
         if index in entity.needs_context and not context:
             return None
         confidence = min(1.0, entity.confidence + (CONTEXT_BONUS if context else 0.0))

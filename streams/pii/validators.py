@@ -174,6 +174,17 @@ def phone(text: str) -> str | None:
     return None
 
 
+def nanp_phone(text: str) -> str | None:
+    """Ten bare digits that form a valid North American number."""
+    try:
+        parsed = phonenumbers.parse(text, "US")
+    except phonenumbers.NumberParseException:
+        return None
+    if parsed.country_code == 1 and phonenumbers.is_valid_number(parsed):
+        return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+    return None
+
+
 def ipv4(text: str) -> str | None:
     parts = text.split(".")
     if len(parts) != 4 or any(len(p) > 1 and p[0] == "0" for p in parts):
