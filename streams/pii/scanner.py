@@ -352,11 +352,20 @@ class Scanner:
         path: str = "$",
     ) -> Any:
         """A copy of ``value`` with every finding replaced (``[REDACTED:ENTITY]``), hashed
-        (``[HMAC:…]``) or its field dropped, per entity ``policy``."""
+        (``[HMAC:…]``) or its field dropped, per entity ``policy``. A value found once is
+        PII wherever else it occurs in the document (say glued to a word, where the
+        pattern's boundary did not let it match): those occurrences go too."""
         by_path: dict[str, list[Finding]] = {}
         for f in findings:
             by_path.setdefault(f.json_path, []).append(f)
-        return _rebuild(value, path, by_path, policy)
+        texts = {p: t for p, t, _, _ in _walk(value, path, "")}
+        known: dict[str, Finding] = {}
+        for f in findings:
+            raw = texts.get(f.json_path, "")[f.start : f.end]
+            if len(raw) >= MIN_SWEPT:
+                known[raw] = f
+        swept = sorted(known.items(), key=lambda kv: -len(kv[0]))
+        return _rebuild(value, path, by_path, policy, swept)
 
     def redact_text(
         self, text: str, findings: list[Finding], policy: Callable[[str], Policy]
@@ -453,8 +462,27 @@ def _replace(text: str, findings: list[Finding], policy: Callable[[str], Policy]
 _DROP = object()
 
 
+MIN_SWEPT = 4  # shorter found values ("0", "ab") are not swept from the rest of a document
+
+
+def _sweep(
+    text: str, swept: list[tuple[str, Finding]], policy: Callable[[str], Policy]
+) -> str | None:
+    for raw, f in swept:
+        if raw in text:
+            chosen = policy(f.entity)
+            if chosen == "drop-field":
+                return None
+            text = text.replace(raw, _replacement(f, chosen))
+    return text
+
+
 def _rebuild(
-    value: Any, path: str, by_path: dict[str, list[Finding]], policy: Callable[[str], Policy]
+    value: Any,
+    path: str,
+    by_path: dict[str, list[Finding]],
+    policy: Callable[[str], Policy],
+    swept: list[tuple[str, Finding]],
 ) -> Any:
     if isinstance(value, dict):
         out: dict[str, Any] = {}
@@ -464,21 +492,34 @@ def _rebuild(
             new_key: str | None = key
             if f"{child}#key" in by_path:
                 new_key = _replace(key, by_path[f"{child}#key"], policy)
+            if new_key is not None:
+                new_key = _sweep(new_key, swept, policy)
             if new_key is None:
                 continue
-            new_item = _rebuild(item, child, by_path, policy)
+            new_item = _rebuild(item, child, by_path, policy, swept)
             if new_item is _DROP:
                 continue
             out[new_key] = new_item
         return out
     if isinstance(value, list):
-        items = [_rebuild(item, f"{path}[{i}]", by_path, policy) for i, item in enumerate(value)]
+        items = [
+            _rebuild(item, f"{path}[{i}]", by_path, policy, swept) for i, item in enumerate(value)
+        ]
         return [None if item is _DROP else item for item in items]
     found = by_path.get(path)
     if not found:
+        if isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
+            text = str(value)
+            cleaned = _sweep(text, swept, policy)
+            if cleaned is None:
+                return _DROP
+            if cleaned != text:
+                return cleaned
         return value
     if isinstance(value, str) and not any(f.entity == "SENSITIVE_FIELD" for f in found):
         replaced = _replace(value, found, policy)
+        if replaced is not None:
+            replaced = _sweep(replaced, swept, policy)
         return _DROP if replaced is None else replaced
     # a number read as digits, or a sensitive field: the whole value goes
     f = found[0]

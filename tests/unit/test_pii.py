@@ -191,3 +191,72 @@ def test_the_engines_agree(scanner: Scanner) -> None:
     expected = evaluate(scanner, sample)
     for engine in ("re2", "re"):
         assert evaluate(Scanner(KEY, engine), sample) == expected, engine
+
+
+def test_the_rules_file_sets_policies_and_rejects_unknown_entities(tmp_path: Any) -> None:
+    from streams.errors import ConfigError
+    from streams.slo import load_rules
+
+    assert load_rules(None).pii.policy("EMAIL") == "redact"  # the default
+    path = tmp_path / "rules.yaml"
+    path.write_text("pii:\n  policies: {EMAIL: hash, PHONE: drop-field}\n  quiet_period: 2m\n")
+    pii = load_rules(path).pii
+    assert (pii.policy("EMAIL"), pii.policy("PHONE"), pii.policy("IBAN")) == (
+        "hash",
+        "drop-field",
+        "redact",
+    )
+    assert pii.quiet_period_s == 120
+    path.write_text("pii:\n  policies: {E_MAIL: hash}\n")
+    with pytest.raises(ConfigError, match="unknown entities"):
+        load_rules(path)
+
+
+async def test_pii_alerts_deduplicate_count_and_resolve_after_quiet() -> None:
+    import asyncio
+
+    from prometheus_client import CollectorRegistry
+
+    from schemas.alerts import Alert
+    from streams.alerting import AlertPublisher
+    from streams.metrics import Metrics
+    from streams.pii.guard import Detected, PiiAlerts
+
+    sent: list[Alert] = []
+
+    async def send(topic: str, key: bytes | None, value: bytes, headers: Any) -> Any:
+        sent.append(Alert.model_validate_json(value))
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+    now = [1_000.0]
+    publisher = AlertPublisher(None, send, "alerts", Metrics(CollectorRegistry()), 300)
+    alerts = PiiAlerts(publisher, quiet_period_s=600, database="vigil", clock=lambda: now[0])
+    finding = SHARED.scan_text("mail jane.roe@example.com", "$.properties.items[3].note")[0]
+
+    def seen(offset: int) -> Detected:
+        return Detected(finding, "acme", "analytics", "signup", f"e{offset}", 1, 0, offset, 0)
+
+    await alerts.report([seen(1), seen(2)])
+    now[0] += 60
+    await alerts.report([seen(3)])  # inside the dedup window: suppressed
+    assert [a.data.status for a in sent] == ["firing"]
+    first = sent[0].data
+    assert first.labels == {
+        "tenant_id": "acme",
+        "event_name": "signup",
+        "entity": "EMAIL",
+        "json_path": "$.properties.items[*].note",
+    }
+    assert first.severity == "critical" and first.auto_rollback
+    assert first.annotations.description.startswith("2 finding(s)")
+    assert "jane" not in sent[0].model_dump_json()
+    now[0] += 400  # past the dedup window: a reminder with the running count
+    await alerts.report([seen(4)])
+    assert sent[-1].data.annotations.description.startswith("4 finding(s)")
+    await alerts.tick()
+    assert sent[-1].data.status == "firing"  # not quiet long enough
+    now[0] += 601
+    await alerts.tick()
+    assert sent[-1].data.status == "resolved" and sent[-1].data.ends_at is not None
