@@ -7,6 +7,7 @@ benchmark. Run with `make bench`.
 
 from __future__ import annotations
 
+import asyncio
 import statistics
 import tempfile
 import time
@@ -14,15 +15,26 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import orjson
+from prometheus_client import CollectorRegistry
 
 from benchmarks.common import http_events
 from schemas.events import EVENT_ADAPTER
 from schemas.fastpath import decode_fast
 from schemas.normalize import Pseudonymizer
-from sinks.clickhouse import connect, is_all_default
+from sinks.clickhouse import ClickHouseWriter, connect, is_all_default
 from sinks.migrate import migrate
+from streams.alerting import AlertPublisher
 from streams.app import tune_gc
+from streams.gate import CommitGate
 from streams.ingest import Ingestor
+from streams.latency import LatencyDetector
+from streams.metrics import Metrics
+from streams.pii.config import PiiConfig
+from streams.pii.guard import PiiGuard
+from streams.pii.scanner import Scanner
+from streams.sketch import gamma_for
+from streams.slo import load_rules
+from streams.transport import SourceBatch
 
 N = 20_000
 
@@ -74,6 +86,16 @@ def main() -> None:
             settings={"insert_deduplication_token": f"t{next(counter)}"},
         )
 
+    registry_metrics = Metrics(CollectorRegistry())
+    guard = PiiGuard(Scanner(b"bench"), PiiConfig(), registry_metrics)
+    latency = latency_detector(client, registry_metrics)
+    batches = iter(range(10**9))
+
+    def detect() -> None:
+        """The latency detector on the batch, as the next offsets of a partition."""
+        b = next(batches)
+        asyncio.run(latency.process(result, SourceBatch("t", 0, b * N, b * N + N - 1, [])))
+
     stages = [
         ("orjson.loads", lambda: [orjson.loads(v) for v in values]),
         (
@@ -83,6 +105,8 @@ def main() -> None:
         ("msgspec fast path (decode_fast)", lambda: [decode_fast(v) for v in values]),
         ("Ingestor.decode_batch, 1 event/message", lambda: ingestor.decode_batch(records, now_ms)),
         ("Ingestor.decode_batch, NDJSON x100", lambda: ingestor.decode_batch(ndjson, now_ms)),
+        ("PiiGuard.apply (route of every event)", lambda: guard.apply(result)),
+        ("LatencyDetector.process", detect),
         ("event_columns", result.columns),
         ("orjson.dumps of the JSONColumns block", lambda: orjson.dumps(sent)),
         ("chDB INSERT of the block (wall)", insert),
@@ -91,6 +115,19 @@ def main() -> None:
     for label, fn in stages:
         print(f"  {label:44}: {per_event_us(fn):6.2f} us")
     client.close()
+
+
+def latency_detector(client: object, metrics: Metrics) -> LatencyDetector:
+    async def send(*_: object) -> asyncio.Future[None]:
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+    writer = ClickHouseWriter(client, "vigil", metrics)
+    alerts = AlertPublisher(None, send, "alerts", metrics, 300)
+    return LatencyDetector(
+        load_rules(None).slo, gamma_for(0.01), writer, alerts, CommitGate(), metrics, "vigil", "b"
+    )
 
 
 if __name__ == "__main__":

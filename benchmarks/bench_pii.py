@@ -78,7 +78,7 @@ def scan_throughput(events: list[dict[str, Any]]) -> None:
     )
     rates: dict[str, float] = {}
     for engine in ("hyperscan", "re2", "re"):
-        scanner = Scanner(b"bench", engine)  # type: ignore[arg-type]
+        scanner = Scanner(b"bench", engine)
         found = 0
         times = []
         for _ in range(5):

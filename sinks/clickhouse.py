@@ -86,14 +86,14 @@ class _TableBuffer:
             span = self.ranges.setdefault((topic, partition), [first, last])
             span[0], span[1] = min(span[0], first), max(span[1], last)
 
-    def token(self, table: str, extra: str, block: bytes) -> str:
+    def token(self, table: str, block: bytes) -> str:
         """Rows from input offsets are identified by those offsets (their content may
         carry processing times); derived rows with no source (windows, checkpoints) by
         their content, which is deterministic."""
-        if not self.ranges and not extra:
+        if not self.ranges:
             return hashlib.sha256(table.encode() + b"|" + block).hexdigest()
         spans = ",".join(f"{t}/{p}:{a}-{b}" for (t, p), (a, b) in sorted(self.ranges.items()))
-        text = f"{table}|{spans}|{self.rows}|{extra}"
+        text = f"{table}|{spans}|{self.rows}"
         return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -234,7 +234,7 @@ class ClickHouseWriter:
         async with self._space:
             self._space.notify_all()
 
-    async def _insert_with_retry(self, table: str, buf: _TableBuffer, extra: str = "") -> None:
+    async def _insert_with_retry(self, table: str, buf: _TableBuffer) -> None:
         # Columns whose every value is the type's default ('' / 0 / NULL) are left out:
         # ClickHouse fills them in for free, and most per-kind columns are empty for any
         # one kind. JSONColumns: orjson serialises the block in C and ClickHouse parses it
@@ -242,7 +242,7 @@ class ClickHouseWriter:
         sent = {n: v for n, v in buf.columns.items() if not is_all_default(v)}
         names = list(sent)
         block = orjson.dumps(sent)
-        token = buf.token(table, extra, block)
+        token = buf.token(table, block)
         delay = self._retry_initial_s
         attempt = 0
         while True:
@@ -280,12 +280,6 @@ class ClickHouseWriter:
             )
             self._metrics.sink_rows_written.labels(table=table).inc(buf.rows)
             return
-
-    async def write_now(self, table: str, cols: Columns, token_extra: str) -> None:
-        """Insert rows outside the ingest buffers (alerts), retrying like a flush."""
-        buf = _TableBuffer()
-        buf.extend(cols, None)
-        await self._insert_with_retry(table, buf, token_extra)
 
     async def query_rows(self, sql: str, parameters: dict[str, Any]) -> list[tuple[Any, ...]]:
         """Run a read query on the engine (serialised with inserts, off the loop)."""

@@ -148,7 +148,9 @@ class AlertPublisher:
         await delivery
         self._metrics.alerts_published.labels(severity=data.severity, status=data.status).inc()
         if self._writer is not None:
-            await self._writer.write_now("alerts", alert_columns([alert]), alert.id)
+            # buffered with the other rows: an alert storm (a PII incident across many
+            # tenants) must not turn into one synchronous INSERT per alert on the hot path
+            await self._writer.add({"alerts": alert_columns([alert])})
 
 
 def alert_columns(alerts: list[Alert]) -> dict[str, list[Any]]:

@@ -65,8 +65,8 @@ class PiiGuard:
         events = result.events
         documents: list[tuple[Any, str]] = []
         doc_owner: list[int] = []
-        texts: list[tuple[str, str, str]] = []
-        text_owner: list[tuple[int, str]] = []
+        # free text repeats (templated routes): each distinct (field, text) is scanned once
+        texts: dict[tuple[str, str], list[int]] = {}
         for i, e in enumerate(events):
             cls = type(e)
             if cls is ANALYTICS:
@@ -77,8 +77,11 @@ class PiiGuard:
             for name in _FIELDS_BY_STRUCT[cls]:
                 value = getattr(e, name)
                 if value:
-                    texts.append((value, f"$.{name}", name))
-                    text_owner.append((i, name))
+                    owners = texts.get((name, value))
+                    if owners is None:
+                        texts[(name, value)] = [i]
+                    else:
+                        owners.append(i)
         changes: dict[int, dict[str, Any]] = {}
         found: dict[int, list[Finding]] = {}
         if documents:
@@ -91,11 +94,13 @@ class PiiGuard:
                     changes.setdefault(i, {})["properties"] = redacted
                     found.setdefault(i, []).extend(findings)
         if texts:
-            for (i, name), findings in zip(text_owner, self.scanner.scan_many(texts), strict=True):
-                if findings:
-                    value = getattr(events[i], name)
-                    redacted = self.scanner.redact_text(value, findings, self._policy)
-                    changes.setdefault(i, {})[name] = redacted or ""
+            items = [(value, f"$.{name}", name) for name, value in texts]
+            for (name, value), findings in zip(texts, self.scanner.scan_many(items), strict=True):
+                if not findings:
+                    continue
+                redacted = self.scanner.redact_text(value, findings, self._policy) or ""
+                for i in texts[(name, value)]:
+                    changes.setdefault(i, {})[name] = redacted
                     found.setdefault(i, []).extend(findings)
         detected: list[Detected] = []
         for i, fields in changes.items():

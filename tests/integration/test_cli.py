@@ -176,6 +176,7 @@ async def test_alerts_reach_topic_table_and_cli(
     await publisher.fire(spec, 812, 500, at=at)
     await publisher.resolve(spec, 300, 500, at=at.replace(minute=9))
     await producer.stop()
+    await writer.flush()  # alert rows are buffered with the other rows
 
     records = await consume_all(broker.bootstrap, settings.alerts_topic, 2)
     fingerprint = alert_fingerprint("P95LatencyBreach", labels)
