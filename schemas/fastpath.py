@@ -135,7 +135,7 @@ def decode_fast(data: bytes) -> tuple[FastEvent, int] | None:
         event = _decoder.decode(data)
     except msgspec.DecodeError:
         return None
-    if _may_carry_raw_identity(data) and _has_raw_identity(event):
+    if _has_raw_identity(event):
         return None
     ts_ms = _ts_ms(event.ts)
     return None if ts_ms is None else (event, ts_ms)
@@ -152,7 +152,7 @@ def decode_lines_fast(data: bytes) -> tuple[list[FastEvent], list[int]] | None:
     lines = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
     if len(events) != lines:  # a blank line was skipped: line numbers would shift
         return None
-    if _may_carry_raw_identity(data) and any(map(_has_raw_identity, events)):
+    if any(map(_has_raw_identity, events)):
         return None
     stamps = [_ts_ms(e.ts) for e in events]
     if None in stamps:
@@ -160,14 +160,14 @@ def decode_lines_fast(data: bytes) -> tuple[list[FastEvent], list[int]] | None:
     return events, stamps  # type: ignore[return-value]
 
 
-def _may_carry_raw_identity(data: bytes) -> bool:
-    """False only when no raw identity key can be in ``data``: none is spelt out and
-    no key can be hiding behind a \\u escape. Saves three getattr per event."""
-    return b"\\u" in data or b'"user_id"' in data or b'"ip"' in data or b'"ip_address"' in data
-
-
 def _has_raw_identity(event: Any) -> bool:
-    return any(getattr(event, name) is not msgspec.UNSET for name in RAW_IDENTITY_FIELDS)
+    """A raw ``user_id`` / ``ip`` / ``ip_address`` (escaped keys included: msgspec reads
+    them as the same field) means the normaliser must pseudonymise it."""
+    return (
+        event.user_id is not msgspec.UNSET
+        or event.ip is not msgspec.UNSET
+        or event.ip_address is not msgspec.UNSET
+    )
 
 
 def _ts_ms(ts: int | datetime) -> int | None:

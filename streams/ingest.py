@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import orjson
+import msgspec
 from pydantic import ValidationError
 
 from schemas.events import EVENT_ADAPTER, KINDS, TENANTLESS_KINDS
@@ -115,7 +115,7 @@ class Ingestor:
     """Decode once, normalise, validate; everything else is a :class:`Rejection`.
 
     Each message (or NDJSON line) first tries the msgspec fast path; what it does not
-    take -- log-shaped events, lax input, anything invalid -- is decided by orjson +
+    take -- log-shaped events, lax input, anything invalid -- is decided by generic JSON +
     the normaliser + pydantic, which name the problem."""
 
     def __init__(
@@ -150,8 +150,8 @@ class Ingestor:
             if b"\n" in value.strip() and self._take_fast_lines(value, rec, window, result):
                 continue
             try:
-                obj = orjson.loads(value)
-            except orjson.JSONDecodeError as exc:
+                obj = _decode_json(value)
+            except msgspec.DecodeError as exc:
                 if b"\n" in value.strip():
                     self._decode_ndjson(value, rec, window, result)
                 else:
@@ -169,8 +169,8 @@ class Ingestor:
             if not line.strip() or self._take_fast(line, rec, number, window, result):
                 continue
             try:
-                obj = orjson.loads(line)
-            except orjson.JSONDecodeError as exc:
+                obj = _decode_json(line)
+            except msgspec.DecodeError as exc:
                 result.rejections.append(
                     Rejection(
                         "not_json",
@@ -289,6 +289,11 @@ class Ingestor:
     ) -> None:
         where = f"line {line}: " if line else ""
         result.rejections.append(Rejection(reason, where + message, raw, provenance(rec, line)))
+
+
+#: Generic JSON decoding for the contract path: the same parser as the fast path, so both
+#: read a document identically (integers beyond 64 bits stay exact integers).
+_decode_json = msgspec.json.Decoder().decode
 
 
 def provenance(rec: SourceRecord, line: int) -> Provenance:
