@@ -59,9 +59,6 @@ class CommitGate:
         while queue and queue[0].written and (floor is None or queue[0].last_offset < floor):
             queue.popleft().ack()
 
-    def pending(self, partition: int) -> int:
-        return len(self._queues.get(partition, ()))
-
     def forget(self, partition: int) -> None:
         """Drop the queue of a partition this worker no longer owns (it will re-read)."""
         self._queues.pop(partition, None)

@@ -54,7 +54,7 @@ from streams.slo import (
     Verdict,
 )
 from streams.transport import SourceBatch
-from streams.windows import NO_WATERMARK, Watermark, WindowSpec
+from streams.windows import NO_WATERMARK, Watermark, WindowSpec, window_end, window_start
 
 log = logging.getLogger(__name__)
 
@@ -216,7 +216,7 @@ class LatencyDetector:
         ts = np.array([result.ts_ms[i] for i in picked], dtype=np.int64)
         offsets = np.array([result.offsets[i] for i in picked], dtype=np.int64)
         buckets = bucket_indices(duration, self.gamma)
-        end = ts - ts % spec.sample_ms + spec.sample_ms
+        end = window_end(ts, spec.sample_ms)
         wm = part.wm
         # closed before the restart: already stored
         skip = (offsets <= part.replay_until) & (end <= part.replay_wm)
@@ -246,7 +246,7 @@ class LatencyDetector:
                         self._id_keys.append(key)
                     kid[j] = k
         pane_ms = spec.pane_ms
-        pane_index = ((ts - ts % pane_ms) // pane_ms)[on_time]
+        pane_index = (window_start(ts, pane_ms) // pane_ms)[on_time]
         first_pane = int(pane_index.min())
         n_ids = len(self._id_keys)
         codes = (pane_index - first_pane) * n_ids + np.array(kid, dtype=np.int64)[on_time]
@@ -287,7 +287,7 @@ class LatencyDetector:
         evaluator = part.evaluator if self.config.overrides else None  # declared minimums
         targets: list[Stats] = []
         for g, (pane, key) in enumerate(groups):
-            start = pane - pane % sample_ms
+            start = window_start(pane, sample_ms)
             sample = part.samples.get(start)
             if sample is None:
                 sample = part.samples[start] = _OpenSample()
@@ -330,7 +330,7 @@ class LatencyDetector:
         sample_ms = self.spec.sample_ms
         for j in late.tolist():
             t = int(ts[j])
-            slot = (t - t % sample_ms, keys[j])
+            slot = (window_start(t, sample_ms), keys[j])
             stats = part.late.get(slot)
             if stats is None:
                 stats = part.late[slot] = Stats()
@@ -356,10 +356,6 @@ class LatencyDetector:
                 lag = max(0.0, (now - part.wm.value_ms) / 1000)
                 self._metrics.watermark_lag.labels(partition=str(part.partition)).set(lag)
         self._metrics.open_windows.set(open_count)
-
-    async def flush_all(self) -> None:
-        """Checkpoint every partition (on shutdown); open samples stay open."""
-        await self.tick()
 
     async def _close(self, part: _Partition, now_ms: int) -> None:
         spec = self.spec
@@ -410,8 +406,9 @@ class LatencyDetector:
         size = self.spec.sample_ms
         due = {s for s in part.samples if s + size <= wm}
         if part.declared and part.closed_through is not None:
-            start = max(part.closed_through, wm - wm % size - MAX_EMPTY_SAMPLES * size)
-            due.update(range(start, wm - wm % size - size + 1, size))
+            current = window_start(wm, size)  # its end is still ahead of the watermark
+            start = max(part.closed_through, current - MAX_EMPTY_SAMPLES * size)
+            due.update(range(start, current - size + 1, size))
         return sorted(due)
 
     def _close_sample(
@@ -443,7 +440,7 @@ class LatencyDetector:
             if stats.count:
                 rows.window(spec.sample_ms, start, key, stats)
                 for size, windows in part.rollups.items():
-                    rstart = start - start % size
+                    rstart = window_start(start, size)
                     acc = windows.setdefault(rstart, {}).setdefault(key, Stats())
                     acc.merge(stats)
             verdicts, fired = evaluator.evaluate(
@@ -562,7 +559,7 @@ class LatencyDetector:
     async def _reload_history(self, part: _Partition, closed_through: int) -> None:
         """Rollups still open and the error-budget history, from stored sample rows."""
         sample_s = self.spec.sample_ms // 1000
-        starts = [closed_through - closed_through % size for size in self.spec.rollups_ms]
+        starts = [window_start(closed_through, size) for size in self.spec.rollups_ms]
         horizon_ms = part.budget.horizon_samples * self.spec.sample_ms
         since = min([*starts, closed_through - horizon_ms])
         rows = await self._writer.query_rows(
@@ -589,18 +586,6 @@ class LatencyDetector:
         again, restores from the checkpoint and re-reads from the committed offset)."""
         self._parts.pop(partition, None)
         self._gate.forget(partition)
-
-    def state_of(self, partition: int) -> dict[str, Any]:
-        """For /stats and tests: the partition's watermark, open samples, safe offset."""
-        part = self._parts.get(partition)
-        if part is None:
-            return {}
-        return {
-            "watermark_ms": part.wm.value_ms,
-            "open_samples": sorted(part.samples),
-            "durable_safe": part.durable_safe,
-            "processed": part.processed,
-        }
 
 
 class _Rows:

@@ -17,21 +17,30 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any, overload
+
+import numpy as np
+import numpy.typing as npt
 
 NO_WATERMARK = -(2**62)
+Millis = npt.NDArray[np.int64]
 
 
-def window_start(ts_ms: int, size_ms: int) -> int:
+@overload
+def window_start(ts_ms: int, size_ms: int) -> int: ...
+@overload
+def window_start(ts_ms: Millis, size_ms: int) -> Millis: ...
+def window_start(ts_ms: Any, size_ms: int) -> Any:
+    """Start of the window of ``ts_ms`` (an int, or a numpy array of them)."""
     return ts_ms - ts_ms % size_ms
 
 
-def window_end(ts_ms: int, size_ms: int) -> int:
+@overload
+def window_end(ts_ms: int, size_ms: int) -> int: ...
+@overload
+def window_end(ts_ms: Millis, size_ms: int) -> Millis: ...
+def window_end(ts_ms: Any, size_ms: int) -> Any:
     return ts_ms - ts_ms % size_ms + size_ms
-
-
-def is_complete(end_ms: int, watermark_ms: int) -> bool:
-    """A window ``[.., end)`` is complete once the watermark has reached its end."""
-    return end_ms <= watermark_ms
 
 
 @dataclass(frozen=True, slots=True)
