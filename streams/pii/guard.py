@@ -157,13 +157,36 @@ def finding_columns(detected: list[Detected], topic: str) -> dict[str, list[Any]
     }
 
 
+#: (tenant, event name, entity, JSON path with indices as [*]): one alert each
+_AlertKey = tuple[str, str, str, str]
+
+
 @dataclass(slots=True)
 class _Track:
-    spec: AlertSpec
     count: int
     first_ms: int
     last_wall: float
     previews: list[str] = field(default_factory=list)
+
+    def spec(self, key: _AlertKey) -> AlertSpec:
+        tenant, event_name, entity, path = key
+        since = self.starts_at.isoformat()
+        return AlertSpec(
+            "PIILeakageDetected",
+            "critical",
+            {"tenant_id": tenant, "event_name": event_name, "entity": entity, "json_path": path},
+            Annotations(
+                summary=f"{entity} found in {event_name} at {path} (tenant {tenant})",
+                description=(
+                    f"{self.count} finding(s) since {since}; stored redacted. Roll the "
+                    "producing release back and page its owner."
+                ),
+            ),
+        )
+
+    @property
+    def starts_at(self) -> datetime:
+        return datetime.fromtimestamp(self.first_ms / 1000, tz=UTC)
 
 
 class PiiAlerts:
@@ -182,43 +205,22 @@ class PiiAlerts:
         self._quiet_s = quiet_period_s
         self._db = database
         self._clock = clock
-        self._tracks: dict[str, _Track] = {}
+        self._tracks: dict[_AlertKey, _Track] = {}
 
     async def report(self, detected: list[Detected]) -> None:
-        groups: dict[tuple[str, str, str, str], list[Detected]] = {}
+        groups: dict[_AlertKey, list[Detected]] = {}
         for d in detected:
             path = _INDEX.sub("[*]", d.finding.json_path)
             groups.setdefault((d.tenant_id, d.event_name, d.finding.entity, path), []).append(d)
         now = self._clock()
-        for (tenant, event_name, entity, path), items in groups.items():
-            labels = {
-                "tenant_id": tenant,
-                "event_name": event_name,
-                "entity": entity,
-                "json_path": path,
-            }
-            probe = AlertSpec("PIILeakageDetected", "critical", labels, Annotations(summary=""))
-            track = self._tracks.get(probe.fingerprint)
-            first_ms = min(d.ts_ms for d in items)
+        for key, items in groups.items():
+            track = self._tracks.get(key)
             if track is None:
-                track = self._tracks[probe.fingerprint] = _Track(probe, 0, first_ms, now)
+                track = self._tracks[key] = _Track(0, min(d.ts_ms for d in items), now)
             track.count += len(items)
             track.last_wall = now
             track.previews = (track.previews + [d.finding.preview for d in items])[-3:]
-            since = datetime.fromtimestamp(track.first_ms / 1000, tz=UTC).isoformat()
-            spec = AlertSpec(
-                "PIILeakageDetected",
-                "critical",
-                labels,
-                Annotations(
-                    summary=f"{entity} found in {event_name} at {path} (tenant {tenant})",
-                    description=(
-                        f"{track.count} finding(s) since {since}; stored redacted. Roll the "
-                        "producing release back and page its owner."
-                    ),
-                ),
-            )
-            track.spec = spec
+            tenant, _, entity, _ = key
             evidence = {
                 "count": track.count,
                 "previews": track.previews,
@@ -229,27 +231,26 @@ class PiiAlerts:
                     f"AND entity = '{entity}' ORDER BY ts DESC LIMIT 50"
                 ),
             }
-            at = datetime.fromtimestamp(now, tz=UTC)
             await self._publisher.fire(
-                spec,
+                track.spec(key),
                 float(track.count),
                 0.0,
-                at,
+                datetime.fromtimestamp(now, tz=UTC),
                 evidence,
                 auto_rollback=True,
-                starts_at=datetime.fromtimestamp(track.first_ms / 1000, tz=UTC),
+                starts_at=track.starts_at,
             )
 
     async def tick(self) -> None:
         """Resolve the alerts whose quiet period has passed."""
         now = self._clock()
-        for fingerprint, track in list(self._tracks.items()):
+        for key, track in list(self._tracks.items()):
             if now - track.last_wall >= self._quiet_s:
-                del self._tracks[fingerprint]
+                del self._tracks[key]
                 await self._publisher.resolve(
-                    track.spec,
+                    track.spec(key),
                     float(track.count),
                     0.0,
                     datetime.fromtimestamp(now, tz=UTC),
-                    starts_at=datetime.fromtimestamp(track.first_ms / 1000, tz=UTC),
+                    starts_at=track.starts_at,
                 )
