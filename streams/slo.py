@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -122,6 +123,26 @@ class BurnAlert(_Strict):
     def _duration(cls, v: str | float) -> str | float:
         parse_seconds(v)
         return v
+
+    @property
+    def long_s(self) -> int:
+        return int(parse_seconds(self.long))
+
+    @property
+    def short_s(self) -> int:
+        return int(parse_seconds(self.short))
+
+    @cached_property
+    def rule(self) -> Rule:
+        """The alert as a rule, for the streak logic every rule shares."""
+        return Rule(
+            id=self.alert,
+            sli="burn_rate",
+            op=">",
+            threshold=self.factor,
+            alert=self.alert,
+            severity=self.severity,
+        )
 
 
 class Availability(_Strict):
@@ -408,16 +429,8 @@ class SloEvaluator:
         verdicts: list[Verdict] = []
         transitions: list[Transition] = []
         for alert in budget.availability.burn_alerts:
-            rule = Rule(
-                id=alert.alert,
-                sli="burn_rate",
-                op=">",
-                threshold=alert.factor,
-                alert=alert.alert,
-                severity=alert.severity,
-            )
-            long_s, short_s = int(parse_seconds(alert.long)), int(parse_seconds(alert.short))
-            value = rates.rates[long_s]
+            rule = alert.rule
+            value = rates.rates[alert.long_s]
             has_data = budget.has_data(alert, rates, self.config.min_events)
             burning = budget.burning(alert, rates)
             status: Literal["pass", "fail", "no_data"] = (
@@ -444,7 +457,7 @@ class SloEvaluator:
             if t is not None:
                 text = (
                     f"error budget of {tenant} burning {value:.1f}x over {alert.long} and "
-                    f"{rates.rates[short_s]:.1f}x over {alert.short} (alert above "
+                    f"{rates.rates[alert.short_s]:.1f}x over {alert.short} (alert above "
                     f"{alert.factor:g}x; {budget.availability.objective:.3%} objective)"
                     if t.action == "fire"
                     else f"error budget of {tenant} no longer burning above {alert.factor:g}x"
@@ -487,7 +500,7 @@ class BudgetTracker:
         self.availability = availability
         self.sample_s = sample_s
         self.windows_s = sorted(
-            {int(parse_seconds(w)) for b in availability.burn_alerts for w in (b.long, b.short)}
+            {w for b in availability.burn_alerts for w in (b.long_s, b.short_s)}
         )
         self.horizon_samples = max([*self.windows_s, sample_s]) // sample_s
         self.history: dict[str, deque[tuple[int, int, int]]] = {}
@@ -517,10 +530,10 @@ class BudgetTracker:
         """Enough history to judge: the short window is fully covered by samples and
         holds ``min_events`` requests (a partial first sample with one 5xx in 30
         requests would otherwise "burn" 33x)."""
-        short_s = int(parse_seconds(alert.short))
-        covered = rates.samples[short_s] * self.sample_s >= short_s
-        return covered and rates.requests[short_s] >= min_events
+        covered = rates.samples[alert.short_s] * self.sample_s >= alert.short_s
+        return covered and rates.requests[alert.short_s] >= min_events
 
     def burning(self, alert: BurnAlert, rates: BurnRates) -> bool:
-        long_s, short_s = int(parse_seconds(alert.long)), int(parse_seconds(alert.short))
-        return rates.rates[long_s] > alert.factor and rates.rates[short_s] > alert.factor
+        return (
+            rates.rates[alert.long_s] > alert.factor and rates.rates[alert.short_s] > alert.factor
+        )
