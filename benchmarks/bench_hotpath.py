@@ -17,23 +17,18 @@ from dataclasses import dataclass
 import orjson
 from prometheus_client import CollectorRegistry
 
-from benchmarks.common import http_events
+from benchmarks.common import http_events, latency_detector
 from schemas.events import EVENT_ADAPTER
 from schemas.fastpath import decode_fast
 from schemas.normalize import Pseudonymizer
-from sinks.clickhouse import ClickHouseWriter, connect, is_all_default
+from sinks.clickhouse import connect, is_all_default
 from sinks.migrate import migrate
-from streams.alerting import AlertPublisher
 from streams.app import tune_gc
-from streams.gate import CommitGate
 from streams.ingest import Ingestor
-from streams.latency import LatencyDetector
 from streams.metrics import Metrics
 from streams.pii.config import PiiConfig
 from streams.pii.guard import PiiGuard
 from streams.pii.scanner import Scanner
-from streams.sketch import gamma_for
-from streams.slo import load_rules
 from streams.transport import SourceBatch
 
 N = 20_000
@@ -115,19 +110,6 @@ def main() -> None:
     for label, fn in stages:
         print(f"  {label:44}: {per_event_us(fn):6.2f} us")
     client.close()
-
-
-def latency_detector(client: object, metrics: Metrics) -> LatencyDetector:
-    async def send(*_: object) -> asyncio.Future[None]:
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        done.set_result(None)
-        return done
-
-    writer = ClickHouseWriter(client, "vigil", metrics)
-    alerts = AlertPublisher(None, send, "alerts", metrics, 300)
-    return LatencyDetector(
-        load_rules(None).slo, gamma_for(0.01), writer, alerts, CommitGate(), metrics, "vigil", "b"
-    )
 
 
 if __name__ == "__main__":

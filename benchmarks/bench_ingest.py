@@ -86,6 +86,19 @@ async def bare_consumer(bootstrap: str, topic: str, expected: int, group: str) -
     return expected / (time.perf_counter() - started)
 
 
+def ceiling(bootstrap: str, name: str, values: list[bytes]) -> tuple[float, list[float]]:
+    """(median, runs) of the bare consumer reading ``values`` from a fresh topic."""
+    settings = load_settings(kafka_bootstrap=bootstrap)
+    topic = f"{name}.raw"
+    asyncio.run(ensure_topics(settings, [topic], PARTITIONS))
+    asyncio.run(produce(bootstrap, topic, values))
+    runs = [
+        asyncio.run(bare_consumer(bootstrap, topic, len(values), f"{name}-bare-{i}"))
+        for i in range(RUNS)
+    ]
+    return statistics.median(runs), runs
+
+
 def vigil_end_to_end(
     bootstrap: str,
     prefix: str,
@@ -137,14 +150,7 @@ def main() -> None:
         f"{os.cpu_count()} cores"
     )
     with EmbeddedBroker() as broker:
-        settings = load_settings(kafka_bootstrap=broker.bootstrap)
-        asyncio.run(ensure_topics(settings, ["bench.raw"], PARTITIONS))
-        asyncio.run(produce(broker.bootstrap, "bench.raw", events))
-        runs_a = [
-            asyncio.run(bare_consumer(broker.bootstrap, "bench.raw", N, f"bench-bare-{i}"))
-            for i in range(RUNS)
-        ]
-        a = statistics.median(runs_a)
+        a, runs_a = ceiling(broker.bootstrap, "bench", events)
         label = "(a)  bare aiokafka consumer + orjson decode, preloaded topic"
         print(f"{label:62}: {a:9,.0f} events/s  {_spread(runs_a)}", flush=True)
         cases = [

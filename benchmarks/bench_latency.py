@@ -19,27 +19,21 @@ import time
 import tracemalloc
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer
 from prometheus_client import CollectorRegistry
 
-from benchmarks.bench_ingest import bare_consumer, produce, vigil_end_to_end
-from benchmarks.common import worker
+from benchmarks.bench_ingest import ceiling, vigil_end_to_end
+from benchmarks.common import latency_detector, worker
 from schemas.fastpath import FAST_STRUCTS
-from sinks.clickhouse import ClickHouseWriter, connect
+from sinks.clickhouse import connect
 from sinks.migrate import migrate
-from streams.alerting import AlertPublisher
 from streams.broker import EmbeddedBroker
-from streams.gate import CommitGate
 from streams.ingest import IngestResult
-from streams.kafka import ensure_topics, start_producer
-from streams.latency import LatencyDetector
+from streams.kafka import start_producer
 from streams.metrics import Metrics
 from streams.settings import load_settings
-from streams.sketch import gamma_for
-from streams.slo import load_rules
 from streams.transport import SourceBatch
 
 N = int(os.environ.get("BENCH_EVENTS", "200000"))
@@ -77,14 +71,7 @@ def throughput() -> None:
     events = keyed_events(N)
     ndjson = [b"\n".join(events[i : i + 100]) for i in range(0, N, 100)]
     with EmbeddedBroker() as broker:
-        settings = load_settings(kafka_bootstrap=broker.bootstrap)
-        asyncio.run(ensure_topics(settings, ["lat.raw"], PARTITIONS))
-        asyncio.run(produce(broker.bootstrap, "lat.raw", events))
-        runs_a = [
-            asyncio.run(bare_consumer(broker.bootstrap, "lat.raw", N, f"lat-bare-{i}"))
-            for i in range(RUNS)
-        ]
-        a = statistics.median(runs_a)
+        a, _ = ceiling(broker.bootstrap, "lat", events)
         print(f"{'(a) bare aiokafka consumer + orjson decode':56}: {a:9,.0f} events/s")
         for label, prefix, values in [
             ("(b) latency path, 1 event/message", "lat1", events),
@@ -105,24 +92,7 @@ def memory_per_key() -> None:
     metrics = Metrics(CollectorRegistry())
 
     async def run() -> tuple[int, int]:
-        writer = ClickHouseWriter(client, "vigil", metrics)
-
-        async def send(*_: Any) -> Any:
-            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            done.set_result(None)
-            return done
-
-        alerts = AlertPublisher(None, send, "alerts", metrics, 300)
-        detector = LatencyDetector(
-            load_rules(None).slo,
-            gamma_for(0.01),
-            writer,
-            alerts,
-            CommitGate(),
-            metrics,
-            "vigil",
-            "bench",
-        )
+        detector = latency_detector(client, metrics)
         http = FAST_STRUCTS["http.request"]
         now = int(time.time() * 1000)
         rng = random.Random(1)

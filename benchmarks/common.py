@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 import tempfile
 import time
@@ -9,7 +10,14 @@ from pathlib import Path
 
 import orjson
 
+from sinks.clickhouse import ClickHouseWriter
+from streams.alerting import AlertPublisher
+from streams.gate import CommitGate
+from streams.latency import LatencyDetector
+from streams.metrics import Metrics
 from streams.procs import free_port
+from streams.sketch import gamma_for
+from streams.slo import load_rules
 from streams.worker_proc import WorkerProcess, worker_env
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,3 +68,19 @@ def worker(
         **(extra_env or {}),
     )
     return WorkerProcess(env, port, data_dir / "worker.log", cwd=ROOT)
+
+
+def latency_detector(client: object, metrics: Metrics) -> LatencyDetector:
+    """The latency detector with the default rules over an open chDB client, alone: its
+    alerts go nowhere (a send that completes at once)."""
+
+    async def send(*_: object) -> asyncio.Future[None]:
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+    writer = ClickHouseWriter(client, "vigil", metrics)
+    alerts = AlertPublisher(None, send, "alerts", metrics, 300)
+    return LatencyDetector(
+        load_rules(None).slo, gamma_for(0.01), writer, alerts, CommitGate(), metrics, "vigil", "b"
+    )
