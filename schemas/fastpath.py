@@ -123,6 +123,9 @@ FAST_STRUCTS: dict[str, type[FastEvent]] = {
 }
 #: struct type → its kind
 
+#: what msgspec raises on bad input: malformed JSON, or invalid UTF-8 inside a string
+DECODE_ERRORS = (msgspec.DecodeError, UnicodeDecodeError)
+
 _decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(
     typing.Union[tuple(FAST_STRUCTS.values())]  # noqa: UP007
 )
@@ -133,7 +136,7 @@ def decode_fast(data: bytes) -> tuple[FastEvent, int] | None:
     covers; ``None`` means "ask the pydantic path", never "invalid"."""
     try:
         event = _decoder.decode(data)
-    except msgspec.DecodeError:
+    except DECODE_ERRORS:
         return None
     if _has_raw_identity(event):
         return None
@@ -147,7 +150,7 @@ def decode_lines_fast(data: bytes) -> tuple[list[FastEvent], list[int]] | None:
     ``None`` and the caller goes line by line."""
     try:
         events = _decoder.decode_lines(data)
-    except msgspec.DecodeError:
+    except DECODE_ERRORS:
         return None
     lines = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
     if len(events) != lines:  # a blank line was skipped: line numbers would shift

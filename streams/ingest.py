@@ -16,7 +16,14 @@ import msgspec
 from pydantic import ValidationError
 
 from schemas.events import EVENT_ADAPTER, KINDS, TENANTLESS_KINDS
-from schemas.fastpath import FastEvent, datetime_ms, decode_fast, decode_lines_fast, from_model
+from schemas.fastpath import (
+    DECODE_ERRORS,
+    FastEvent,
+    datetime_ms,
+    decode_fast,
+    decode_lines_fast,
+    from_model,
+)
 from schemas.normalize import NormalisationError, Pseudonymizer, normalise
 from schemas.rows import Provenance, event_columns
 
@@ -151,7 +158,7 @@ class Ingestor:
                 continue
             try:
                 obj = _decode_json(value)
-            except msgspec.DecodeError as exc:
+            except DECODE_ERRORS as exc:
                 if b"\n" in value.strip():
                     self._decode_ndjson(value, rec, window, result)
                 else:
@@ -170,7 +177,7 @@ class Ingestor:
                 continue
             try:
                 obj = _decode_json(line)
-            except msgspec.DecodeError as exc:
+            except DECODE_ERRORS as exc:
                 result.rejections.append(
                     Rejection(
                         "not_json",

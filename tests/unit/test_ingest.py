@@ -48,6 +48,7 @@ def ingestor(pseudo: Pseudonymizer) -> Ingestor:
         (b"{not json", "not_json", "not valid JSON"),
         (b"[1, 2]", "not_object", "expected a JSON object, got list"),
         (b"", "not_json", "not valid JSON"),
+        (b'{"note": "\x80"}', "not_json", "not valid JSON"),  # invalid UTF-8 in a string
         (orjson.dumps(good(kind="mystery")), "unknown_kind", "'mystery'"),
         (orjson.dumps({**good(), "tenant_id": None}), "missing_tenant", "tenant_id"),
         (orjson.dumps(good(status="two hundred")), "schema_violation", "status"),
