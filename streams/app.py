@@ -119,6 +119,7 @@ class Runtime:
             stored_offsets=writer.stored_offsets,
             on_skipped=self.metrics.replay_skipped.inc,
             on_lag=lambda p, lag: self.metrics.consumer_lag.labels(partition=str(p)).set(lag),
+            fetch_max_wait_ms=s.fetch_max_wait_ms,
         )
         self.ready.set()
 
@@ -230,7 +231,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         autodiscover=False,
     )
     app.runtime = Runtime(settings, metrics)
-    app.consumer_hooks = ConsumerHooks()
+    app.consumer_hooks = ConsumerHooks(fetch_max_wait_ms=settings.fetch_max_wait_ms)
     runtime = app.runtime
 
     events = app.topic(

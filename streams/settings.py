@@ -40,6 +40,10 @@ class Settings(BaseSettings):
     session_timeout_s: float = Field(default=10.0, gt=0)
     rebalance_timeout_s: float = Field(default=10.0, gt=0)
     fetch_max_records: int = Field(default=20_000, ge=1)
+    # How long the broker may hold a fetch that finds no new data. The consumer keeps one
+    # fetch in flight per broker, so a partition drained meanwhile waits this long for its
+    # next fetch; Faust's 1.5 s stalled the tail of a burst by up to that much.
+    fetch_max_wait_ms: int = Field(default=100, ge=0, le=60_000)
     commit_interval_s: float = Field(default=2.8, gt=0)
 
     # ClickHouse
