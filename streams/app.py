@@ -252,6 +252,14 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         async for event in stream.noack().events():
             await runtime.pipeline.handle_safely(event.value, event.ack)
 
+    @app.on_partitions_assigned.connect  # type: ignore[untyped-decorator]
+    async def on_assigned(sender: Any, assigned: set[Any], **_: Any) -> None:
+        if runtime.latency is not None:
+            runtime.latency.prefetch(
+                settings.events_topic,
+                [tp.partition for tp in assigned if tp.topic == settings.events_topic],
+            )
+
     @app.on_partitions_revoked.connect  # type: ignore[untyped-decorator]
     async def on_revoked(sender: Any, revoked: set[Any], **_: Any) -> None:
         if runtime.latency is not None:

@@ -21,6 +21,7 @@ and every key of it -- lives in one partition):
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import math
@@ -178,6 +179,8 @@ class LatencyDetector:
         self._group = consumer_group
         self._clock_ms = clock_ms
         self._parts: dict[int, _Partition] = {}
+        #: partition → (topic, the query reading the checkpoints of newly assigned ones)
+        self._prefetched: dict[int, tuple[str, asyncio.Task[dict[int, tuple[Any, ...]]]]] = {}
         self._key_ids: dict[Key, int] = {}  # per-batch grouping aid; reset when large
         self._id_keys: list[Key] = []
         gate.add_holder(self.first_needed_offset)
@@ -523,17 +526,11 @@ class LatencyDetector:
         )
         part.rollups = {size: {} for size in self.spec.rollups_ms}
         self._parts[partition] = part
-        rows = await self._writer.query_rows(
-            f"SELECT processed_offset, safe_offset, watermark_ms, max_ts_ms, closed_through_ms, "
-            f"state FROM {self._db}.window_checkpoints WHERE consumer_group = {{g:String}} "
-            "AND topic = {t:String} AND partition = {p:UInt32} "
-            "ORDER BY processed_offset DESC, watermark_ms DESC LIMIT 1",
-            {"g": self._group, "t": topic, "p": partition},
-        )
+        checkpoint = await self._checkpoint(topic, partition)
         part.next_offset = first_offset
-        if not rows:
+        if checkpoint is None:
             return part
-        processed, safe, wm, max_ts, closed_through, state = rows[0]
+        processed, safe, wm, max_ts, closed_through, state = checkpoint
         self._metrics.window_rebuilds.inc()
         part.wm.value_ms, part.wm.max_ts_ms = int(wm), int(max_ts)
         part.processed = part.replay_until = int(processed)
@@ -555,6 +552,40 @@ class LatencyDetector:
             first_offset,
         )
         return part
+
+    def prefetch(self, topic: str, partitions: Iterable[int]) -> None:
+        """Partitions were assigned: start reading their checkpoints now, in one query.
+
+        Restoring waits for the engine, which an INSERT may hold for a while; read one by
+        one at each partition's first batch, the checkpoints stalled the start of a burst
+        (0.1-0.3 s over four partitions, measured)."""
+        todo = sorted(p for p in partitions if p not in self._parts)
+        if todo:
+            task = asyncio.ensure_future(self._load_checkpoints(topic, todo))
+            for p in todo:
+                self._prefetched[p] = (topic, task)
+
+    async def _checkpoint(self, topic: str, partition: int) -> tuple[Any, ...] | None:
+        """The newest checkpoint of a partition: prefetched at assignment, else read now."""
+        prefetched = self._prefetched.pop(partition, None)
+        if prefetched is not None and prefetched[0] == topic:
+            try:
+                return (await prefetched[1]).get(partition)
+            except Exception:
+                log.warning("prefetching checkpoints failed; reading partition %d's", partition)
+        return (await self._load_checkpoints(topic, [partition])).get(partition)
+
+    async def _load_checkpoints(
+        self, topic: str, partitions: list[int]
+    ) -> dict[int, tuple[Any, ...]]:
+        rows = await self._writer.query_rows(
+            "SELECT partition, argMax(tuple(processed_offset, safe_offset, watermark_ms, "
+            "max_ts_ms, closed_through_ms, state), (processed_offset, watermark_ms)) "
+            f"FROM {self._db}.window_checkpoints WHERE consumer_group = {{g:String}} "
+            "AND topic = {t:String} AND partition IN {ps:Array(UInt32)} GROUP BY partition",
+            {"g": self._group, "t": topic, "ps": partitions},
+        )
+        return {int(p): tuple(newest) for p, newest in rows}
 
     async def _reload_history(self, part: _Partition, closed_through: int) -> None:
         """Rollups still open and the error-budget history, from stored sample rows."""
@@ -585,6 +616,7 @@ class LatencyDetector:
         """The partition was revoked: drop its state (its next owner, maybe this worker
         again, restores from the checkpoint and re-reads from the committed offset)."""
         self._parts.pop(partition, None)
+        self._prefetched.pop(partition, None)
         self._gate.forget(partition)
 
 

@@ -270,10 +270,15 @@ async def test_offsets_are_acked_only_behind_the_oldest_open_window(harness: Har
 
 
 async def recorded_run(
-    ch: Any, database: str, batches: list[list[dict[str, Any]]], crash_after: int | None
+    ch: Any,
+    database: str,
+    batches: list[list[dict[str, Any]]],
+    crash_after: int | None,
+    prefetch: bool = False,
 ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
     """Feed ``batches`` with a tick after each; optionally lose the process after batch
-    ``crash_after`` and start over from the first unacknowledged offset."""
+    ``crash_after`` and start over from the first unacknowledged offset (with ``prefetch``
+    the new process reads its checkpoints at assignment, before its first batch)."""
     first = Harness(ch, database, fresh_metrics())
     for i, events in enumerate(batches):
         await first.feed(events)
@@ -290,6 +295,18 @@ async def recorded_run(
         n += len(events)
     second = Harness(ch, database, fresh_metrics())
     second.recorder.alerts = list(first.recorder.alerts)  # the topic keeps what was sent
+    queries: list[str] = []
+    query_rows = second.writer.query_rows
+
+    async def counted(sql: str, parameters: dict[str, Any]) -> list[tuple[Any, ...]]:
+        queries.append(sql)
+        return await query_rows(sql, parameters)
+
+    second.writer.query_rows = counted  # type: ignore[method-assign]
+    if prefetch:
+        second.detector.prefetch(TOPIC, [0, 3])  # assigned: ours and one with no data
+        await asyncio.sleep(0)  # the prefetch task starts
+        assert len(queries) == 1  # one query for both partitions, before any batch
     assert committed < first.next_offset  # something is re-read
     for start, events in zip(offsets, batches, strict=True):
         end = start + len(events)
@@ -299,6 +316,7 @@ async def recorded_run(
         await second.feed(events[max(0, committed - start) :])
         await second.tick()
     assert second.metrics.registry.get_sample_value("vigil_window_rebuilds_total") == 1
+    assert sum("window_checkpoints" in q for q in queries) == 1
     return second.rows(), _alerts(second)
 
 
@@ -338,3 +356,7 @@ async def test_a_lost_process_rebuilds_exactly_the_same_rows_and_alerts(
     actual = await recorded_run(ch_client, database, batches, crash_after=13)
     assert len(expected[0]) > 20 and expected[1], "the scenario must produce rows and alerts"
     assert actual == expected
+    # the same, with the checkpoints read at assignment instead of at the first batch
+    third = f"{database}_c"
+    migrate(ch_client, third, 3650)
+    assert await recorded_run(ch_client, third, batches, crash_after=13, prefetch=True) == expected
