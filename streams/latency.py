@@ -310,13 +310,18 @@ class LatencyDetector:
             stats.c4xx += c[4]
             stats.c5xx += c[5]
             stats.max_ms = max(stats.max_ms, float(maxes[g]))
+            stats.sketch.count += sum(c)
             targets.append(stats)
-        for pair, count in zip(pairs.tolist(), pair_counts.tolist(), strict=True):
-            stats = targets[pair >> 16]
-            bucket = (pair & 0xFFFF) - 32_768
-            bins = stats.sketch.bins
+        # one dict update per (group, bucket) pair: decoded by numpy, looped bare
+        bins_of = [stats.sketch.bins for stats in targets]
+        for g, bucket, count in zip(
+            (pairs >> 16).tolist(),
+            ((pairs & 0xFFFF) - 32_768).tolist(),
+            pair_counts.tolist(),
+            strict=True,
+        ):
+            bins = bins_of[g]
             bins[bucket] = bins.get(bucket, 0) + count
-            stats.sketch.count += count
 
     def _add_late(
         self,
