@@ -72,8 +72,8 @@ class _Layout:
     """How one kind's struct fills the event columns."""
 
     kind: str
-    getter: Callable[[Any], tuple[Any, ...]]  # the struct's values for ``present``
-    present: tuple[tuple[str, Any], ...]  # (column, default if the value may be None)
+    #: (column, default if the value may be None, the getter of its struct field)
+    present: tuple[tuple[str, Any, Callable[[Any], Any]], ...]
     absent: tuple[tuple[str, Any], ...]  # (column, constant) for fields the kind lacks
 
 
@@ -85,11 +85,10 @@ def _layout(kind: str, struct: type[FastEvent]) -> _Layout:
             continue
         if attr in fields:
             nullable = fields[attr].default is None
-            present.append((column, default if nullable else None))
+            present.append((column, default if nullable else None, attrgetter(attr)))
         else:
             absent.append((column, default))
-    attrs = [attr for column, attr, _ in _EVENT_FIELDS if attr in fields and column != "ts"]
-    return _Layout(kind, attrgetter(*attrs), tuple(present), tuple(absent))
+    return _Layout(kind, tuple(present), tuple(absent))
 
 
 _LAYOUTS: dict[type[FastEvent], _Layout] = {
@@ -115,9 +114,13 @@ def event_columns(
     per field and event); the provenance columns follow the same order. ``ts`` is
     written as float epoch seconds with millisecond precision: the writer sends
     JSONColumns blocks, in which ClickHouse reads a DateTime64 number as seconds."""
+    types = list(map(type, events))
     groups: dict[type[FastEvent], list[int]] = {}
-    for i, cls in enumerate(map(type, events)):
-        groups.setdefault(cls, []).append(i)
+    if types and types.count(types[0]) == len(types):  # one kind: no regrouping
+        groups[types[0]] = list(range(len(types)))
+    else:
+        for i, cls in enumerate(types):
+            groups.setdefault(cls, []).append(i)
     if len(groups) > 1:
         order = [i for idxs in groups.values() for i in idxs]
         events = [events[i] for i in order]
@@ -126,23 +129,30 @@ def event_columns(
         offsets = [offsets[i] for i in order]
         lines = [lines[i] for i in order]
     columns: dict[str, list[Any]] = {c: [] for c in EVENT_COLUMNS}
+
+    def put(column: str, values: list[Any]) -> None:
+        if columns[column]:
+            columns[column].extend(values)
+        else:
+            columns[column] = values  # the first (often only) kind: no copy
+
     start = 0
     for cls, idxs in groups.items():
         layout = _LAYOUTS[cls]
         segment = events[start : start + len(idxs)]
         start += len(idxs)
-        transposed = zip(*map(layout.getter, segment), strict=True)
-        for (column, fill), values in zip(layout.present, transposed, strict=True):
+        for column, fill, get in layout.present:  # one C-level map per column
+            values = list(map(get, segment))
             if fill is not None and None in values:  # the scan is C; the fill is Python
-                values = tuple([fill if v is None else v for v in values])
+                values = [fill if v is None else v for v in values]
             if column == "properties":  # JSON text, already redacted by the PII guard
-                values = tuple([_json(v) for v in values])
+                values = [_json(v) for v in values]
             if column in _BOOL_COLUMNS:
-                values = tuple([int(v) for v in values])
-            columns[column].extend(values)
+                values = [int(v) for v in values]
+            put(column, values)
         for column, constant in layout.absent:
-            columns[column].extend([constant] * len(idxs))
-        columns["kind"].extend([layout.kind] * len(idxs))
+            put(column, [constant] * len(idxs))
+        put("kind", [layout.kind] * len(idxs))
     columns["ts"] = [t / 1000 for t in ts_ms]
     columns["src_topic"] = [topic] * len(events)
     columns["src_partition"] = list(partitions)
