@@ -154,7 +154,7 @@ def decode_fast(data: bytes) -> tuple[FastEvent, int] | None:
         event = _decoder.decode(data)
     except DECODE_ERRORS:
         return None
-    if _has_raw_identity(event) or not _patterns_match((event,)):
+    if _has_raw_identity(event) or not _pattern_fields_match(event):
         return None
     ts_ms = _ts_ms(event.ts)
     return None if ts_ms is None else (event, ts_ms)
@@ -185,6 +185,20 @@ def decode_lines_fast(data: bytes) -> tuple[list[FastEvent], list[int]] | None:
     if None in stamps:
         return None
     return events, stamps
+
+
+def _pattern_fields_match(event: FastEvent) -> bool:
+    """:func:`_patterns_match` for one event, without building sets."""
+    for field, regex in PATTERNS.items():
+        value = getattr(event, field, None)
+        if value is not None and value not in _MATCHED[field]:
+            if not regex.search(value):
+                return False
+            matched = _MATCHED[field]
+            if len(matched) >= _MATCHED_MAX:
+                matched.clear()
+            matched.add(value)
+    return True
 
 
 def _patterns_match(events: Sequence[FastEvent]) -> bool:
