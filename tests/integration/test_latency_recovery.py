@@ -133,6 +133,9 @@ def test_kill_9_then_restart_gives_the_rows_and_alerts_of_an_uninterrupted_run(
     first = worker_for(broker.bootstrap, prefix, VIGIL_CLICKHOUSE_DATABASE="crashed", **ENV)
     first.start()
     wait_for(lambda: first.query("SELECT count() FROM crashed.latency_windows")[0][0] > 0)
+    # a checkpoint is its own INSERT, after the windows': wait for one, or a kill between
+    # the two leaves nothing to rebuild from (a fresh start, not the case under test)
+    wait_for(lambda: first.query("SELECT count() FROM crashed.window_checkpoints")[0][0] > 0)
     wait_for(lambda: first.query("SELECT count() FROM crashed.events")[0][0] >= half)
     first.kill()
     asyncio.run(produce(broker.bootstrap, f"{prefix}.events", values[half:], keys[half:]))
