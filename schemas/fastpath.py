@@ -188,32 +188,35 @@ def decode_lines_fast(data: bytes) -> tuple[list[FastEvent], list[int]] | None:
 
 
 def _pattern_fields_match(event: FastEvent) -> bool:
-    """:func:`_patterns_match` for one event, without building sets."""
-    for field, regex in PATTERNS.items():
+    """:func:`_patterns_match` for one event, without building sets when cached."""
+    for field in PATTERNS:
         value = getattr(event, field, None)
-        if value is not None and value not in _MATCHED[field]:
-            if not regex.search(value):
-                return False
-            matched = _MATCHED[field]
-            if len(matched) >= _MATCHED_MAX:
-                matched.clear()
-            matched.add(value)
+        if value is not None and value not in _MATCHED[field] and not _learn(field, {value}):
+            return False
     return True
 
 
 def _patterns_match(events: Sequence[FastEvent]) -> bool:
     """Every value of a :data:`PATTERNS` field matches (None: the field is absent)."""
-    for field, regex in PATTERNS.items():
+    for field in PATTERNS:
         values: set[str | None] = {getattr(e, field, None) for e in events}
         values.discard(None)
-        matched = _MATCHED[field]
-        new = cast(set[str], values - matched)
-        if new:
-            if not all(map(regex.search, new)):
-                return False
-            if len(matched) + len(new) > _MATCHED_MAX:
-                matched.clear()
-            matched |= new
+        if not _learn(field, cast(set[str], values)):
+            return False
+    return True
+
+
+def _learn(field: str, values: set[str]) -> bool:
+    """Whether all ``values`` match ``field``'s pattern; remembers those that do."""
+    matched = _MATCHED[field]
+    new = values - matched
+    if not new:
+        return True
+    if not all(map(PATTERNS[field].search, new)):
+        return False
+    if len(matched) + len(new) > _MATCHED_MAX:
+        matched.clear()
+    matched |= new
     return True
 
 

@@ -7,6 +7,7 @@ so the table has no Nullable columns on the hot path.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from operator import attrgetter
@@ -115,14 +116,9 @@ def event_columns(
     written as float epoch seconds with millisecond precision: the writer sends
     JSONColumns blocks, in which ClickHouse reads a DateTime64 number as seconds."""
     types = list(map(type, events))
-    groups: dict[type[FastEvent], list[int]] = {}
-    if types and types.count(types[0]) == len(types):  # one kind: no regrouping
-        groups[types[0]] = list(range(len(types)))
-    else:
-        for i, cls in enumerate(types):
-            groups.setdefault(cls, []).append(i)
+    groups = Counter(types)  # kind → rows, in order of first appearance
     if len(groups) > 1:
-        order = [i for idxs in groups.values() for i in idxs]
+        order = [i for cls in groups for i, t in enumerate(types) if t is cls]
         events = [events[i] for i in order]
         ts_ms = [ts_ms[i] for i in order]
         partitions = [partitions[i] for i in order]
@@ -137,10 +133,10 @@ def event_columns(
             columns[column] = values  # the first (often only) kind: no copy
 
     start = 0
-    for cls, idxs in groups.items():
+    for cls, n in groups.items():
         layout = _LAYOUTS[cls]
-        segment = events[start : start + len(idxs)]
-        start += len(idxs)
+        segment = events[start : start + n]
+        start += n
         for column, fill, get in layout.present:  # one C-level map per column
             values = list(map(get, segment))
             if fill is not None and None in values:  # the scan is C; the fill is Python
@@ -151,8 +147,8 @@ def event_columns(
                 values = [int(v) for v in values]
             put(column, values)
         for column, constant in layout.absent:
-            put(column, [constant] * len(idxs))
-        put("kind", [layout.kind] * len(idxs))
+            put(column, [constant] * n)
+        put("kind", [layout.kind] * n)
     columns["ts"] = [t / 1000 for t in ts_ms]
     columns["src_topic"] = [topic] * len(events)
     columns["src_partition"] = list(partitions)

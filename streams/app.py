@@ -119,7 +119,6 @@ class Runtime:
             stored_offsets=writer.stored_offsets,
             on_skipped=self.metrics.replay_skipped.inc,
             on_lag=lambda p, lag: self.metrics.consumer_lag.labels(partition=str(p)).set(lag),
-            fetch_max_wait_ms=s.fetch_max_wait_ms,
         )
         self.ready.set()
 
@@ -159,6 +158,7 @@ GC_GEN0_THRESHOLD = 50_000
 
 class VigilApp(faust.App):  # type: ignore[misc]
     consumer_hooks: ConsumerHooks
+    fetch_max_wait_ms: int  # read by the consumer thread (streams.transport)
     runtime: Runtime
 
     def _new_transport(self) -> Any:
@@ -231,7 +231,8 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         autodiscover=False,
     )
     app.runtime = Runtime(settings, metrics)
-    app.consumer_hooks = ConsumerHooks(fetch_max_wait_ms=settings.fetch_max_wait_ms)
+    app.consumer_hooks = ConsumerHooks()
+    app.fetch_max_wait_ms = settings.fetch_max_wait_ms
     runtime = app.runtime
 
     events = app.topic(

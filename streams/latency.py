@@ -304,13 +304,14 @@ class LatencyDetector:
             if stats is None:
                 stats = key_panes[pane] = Stats()
             c = per_class[g].tolist()
-            stats.count += sum(c)
+            n = sum(c)
+            stats.count += n
             stats.c2xx += c[2]
             stats.c3xx += c[3]
             stats.c4xx += c[4]
             stats.c5xx += c[5]
             stats.max_ms = max(stats.max_ms, float(maxes[g]))
-            stats.sketch.count += sum(c)
+            stats.sketch.count += n
             targets.append(stats)
         # one dict update per (group, bucket) pair: decoded by numpy, looped bare
         bins_of = [stats.sketch.bins for stats in targets]

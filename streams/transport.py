@@ -57,16 +57,15 @@ class ConsumerHooks:
         stored_offsets: FloorProvider | None = None,
         on_skipped: Callable[[int], None] | None = None,
         on_lag: Callable[[int, int], None] | None = None,
-        fetch_max_wait_ms: int | None = None,
     ) -> None:
         self.stored_offsets = stored_offsets
         self.on_skipped = on_skipped
         self.on_lag = on_lag
-        self.fetch_max_wait_ms = fetch_max_wait_ms
 
 
 class BatchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):  # type: ignore[misc]
-    """Faust's consumer thread, with the fetch long-poll from :class:`ConsumerHooks`.
+    """Faust's consumer thread, with the fetch long-poll of the app's
+    ``fetch_max_wait_ms`` attribute (Vigil's setting).
 
     aiokafka keeps one fetch request in flight per broker: while the broker holds a fetch
     for partitions that are caught up, a partition the worker has just drained cannot be
@@ -76,9 +75,9 @@ class BatchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):  # type: ignor
 
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
-        hooks = getattr(self.app, "consumer_hooks", None)
-        if isinstance(hooks, ConsumerHooks) and hooks.fetch_max_wait_ms is not None:
-            consumer._fetch_max_wait_ms = hooks.fetch_max_wait_ms  # read by start()
+        wait_ms = getattr(self.app, "fetch_max_wait_ms", None)
+        if wait_ms is not None:
+            consumer._fetch_max_wait_ms = wait_ms  # read by start()
         return consumer
 
 
