@@ -88,6 +88,7 @@ class BatchConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
         return BatchConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     _floors: dict[TP, int] | None = None  # per generation: next offset already stored
+    _floor_topics: set[str] | None = None  # per generation: topics whose floors are read
     _floor_generation: int | None = None
 
     def _hooks(self) -> ConsumerHooks:
@@ -95,17 +96,26 @@ class BatchConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
         return hooks if isinstance(hooks, ConsumerHooks) else ConsumerHooks()
 
     async def _floor(self, tp: TP) -> int:
+        """Next offset of ``tp`` whose rows are stored, read once per topic and consumer
+        generation at its first batch: one query answers for every partition (a partition
+        with nothing stored has none), so partitions first fetched later in a burst do not
+        each wait for the engine behind the INSERTs already running."""
         generation = self.app.consumer_generation_id
-        if self._floors is None or self._floor_generation != generation:
-            self._floors, self._floor_generation = {}, generation
+        if (
+            self._floors is None
+            or self._floor_topics is None
+            or (self._floor_generation != generation)
+        ):
+            self._floors, self._floor_topics = {}, set()
+            self._floor_generation = generation
         floors = self._floors
-        if tp not in floors:
+        if tp.topic not in self._floor_topics:
             provider = self._hooks().stored_offsets
             stored = await provider(tp.topic) if provider is not None else {}
             for partition, offset in stored.items():
                 floors[TP(tp.topic, partition)] = offset
-            floors.setdefault(tp, -1)
-        return floors[tp]
+            self._floor_topics.add(tp.topic)
+        return floors.get(tp, -1)
 
     def _batch_message(self, tp: TP, batch: SourceBatch, last: Any) -> ConsumerMessage:
         timestamp = last.timestamp / 1000.0 if last.timestamp is not None else None

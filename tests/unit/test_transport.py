@@ -98,3 +98,31 @@ async def test_records_of_a_partition_paused_during_the_fetch_are_fetched_again(
     await consumer._drain_messages(fetcher)
     assert sought == [(paused, 5)]
     assert sorted(delivered) == [(1, 7, 7), (2, 9, 10)]
+
+
+async def test_stored_floors_are_read_once_per_topic_and_generation(tmp_path: object) -> None:
+    """Every partition's floor comes from one query per topic (partitions with nothing
+    stored get -1), and a new consumer generation reads them again."""
+    from faust.types import TP
+
+    app = create_app(load_settings(kafka_bootstrap="127.0.0.1:1", data_dir=tmp_path))
+    consumer = app.consumer
+    stored = {"vigil.events": {1: 50}, "other": {0: 7}}
+    queries: list[str] = []
+
+    async def provider(topic: str) -> dict[int, int]:
+        queries.append(topic)
+        return dict(stored[topic])
+
+    app.consumer_hooks.stored_offsets = provider
+    app.consumer_generation_id = 3
+    floors = [await consumer._floor(TP("vigil.events", p)) for p in (2, 1, 0, 3)]
+    assert floors == [-1, 50, -1, -1]
+    assert await consumer._floor(TP("other", 0)) == 7
+    assert queries == ["vigil.events", "other"]
+
+    stored["vigil.events"] = {1: 80, 2: 10}  # rows written by the previous owner
+    app.consumer_generation_id = 4
+    assert await consumer._floor(TP("vigil.events", 2)) == 10
+    assert await consumer._floor(TP("vigil.events", 1)) == 80
+    assert queries == ["vigil.events", "other", "vigil.events"]
