@@ -132,6 +132,7 @@ class ClickHouseWriter:
         self._linger_s = linger_s
         self._first_add_at = 0.0
         self._last_add_at = 0.0
+        self._flush_now = False  # set by caught_up(): the end of a backlog
         self._max_buffer_rows = max_buffer_rows
         self._retry_initial_s = retry_initial_s
         self._retry_max_s = retry_max_s
@@ -196,10 +197,21 @@ class ClickHouseWriter:
         if was_empty or self.buffered_rows >= self._flush_rows:
             self._wake.set()  # arm the timers, or flush now
 
+    def caught_up(self) -> None:
+        """The input has just caught up with a backlog: flush what is buffered now.
+
+        Without this, the last rows of a burst would wait ``linger_s`` for input that is
+        not coming. The caller (the pipeline) says so only when the consumer was behind
+        and no longer is -- a steady trickle never is, and keeps its batching."""
+        if self._pending:
+            self._flush_now = True
+            self._wake.set()
+
     async def _run(self) -> None:
         """Flush on size (``add`` wakes us), ``flush_interval_s`` after the first buffered
-        row, or ``linger_s`` after the last one once input pauses -- so a burst's tail does
-        not wait for the interval while a steady trickle is still batched."""
+        row, ``linger_s`` after the last one once input pauses -- so a burst's tail does
+        not wait for the interval while a steady trickle is still batched -- or at once
+        when the input has caught up with a backlog (:meth:`caught_up`)."""
         loop = asyncio.get_running_loop()
         while not self._closing:
             timeout = max(0.0, self._due_at() - loop.time()) if self._pending else None
@@ -219,6 +231,8 @@ class ClickHouseWriter:
         return bool(self._buffers or self._acks)
 
     def _due_at(self) -> float:
+        if self._flush_now:
+            return self._first_add_at
         return min(self._first_add_at + self._flush_interval_s, self._last_add_at + self._linger_s)
 
     async def flush(self) -> None:
@@ -226,6 +240,7 @@ class ClickHouseWriter:
         async with self._flush_lock:
             buffers, self._buffers = self._buffers, {}
             acks, self._acks = self._acks, []
+            self._flush_now = False
             for table, buf in buffers.items():
                 await self._insert_with_retry(table, buf)
                 self._metrics.sink_rows_buffered.labels(table=table).set(0)

@@ -263,10 +263,13 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
 
     @app.on_partitions_revoked.connect  # type: ignore[untyped-decorator]
     async def on_revoked(sender: Any, revoked: set[Any], **_: Any) -> None:
-        if runtime.latency is not None:
-            for tp in revoked:
-                if tp.topic == settings.events_topic:
-                    runtime.latency.forget(tp.partition)
+        for tp in revoked:
+            if tp.topic != settings.events_topic:
+                continue
+            if runtime.latency is not None:
+                runtime.latency.forget(tp.partition)
+            if runtime.pipeline is not None:
+                runtime.pipeline.forget(tp.partition)
 
     @app.timer(settings.window_tick_s)  # type: ignore[untyped-decorator]
     async def close_windows() -> None:

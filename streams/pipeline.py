@@ -59,6 +59,8 @@ class IngestPipeline:
         self._gate = gate or CommitGate()
         self._guard = guard
         self._pii_alerts = pii_alerts
+        self._lags: dict[int, int] = {}  # partition → records behind, after its last batch
+        self._behind = False  # some partition had a backlog since the writer last caught up
 
     async def handle_safely(self, batch: SourceBatch, ack: Callable[[], None]) -> None:
         """:meth:`handle`, with one error policy: an unexpected failure dead-letters the
@@ -81,6 +83,23 @@ class IngestPipeline:
                 if r.offset >= batch.stored_until
             ]
             await self._store(batch, {}, rejections, self._clock_ms(), ack)
+        self._note_lag(batch)
+
+    def _note_lag(self, batch: SourceBatch) -> None:
+        """Tell the writer when the consumer has worked off a backlog (every partition's
+        lag back to 0 after some was behind), so the burst's last rows are written now."""
+        if batch.lag is None:
+            return
+        self._lags[batch.partition] = batch.lag
+        if batch.lag:
+            self._behind = True
+        elif self._behind and not any(self._lags.values()):
+            self._behind = False
+            self._writer.caught_up()
+
+    def forget(self, partition: int) -> None:
+        """A revoked partition no longer counts towards being caught up."""
+        self._lags.pop(partition, None)
 
     async def handle(self, batch: SourceBatch, ack: Callable[[], None]) -> None:
         now_ms = self._clock_ms()

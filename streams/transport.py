@@ -42,6 +42,7 @@ class SourceBatch:
     records: Sequence[Any]
     size_bytes: int = 0  # sum of the records' value sizes
     stored_until: int = -1  # records with a lower offset already have their rows stored
+    lag: int | None = None  # records of the partition left behind this batch (None: unknown)
 
     @property
     def span(self) -> tuple[str, int, int, int]:
@@ -175,13 +176,13 @@ class BatchConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
                     if floor > first and hooks.on_skipped is not None:
                         hooks.on_skipped(sum(1 for r in recs if r.offset < floor))
                     size = sum(len(r.value or b"") for r in recs)
-                    batch = SourceBatch(tp.topic, tp.partition, first, last, recs, size, floor)
+                    highwater = self.highwater(tp)
+                    lag = None if highwater is None else max(0, highwater - last - 1)
+                    batch = SourceBatch(tp.topic, tp.partition, first, last, recs, size, floor, lag)
                     if last > first:
                         await self._add_gap(tp, first, last - 1)
-                    if hooks.on_lag is not None:
-                        highwater = self.highwater(tp)
-                        if highwater is not None:
-                            hooks.on_lag(tp.partition, max(0, highwater - last - 1))
+                    if hooks.on_lag is not None and lag is not None:
+                        hooks.on_lag(tp.partition, lag)
                     await self.wait_first(
                         callback(self._batch_message(tp, batch, recs[-1])),
                         self.suspend_flow.wait(),

@@ -147,6 +147,32 @@ async def test_flush_when_input_pauses(ch_client: Any, database: str, metrics: M
     await writer.stop()
 
 
+async def test_caught_up_flushes_what_is_buffered_at_once(
+    ch_client: Any, database: str, metrics: Metrics
+) -> None:
+    writer = ClickHouseWriter(
+        ch_client, database, metrics, flush_rows=10_000, flush_interval_s=600, linger_s=600
+    )
+    writer.start()
+    try:
+        writer.caught_up()  # nothing buffered: no effect on the rows added next
+        await writer.add({"events": rows(10)}, source=("vigil.events", 0, 0, 9))
+        await asyncio.sleep(0.3)
+        assert count(ch_client, database) == 0
+        done = asyncio.Event()
+        await writer.add(
+            {"events": rows(5, 10)}, source=("vigil.events", 0, 10, 14), on_written=done.set
+        )
+        writer.caught_up()
+        await asyncio.wait_for(done.wait(), timeout=30)  # not the 10-minute linger
+        assert count(ch_client, database) == 15
+        await writer.add({"events": rows(3, 15)}, source=("vigil.events", 0, 15, 17))
+        await asyncio.sleep(0.3)
+        assert count(ch_client, database) == 15  # the next rows linger again
+    finally:
+        await writer.stop()
+
+
 async def test_retries_until_clickhouse_is_back(
     ch_client: Any, database: str, metrics: Metrics
 ) -> None:

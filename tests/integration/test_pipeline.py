@@ -47,7 +47,7 @@ class BrokenDetector:
         raise RuntimeError("detector bug")
 
 
-def batch(n: int) -> SourceBatch:
+def batch(n: int, partition: int = 0, first: int = 0, lag: int | None = None) -> SourceBatch:
     records = [
         Rec(
             orjson.dumps(
@@ -60,17 +60,23 @@ def batch(n: int) -> SourceBatch:
                 }
             ),
             offset=i,
+            partition=partition,
         )
-        for i in range(n)
+        for i in range(first, first + n)
     ]
-    return SourceBatch("vigil.events", 0, 0, n - 1, records)
+    return SourceBatch("vigil.events", partition, first, first + n - 1, records, lag=lag)
 
 
 def pipeline(
-    ch_client: Any, database: str, metrics: Metrics, dlq: Dlq, detectors: list[Any]
+    ch_client: Any,
+    database: str,
+    metrics: Metrics,
+    dlq: Dlq,
+    detectors: list[Any],
+    **writer_options: Any,
 ) -> tuple[IngestPipeline, ClickHouseWriter]:
     pseudo = Pseudonymizer(b"k")
-    writer = ClickHouseWriter(ch_client, database, metrics, flush_rows=1)
+    writer = ClickHouseWriter(ch_client, database, metrics, **{"flush_rows": 1, **writer_options})
     pipe = IngestPipeline(
         Ingestor(pseudo, 1 << 20, 60_000),
         writer,
@@ -128,3 +134,69 @@ async def test_healthy_pipeline_stores_and_counts_by_kind(
         metrics.registry.get_sample_value("vigil_last_event_timestamp_seconds")
         == (NOW_MS - 1000) / 1000
     )
+
+
+def stored(ch_client: Any, database: str) -> int:
+    return int(ch_client.query(f"SELECT count() FROM {database}.events").result_rows[0][0])
+
+
+async def test_the_end_of_a_backlog_is_written_without_lingering(
+    ch_client: Any, database: str, metrics: Metrics
+) -> None:
+    """Rows keep being batched while the input trickles (lag 0, never behind) or while
+    some partition is still behind; the batch that brings every partition back to lag 0
+    after a backlog is written at once, not after the (here 10-minute) linger."""
+    pipe, writer = pipeline(
+        ch_client,
+        database,
+        metrics,
+        Dlq(),
+        [],
+        flush_rows=100_000,
+        flush_interval_s=600,
+        linger_s=600,
+    )
+    writer.start()
+    try:
+        written = asyncio.Event()
+        await pipe.handle_safely(batch(3, partition=0, first=0, lag=0), lambda: None)  # trickle
+        await pipe.handle_safely(batch(4, partition=0, first=3, lag=9), lambda: None)  # behind
+        await pipe.handle_safely(batch(5, partition=1, first=0, lag=0), lambda: None)
+        await asyncio.sleep(0.3)
+        assert stored(ch_client, database) == 0  # partition 0 is still behind
+        await pipe.handle_safely(batch(9, partition=0, first=7, lag=0), written.set)
+        await asyncio.wait_for(written.wait(), timeout=30)  # long before the linger
+        assert stored(ch_client, database) == 21
+
+        # caught up again: a trickle is batched as before
+        await pipe.handle_safely(batch(2, partition=1, first=5, lag=0), lambda: None)
+        await asyncio.sleep(0.3)
+        assert stored(ch_client, database) == 21
+    finally:
+        await writer.stop()
+
+
+async def test_a_revoked_partition_does_not_hold_back_the_end_of_a_backlog(
+    ch_client: Any, database: str, metrics: Metrics
+) -> None:
+    pipe, writer = pipeline(
+        ch_client,
+        database,
+        metrics,
+        Dlq(),
+        [],
+        flush_rows=100_000,
+        flush_interval_s=600,
+        linger_s=600,
+    )
+    writer.start()
+    try:
+        written = asyncio.Event()
+        await pipe.handle_safely(batch(4, partition=2, first=0, lag=50), lambda: None)
+        await pipe.handle_safely(batch(4, partition=0, first=0, lag=3), lambda: None)
+        pipe.forget(2)  # revoked while behind: another worker reads the rest
+        await pipe.handle_safely(batch(3, partition=0, first=4, lag=0), written.set)
+        await asyncio.wait_for(written.wait(), timeout=30)
+        assert stored(ch_client, database) == 11
+    finally:
+        await writer.stop()

@@ -58,7 +58,8 @@ async def test_records_of_a_partition_paused_during_the_fetch_are_fetched_again(
 ) -> None:
     """Nothing fetched is lost: a partition that Faust paused while the fetch was in
     flight is sought back to its first record; one paused because the stream's buffer is
-    full still gets its records (Faust's own rule)."""
+    full still gets its records (Faust's own rule). Each batch says how many records of
+    its partition remain behind it (from the fetch's high watermark)."""
     from faust.types import TP
 
     app = create_app(load_settings(kafka_bootstrap="127.0.0.1:1", data_dir=tmp_path))
@@ -78,11 +79,13 @@ async def test_records_of_a_partition_paused_during_the_fetch_are_fetched_again(
         fetcher._stopped.stopped = True
         return {}, None
 
-    delivered: list[tuple[int, int, int]] = []
+    delivered: list[tuple[int, int, int, int | None]] = []
     sought: list[tuple[TP, int]] = []
+    highwaters = {active: 15, buffered: 8}  # next offset the broker will write
 
     async def callback(message: Any) -> None:
-        delivered.append((message.partition, message.value.first_offset, message.offset))
+        batch = message.value
+        delivered.append((message.partition, batch.first_offset, message.offset, batch.lag))
 
     async def seek(tp: TP, offset: int) -> None:
         sought.append((tp, offset))
@@ -95,9 +98,10 @@ async def test_records_of_a_partition_paused_during_the_fetch_are_fetched_again(
     consumer.callback = callback
     consumer.seek = seek
     consumer._floor = floor
+    consumer.highwater = highwaters.get
     await consumer._drain_messages(fetcher)
     assert sought == [(paused, 5)]
-    assert sorted(delivered) == [(1, 7, 7), (2, 9, 10)]
+    assert sorted(delivered) == [(1, 7, 7, 0), (2, 9, 10, 4)]
 
 
 async def test_stored_floors_are_read_once_per_topic_and_generation(tmp_path: object) -> None:
