@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from operator import attrgetter
 from typing import Any
 
 import msgspec
@@ -35,6 +36,19 @@ _FIELDS_BY_STRUCT: dict[type[FastEvent], tuple[str, ...]] = {
     for struct in FAST_STRUCTS.values()
 }
 _INDEX = re.compile(r"\[\d+\]")
+
+
+def _holders(
+    gathered: list[tuple[str, list[int] | None, list[Any]]], name: str, value: str
+) -> list[int]:
+    """Indices of the events whose field ``name`` holds ``value``."""
+    return [
+        j if idx is None else idx[j]
+        for field_name, idx, values in gathered
+        if field_name == name
+        for j, v in enumerate(values)
+        if v == value
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,23 +79,28 @@ class PiiGuard:
         events = result.events
         documents: list[tuple[Any, str]] = []
         doc_owner: list[int] = []
-        # free text repeats (templated routes): each distinct (field, text) is scanned once
-        texts: dict[tuple[str, str], list[int]] = {}
-        for i, e in enumerate(events):
-            cls = type(e)
+        # free text repeats (templated routes): each distinct (field, text) is scanned
+        # once; a field's values are gathered per struct type without a Python loop per
+        # event, and the events holding a text are looked up only if it has findings
+        classes = list(map(type, events))
+        present = dict.fromkeys(classes)
+        gathered: list[tuple[str, list[int] | None, list[Any]]] = []
+        for cls in present:
+            idx = None if len(present) == 1 else [i for i, c in enumerate(classes) if c is cls]
+            group = events if idx is None else [events[i] for i in idx]
             if cls is ANALYTICS:
-                props = e.properties  # type: ignore[attr-defined]
-                if props:
-                    documents.append((props, "$.properties"))
-                    doc_owner.append(i)
+                for j, e in enumerate(group):
+                    props = e.properties  # type: ignore[attr-defined]
+                    if props:
+                        documents.append((props, "$.properties"))
+                        doc_owner.append(j if idx is None else idx[j])
             for name in _FIELDS_BY_STRUCT[cls]:
-                value = getattr(e, name)
+                gathered.append((name, idx, list(map(attrgetter(name), group))))
+        texts: dict[tuple[str, str], None] = {}
+        for name, _, values in gathered:
+            for value in dict.fromkeys(values):
                 if value:
-                    owners = texts.get((name, value))
-                    if owners is None:
-                        texts[(name, value)] = [i]
-                    else:
-                        owners.append(i)
+                    texts[(name, value)] = None
         changes: dict[int, dict[str, Any]] = {}
         found: dict[int, list[Finding]] = {}
         if documents:
@@ -99,11 +118,11 @@ class PiiGuard:
                 if not findings:
                     continue
                 redacted = self.scanner.redact_text(value, findings, self._policy) or ""
-                for i in texts[(name, value)]:
+                for i in _holders(gathered, name, value):
                     changes.setdefault(i, {})[name] = redacted
                     found.setdefault(i, []).extend(findings)
         detected: list[Detected] = []
-        for i, fields in changes.items():
+        for i, fields in sorted(changes.items()):
             original: Any = events[i]
             events[i] = msgspec.structs.replace(original, **fields)
             analytics = type(original) is ANALYTICS

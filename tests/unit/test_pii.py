@@ -267,3 +267,51 @@ async def test_pii_alerts_deduplicate_count_and_resolve_after_quiet() -> None:
     now[0] += 601
     await alerts.tick()
     assert sent[-1].data.status == "resolved" and sent[-1].data.ends_at is not None
+
+
+def test_the_guard_redacts_exactly_the_events_holding_pii_in_a_mixed_batch() -> None:
+    """Free text is gathered per kind and field; a text found in several events redacts
+    all of them (and only them), whatever their kind, next to analytics properties."""
+    from prometheus_client import CollectorRegistry
+
+    from schemas.events import EVENT_ADAPTER
+    from schemas.fastpath import from_model
+    from streams.ingest import IngestResult
+    from streams.metrics import Metrics
+    from streams.pii.config import PiiConfig
+    from streams.pii.guard import PiiGuard
+
+    email = "jane.roe@example.com"
+    base = {"ts": 1_767_323_045_000, "tenant_id": "acme", "service": "api"}
+    http = {"kind": "http.request", "method": "GET", "status": 200, "duration_ms": 1.0}
+    raw = [
+        {**http, "event_id": "e0", "route": "/v1/users/{id}"},
+        {"kind": "security.auth_failure", "event_id": "e1", "reason": f"unknown user {email}"},
+        {**http, "event_id": "e2", "route": f"/v1/invite?to={email}"},
+        {"kind": "analytics", "event_id": "e3", "event_name": "x", "properties": {"a": email}},
+        {"kind": "security.auth_failure", "event_id": "e4", "reason": "bad password"},
+        {**http, "event_id": "e5", "route": f"/v1/invite?to={email}"},
+        {"kind": "analytics", "event_id": "e6", "event_name": "x", "properties": {"a": "ok"}},
+    ]
+    events = [from_model(EVENT_ADAPTER.validate_python({**base, **r})) for r in raw]
+    n = len(events)
+    result = IngestResult(
+        "vigil.events", list(events), [1_767_323_045_000] * n, [0] * n, list(range(n)), [0] * n
+    )
+    guard = PiiGuard(SHARED, PiiConfig(), Metrics(CollectorRegistry()))
+    detected = guard.apply(result)
+
+    assert [d.event_id for d in detected] == ["e1", "e2", "e3", "e5"]
+    assert [d.offset for d in detected] == [1, 2, 3, 5]
+    changed = [i for i in range(n) if result.events[i] is not events[i]]
+    assert changed == [1, 2, 3, 5]
+    assert all(email not in json.dumps(msgspec_to_builtins(e)) for e in result.events)
+    assert result.events[0].route == "/v1/users/{id}"  # type: ignore[attr-defined]
+    assert result.events[4].reason == "bad password"  # type: ignore[attr-defined]
+    assert result.events[2].route == result.events[5].route != events[2].route  # type: ignore[attr-defined]
+
+
+def msgspec_to_builtins(event: Any) -> Any:
+    import msgspec
+
+    return msgspec.to_builtins(event)
