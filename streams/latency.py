@@ -26,7 +26,7 @@ import hashlib
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from operator import attrgetter
@@ -201,12 +201,21 @@ class LatencyDetector:
         part.processed = max(part.processed, source.last_offset)
         part.last_input_wall_ms = self._clock_ms()
         events = result.events
-        picked = [i for i, e in enumerate(events) if type(e) is HTTP_REQUEST]
+        classes = list(map(type, events))
+        if classes.count(HTTP_REQUEST) == len(events):  # the common case: no picking
+            if events:
+                self._add(part, events, result, None)
+            return
+        picked = [i for i, c in enumerate(classes) if c is HTTP_REQUEST]
         if picked:
             self._add(part, [events[i] for i in picked], result, picked)
 
     def _add(
-        self, part: _Partition, http: list[Any], result: IngestResult, picked: list[int]
+        self,
+        part: _Partition,
+        http: Sequence[Any],
+        result: IngestResult,
+        picked: list[int] | None,
     ) -> None:
         """Vectorised where it can be: the watermark before each event, lateness and the
         replay skip are numpy expressions; events are then grouped by (pane, key), and each
@@ -216,8 +225,12 @@ class LatencyDetector:
         keys: list[Key] = list(map(_KEY, http))
         status = np.fromiter(map(_STATUS, http), dtype=np.int64, count=n)
         duration = np.fromiter(map(_DURATION, http), dtype=np.float64, count=n)
-        ts = np.array([result.ts_ms[i] for i in picked], dtype=np.int64)
-        offsets = np.array([result.offsets[i] for i in picked], dtype=np.int64)
+        if picked is None:  # every event of the batch
+            ts = np.array(result.ts_ms, dtype=np.int64)
+            offsets = np.array(result.offsets, dtype=np.int64)
+        else:
+            ts = np.array([result.ts_ms[i] for i in picked], dtype=np.int64)
+            offsets = np.array([result.offsets[i] for i in picked], dtype=np.int64)
         buckets = bucket_indices(duration, self.gamma)
         end = window_end(ts, spec.sample_ms)
         wm = part.wm

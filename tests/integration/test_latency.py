@@ -160,6 +160,39 @@ async def test_out_of_order_events_inside_grace_land_in_their_window(harness: Ha
     assert harness.metrics.registry.get_sample_value("vigil_late_events_total") == 0
 
 
+def other(ts: int) -> dict[str, Any]:
+    """An event of another kind: not the latency detector's input."""
+    return {
+        "event_id": f"o{ts}-{random.random()}",
+        "ts": ts,
+        "tenant_id": "acme",
+        "kind": "security.auth_failure",
+        "service": "api",
+        "reason": "bad password",
+    }
+
+
+async def test_other_kinds_in_a_batch_leave_the_windows_unchanged(harness: Harness) -> None:
+    """A mixed batch: only its http.request events count, each with its own time."""
+    await harness.feed(
+        [
+            other(BASE + 50_000),
+            request(BASE + 5_000, 10),
+            other(BASE + 1_000),
+            request(BASE + 35_000, 20),
+            other(BASE + 90_000),
+        ]
+    )
+    await harness.feed([other(BASE + 29_000), request(BASE + 28_000, 30)])
+    await harness.feed([request(BASE + 45_000, 40), other(BASE + 2_000)])
+    await harness.tick()
+    rows = harness.rows("resolution_s = 30 AND service != '*'")
+    assert [(r[1] - BASE, r[5], r[6], r[11]) for r in rows] == [(0, 0, 2, 30.0)]
+    panes = harness.rows("resolution_s = 10")
+    assert [(r[1] - BASE, r[6]) for r in panes] == [(0, 1), (20_000, 1)]
+    assert harness.metrics.registry.get_sample_value("vigil_late_events_total") == 0
+
+
 async def test_late_events_are_counted_and_stored_flagged(harness: Harness) -> None:
     await harness.feed([request(BASE + 5_000, 10), request(BASE + 45_000, 20)])
     await harness.tick()
