@@ -140,7 +140,10 @@ def event_columns(
         for column, fill, get in layout.present:  # one C-level map per column
             values = list(map(get, segment))
             if fill is not None and None in values:  # the scan is C; the fill is Python
-                values = [fill if v is None else v for v in values]
+                if values.count(None) == n:  # a field the producer never sets
+                    values = [fill] * n
+                else:
+                    values = [fill if v is None else v for v in values]
             if column == "properties":  # JSON text, already redacted by the PII guard
                 values = [_json(v) for v in values]
             if column in _BOOL_COLUMNS:
