@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -140,12 +142,11 @@ def stored(ch_client: Any, database: str) -> int:
     return int(ch_client.query(f"SELECT count() FROM {database}.events").result_rows[0][0])
 
 
-async def test_the_end_of_a_backlog_is_written_without_lingering(
+@contextlib.asynccontextmanager
+async def lingering(
     ch_client: Any, database: str, metrics: Metrics
-) -> None:
-    """Rows keep being batched while the input trickles (lag 0, never behind) or while
-    some partition is still behind; the batch that brings every partition back to lag 0
-    after a backlog is written at once, not after the (here 10-minute) linger."""
+) -> AsyncIterator[IngestPipeline]:
+    """A running pipeline whose writer would hold rows for 10 minutes unless told."""
     pipe, writer = pipeline(
         ch_client,
         database,
@@ -158,6 +159,18 @@ async def test_the_end_of_a_backlog_is_written_without_lingering(
     )
     writer.start()
     try:
+        yield pipe
+    finally:
+        await writer.stop()
+
+
+async def test_the_end_of_a_backlog_is_written_without_lingering(
+    ch_client: Any, database: str, metrics: Metrics
+) -> None:
+    """Rows keep being batched while the input trickles (lag 0, never behind) or while
+    some partition is still behind; the batch that brings every partition back to lag 0
+    after a backlog is written at once, not after the (here 10-minute) linger."""
+    async with lingering(ch_client, database, metrics) as pipe:
         written = asyncio.Event()
         await pipe.handle_safely(batch(3, partition=0, first=0, lag=0), lambda: None)  # trickle
         await pipe.handle_safely(batch(4, partition=0, first=3, lag=9), lambda: None)  # behind
@@ -172,25 +185,12 @@ async def test_the_end_of_a_backlog_is_written_without_lingering(
         await pipe.handle_safely(batch(2, partition=1, first=5, lag=0), lambda: None)
         await asyncio.sleep(0.3)
         assert stored(ch_client, database) == 21
-    finally:
-        await writer.stop()
 
 
 async def test_a_revoked_partition_does_not_hold_back_the_end_of_a_backlog(
     ch_client: Any, database: str, metrics: Metrics
 ) -> None:
-    pipe, writer = pipeline(
-        ch_client,
-        database,
-        metrics,
-        Dlq(),
-        [],
-        flush_rows=100_000,
-        flush_interval_s=600,
-        linger_s=600,
-    )
-    writer.start()
-    try:
+    async with lingering(ch_client, database, metrics) as pipe:
         written = asyncio.Event()
         await pipe.handle_safely(batch(4, partition=2, first=0, lag=50), lambda: None)
         await pipe.handle_safely(batch(4, partition=0, first=0, lag=3), lambda: None)
@@ -198,5 +198,3 @@ async def test_a_revoked_partition_does_not_hold_back_the_end_of_a_backlog(
         await pipe.handle_safely(batch(3, partition=0, first=4, lag=0), written.set)
         await asyncio.wait_for(written.wait(), timeout=30)
         assert stored(ch_client, database) == 11
-    finally:
-        await writer.stop()
