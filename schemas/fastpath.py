@@ -187,6 +187,19 @@ def decode_lines_fast(data: bytes) -> tuple[list[FastEvent], list[int]] | None:
     return events, stamps
 
 
+def group_by_type(events: Sequence[FastEvent]) -> dict[type[FastEvent], Sequence[int]]:
+    """Struct type → the positions of its events, in order of first appearance; a batch
+    of one type (the common case) gets ``range(n)`` without a loop per event."""
+    types = list(map(type, events))
+    present = dict.fromkeys(types)
+    if len(present) <= 1:
+        return {cls: range(len(types)) for cls in present}
+    groups: dict[type[FastEvent], list[int]] = {cls: [] for cls in present}
+    for i, cls in enumerate(types):
+        groups[cls].append(i)
+    return dict(groups)
+
+
 def _pattern_fields_match(event: FastEvent) -> bool:
     """:func:`_patterns_match` for one event, without building sets when cached."""
     for field in PATTERNS:

@@ -7,15 +7,14 @@ so the table has no Nullable columns on the hot path.
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from operator import attrgetter
 from typing import Any
 
 import msgspec
 
-from schemas.fastpath import FAST_STRUCTS, FastEvent
+from schemas.fastpath import FAST_STRUCTS, FastEvent, group_by_type
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,17 +107,19 @@ def event_columns(
     partitions: Sequence[int],
     offsets: Sequence[int],
     lines: Sequence[int],
+    groups: Mapping[type[FastEvent], Sequence[int]] | None = None,
 ) -> dict[str, list[Any]]:
     """Column-oriented rows for ``vigil.events``, one per event, with its provenance.
 
-    Rows are grouped by kind (one attrgetter + transpose per kind instead of a getattr
-    per field and event); the provenance columns follow the same order. ``ts`` is
+    Rows are grouped by kind (``groups`` from :func:`group_by_type`, if the caller has
+    it already) and each column of a kind is one C-level attrgetter map; the provenance
+    columns follow the same order. ``ts`` is
     written as float epoch seconds with millisecond precision: the writer sends
     JSONColumns blocks, in which ClickHouse reads a DateTime64 number as seconds."""
-    types = list(map(type, events))
-    groups = Counter(types)  # kind → rows, in order of first appearance
+    if groups is None:
+        groups = group_by_type(events)
     if len(groups) > 1:
-        order = [i for cls in groups for i, t in enumerate(types) if t is cls]
+        order = [i for positions in groups.values() for i in positions]
         events = [events[i] for i in order]
         ts_ms = [ts_ms[i] for i in order]
         partitions = [partitions[i] for i in order]
@@ -133,7 +134,8 @@ def event_columns(
             columns[column] = values  # the first (often only) kind: no copy
 
     start = 0
-    for cls, n in groups.items():
+    for cls, positions in groups.items():
+        n = len(positions)
         layout = _LAYOUTS[cls]
         segment = events[start : start + n]
         start += n

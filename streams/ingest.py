@@ -23,6 +23,7 @@ from schemas.fastpath import (
     decode_fast,
     decode_lines_fast,
     from_model,
+    group_by_type,
 )
 from schemas.normalize import NormalisationError, Pseudonymizer, normalise
 from schemas.rows import Provenance, event_columns
@@ -82,6 +83,16 @@ class IngestResult:
     offsets: list[int] = field(default_factory=list)
     lines: list[int] = field(default_factory=list)
     rejections: list[Rejection] = field(default_factory=list)
+    _by_type: dict[type[FastEvent], Sequence[int]] | None = field(
+        default=None, repr=False, compare=False
+    )
+
+    def by_type(self) -> dict[type[FastEvent], Sequence[int]]:
+        """Positions of the events per struct type, computed once per batch for every
+        stage that splits by kind (the PII guard's redacted copies keep their type)."""
+        if self._by_type is None:
+            self._by_type = group_by_type(self.events)
+        return self._by_type
 
     def since(self, offset: int) -> IngestResult:
         """Only what came from records at ``offset`` or later (the rest is stored)."""
@@ -99,7 +110,13 @@ class IngestResult:
     def columns(self) -> dict[str, list[Any]]:
         """The valid events as ``vigil.events`` columns."""
         return event_columns(
-            self.events, self.ts_ms, self.topic, self.partitions, self.offsets, self.lines
+            self.events,
+            self.ts_ms,
+            self.topic,
+            self.partitions,
+            self.offsets,
+            self.lines,
+            self.by_type(),
         )
 
 

@@ -201,13 +201,12 @@ class LatencyDetector:
         part.processed = max(part.processed, source.last_offset)
         part.last_input_wall_ms = self._clock_ms()
         events = result.events
-        classes = list(map(type, events))
-        if classes.count(HTTP_REQUEST) == len(events):  # the common case: no picking
-            if events:
-                self._add(part, events, result, None)
+        picked = result.by_type().get(HTTP_REQUEST)
+        if picked is None:
             return
-        picked = [i for i, c in enumerate(classes) if c is HTTP_REQUEST]
-        if picked:
+        if len(picked) == len(events):  # the common case: every event, no picking
+            self._add(part, events, result, None)
+        else:
             self._add(part, [events[i] for i in picked], result, picked)
 
     def _add(
@@ -215,7 +214,7 @@ class LatencyDetector:
         part: _Partition,
         http: Sequence[Any],
         result: IngestResult,
-        picked: list[int] | None,
+        picked: Sequence[int] | None,
     ) -> None:
         """Vectorised where it can be: the watermark before each event, lateness and the
         replay skip are numpy expressions; events are then grouped by (pane, key), and each

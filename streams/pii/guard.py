@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from operator import attrgetter
@@ -39,12 +39,12 @@ _INDEX = re.compile(r"\[\d+\]")
 
 
 def _holders(
-    gathered: list[tuple[str, list[int] | None, list[Any]]], name: str, value: str
+    gathered: list[tuple[str, Sequence[int], list[Any]]], name: str, value: str
 ) -> list[int]:
-    """Indices of the events whose field ``name`` holds ``value``."""
+    """Positions of the events whose field ``name`` holds ``value``."""
     return [
-        j if idx is None else idx[j]
-        for field_name, idx, values in gathered
+        positions[j]
+        for field_name, positions, values in gathered
         if field_name == name
         for j, v in enumerate(values)
         if v == value
@@ -82,20 +82,17 @@ class PiiGuard:
         # free text repeats (templated routes): each distinct (field, text) is scanned
         # once; a field's values are gathered per struct type without a Python loop per
         # event, and the events holding a text are looked up only if it has findings
-        classes = list(map(type, events))
-        present = dict.fromkeys(classes)
-        gathered: list[tuple[str, list[int] | None, list[Any]]] = []
-        for cls in present:
-            idx = None if len(present) == 1 else [i for i, c in enumerate(classes) if c is cls]
-            group = events if idx is None else [events[i] for i in idx]
+        gathered: list[tuple[str, Sequence[int], list[Any]]] = []
+        for cls, positions in result.by_type().items():
+            group = events if len(positions) == len(events) else [events[i] for i in positions]
             if cls is ANALYTICS:
-                for j, e in enumerate(group):
+                for i, e in zip(positions, group, strict=True):
                     props = e.properties  # type: ignore[attr-defined]
                     if props:
                         documents.append((props, "$.properties"))
-                        doc_owner.append(j if idx is None else idx[j])
+                        doc_owner.append(i)
             for name in _FIELDS_BY_STRUCT[cls]:
-                gathered.append((name, idx, list(map(attrgetter(name), group))))
+                gathered.append((name, positions, list(map(attrgetter(name), group))))
         texts: dict[tuple[str, str], None] = {}
         for name, _, values in gathered:
             for value in dict.fromkeys(values):
