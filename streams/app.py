@@ -118,7 +118,6 @@ class Runtime:
         app.consumer_hooks = ConsumerHooks(
             stored_offsets=writer.stored_offsets,
             on_skipped=self.metrics.replay_skipped.inc,
-            on_lag=lambda p, lag: self.metrics.consumer_lag.labels(partition=str(p)).set(lag),
         )
         self.ready.set()
 

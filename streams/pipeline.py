@@ -86,10 +86,12 @@ class IngestPipeline:
         self._note_lag(batch)
 
     def _note_lag(self, batch: SourceBatch) -> None:
-        """Tell the writer when the consumer has worked off a backlog (every partition's
-        lag back to 0 after some was behind), so the burst's last rows are written now."""
+        """Export the partition's lag, and tell the writer when the consumer has worked
+        off a backlog (every partition's lag back to 0 after some was behind), so the
+        burst's last rows are written now."""
         if batch.lag is None:
             return
+        self._metrics.consumer_lag.labels(partition=str(batch.partition)).set(batch.lag)
         self._lags[batch.partition] = batch.lag
         if batch.lag:
             self._behind = True

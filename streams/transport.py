@@ -57,11 +57,9 @@ class ConsumerHooks:
         self,
         stored_offsets: FloorProvider | None = None,
         on_skipped: Callable[[int], None] | None = None,
-        on_lag: Callable[[int, int], None] | None = None,
     ) -> None:
         self.stored_offsets = stored_offsets
         self.on_skipped = on_skipped
-        self.on_lag = on_lag
 
 
 class BatchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):  # type: ignore[misc]
@@ -181,8 +179,6 @@ class BatchConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
                     batch = SourceBatch(tp.topic, tp.partition, first, last, recs, size, floor, lag)
                     if last > first:
                         await self._add_gap(tp, first, last - 1)
-                    if hooks.on_lag is not None and lag is not None:
-                        hooks.on_lag(tp.partition, lag)
                     await self.wait_first(
                         callback(self._batch_message(tp, batch, recs[-1])),
                         self.suspend_flow.wait(),
