@@ -86,8 +86,8 @@ class BatchConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
     def _new_consumer_thread(self) -> BatchConsumerThread:
         return BatchConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
-    _floors: dict[TP, int] | None = None  # per generation: next offset already stored
-    _floor_topics: set[str] | None = None  # per generation: topics whose floors are read
+    #: per consumer generation: topic → partition → next offset whose rows are stored
+    _floors: dict[str, dict[int, int]] | None = None
     _floor_generation: int | None = None
 
     def _hooks(self) -> ConsumerHooks:
@@ -100,21 +100,14 @@ class BatchConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
         with nothing stored has none), so partitions first fetched later in a burst do not
         each wait for the engine behind the INSERTs already running."""
         generation = self.app.consumer_generation_id
-        if (
-            self._floors is None
-            or self._floor_topics is None
-            or (self._floor_generation != generation)
-        ):
-            self._floors, self._floor_topics = {}, set()
-            self._floor_generation = generation
-        floors = self._floors
-        if tp.topic not in self._floor_topics:
+        if self._floors is None or self._floor_generation != generation:
+            self._floors, self._floor_generation = {}, generation
+        stored = self._floors.get(tp.topic)
+        if stored is None:
             provider = self._hooks().stored_offsets
             stored = await provider(tp.topic) if provider is not None else {}
-            for partition, offset in stored.items():
-                floors[TP(tp.topic, partition)] = offset
-            self._floor_topics.add(tp.topic)
-        return floors.get(tp, -1)
+            self._floors[tp.topic] = stored
+        return stored.get(tp.partition, -1)
 
     def _batch_message(self, tp: TP, batch: SourceBatch, last: Any) -> ConsumerMessage:
         timestamp = last.timestamp / 1000.0 if last.timestamp is not None else None

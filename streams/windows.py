@@ -40,7 +40,7 @@ def window_end(ts_ms: int, size_ms: int) -> int: ...
 @overload
 def window_end(ts_ms: Millis, size_ms: int) -> Millis: ...
 def window_end(ts_ms: Any, size_ms: int) -> Any:
-    return ts_ms - ts_ms % size_ms + size_ms
+    return window_start(ts_ms, size_ms) + size_ms
 
 
 @dataclass(frozen=True, slots=True)
