@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -43,6 +45,16 @@ def rows(n: int, start: int = 0) -> dict[str, list[Any]]:
 
 def count(client: Any, database: str, table: str = "events") -> int:
     return int(client.query(f"SELECT count() FROM {database}.{table}").result_rows[0][0])
+
+
+@contextlib.asynccontextmanager
+async def running(writer: ClickHouseWriter) -> AsyncIterator[None]:
+    """The writer's flush timer started, and the writer stopped (flushed) on exit."""
+    writer.start()
+    try:
+        yield
+    finally:
+        await writer.stop()
 
 
 class FlakyClient:
@@ -93,58 +105,57 @@ async def test_flush_on_size_then_ack_in_order(
     writer = ClickHouseWriter(
         ch_client, database, metrics, flush_rows=100, flush_interval_s=60, linger_s=60
     )
-    writer.start()
-    acked: list[int] = []
-    await writer.add(
-        {"events": rows(60)}, source=("vigil.events", 0, 0, 59), on_written=lambda: acked.append(1)
-    )
-    await asyncio.sleep(0.3)
-    assert acked == [] and count(ch_client, database) == 0  # below size, timer far away
-    await writer.add(
-        {"events": rows(60, 60)},
-        source=("vigil.events", 0, 60, 119),
-        on_written=lambda: acked.append(2),
-    )
-    for _ in range(100):
-        if acked:
-            break
-        await asyncio.sleep(0.05)
-    assert acked == [1, 2]
-    assert count(ch_client, database) == 120
-    assert (
-        metrics.registry.get_sample_value("vigil_sink_rows_written_total", {"table": "events"})
-        == 120
-    )
-    await writer.stop()
+    async with running(writer):
+        acked: list[int] = []
+        await writer.add(
+            {"events": rows(60)},
+            source=("vigil.events", 0, 0, 59),
+            on_written=lambda: acked.append(1),
+        )
+        await asyncio.sleep(0.3)
+        assert acked == [] and count(ch_client, database) == 0  # below size, timer far away
+        await writer.add(
+            {"events": rows(60, 60)},
+            source=("vigil.events", 0, 60, 119),
+            on_written=lambda: acked.append(2),
+        )
+        for _ in range(100):
+            if acked:
+                break
+            await asyncio.sleep(0.05)
+        assert acked == [1, 2]
+        assert count(ch_client, database) == 120
+        assert (
+            metrics.registry.get_sample_value("vigil_sink_rows_written_total", {"table": "events"})
+            == 120
+        )
 
 
 async def test_flush_on_time(ch_client: Any, database: str, metrics: Metrics) -> None:
     writer = ClickHouseWriter(ch_client, database, metrics, flush_rows=10_000, flush_interval_s=0.2)
-    writer.start()
-    done = asyncio.Event()
-    await writer.add({"events": rows(5)}, source=("vigil.events", 0, 0, 4), on_written=done.set)
-    await asyncio.wait_for(done.wait(), timeout=30)
-    assert count(ch_client, database) == 5
-    await writer.stop()
+    async with running(writer):
+        done = asyncio.Event()
+        await writer.add({"events": rows(5)}, source=("vigil.events", 0, 0, 4), on_written=done.set)
+        await asyncio.wait_for(done.wait(), timeout=30)
+        assert count(ch_client, database) == 5
 
 
 async def test_flush_when_input_pauses(ch_client: Any, database: str, metrics: Metrics) -> None:
     writer = ClickHouseWriter(
         ch_client, database, metrics, flush_rows=10_000, flush_interval_s=60, linger_s=0.3
     )
-    writer.start()
-    done = asyncio.Event()
-    for i in range(3):  # a short burst, then nothing
-        await writer.add(
-            {"events": rows(10, 10 * i)},
-            source=("vigil.events", 0, 10 * i, 10 * i + 9),
-            on_written=done.set if i == 2 else None,
-        )
-    await asyncio.sleep(0.1)
-    assert count(ch_client, database) == 0  # still lingering
-    await asyncio.wait_for(done.wait(), timeout=30)  # long before the 60 s interval
-    assert count(ch_client, database) == 30
-    await writer.stop()
+    async with running(writer):
+        done = asyncio.Event()
+        for i in range(3):  # a short burst, then nothing
+            await writer.add(
+                {"events": rows(10, 10 * i)},
+                source=("vigil.events", 0, 10 * i, 10 * i + 9),
+                on_written=done.set if i == 2 else None,
+            )
+        await asyncio.sleep(0.1)
+        assert count(ch_client, database) == 0  # still lingering
+        await asyncio.wait_for(done.wait(), timeout=30)  # long before the 60 s interval
+        assert count(ch_client, database) == 30
 
 
 async def test_caught_up_flushes_what_is_buffered_at_once(
@@ -153,8 +164,7 @@ async def test_caught_up_flushes_what_is_buffered_at_once(
     writer = ClickHouseWriter(
         ch_client, database, metrics, flush_rows=10_000, flush_interval_s=600, linger_s=600
     )
-    writer.start()
-    try:
+    async with running(writer):
         writer.caught_up()  # nothing buffered: no effect on the rows added next
         await writer.add({"events": rows(10)}, source=("vigil.events", 0, 0, 9))
         await asyncio.sleep(0.3)
@@ -169,8 +179,6 @@ async def test_caught_up_flushes_what_is_buffered_at_once(
         await writer.add({"events": rows(3, 15)}, source=("vigil.events", 0, 15, 17))
         await asyncio.sleep(0.3)
         assert count(ch_client, database) == 15  # the next rows linger again
-    finally:
-        await writer.stop()
 
 
 async def test_retries_until_clickhouse_is_back(
@@ -186,17 +194,20 @@ async def test_retries_until_clickhouse_is_back(
         retry_initial_s=0.01,
         retry_max_s=0.05,
     )
-    writer.start()
-    done = asyncio.Event()
-    await writer.add({"events": rows(10)}, source=("vigil.events", 0, 0, 9), on_written=done.set)
-    await asyncio.wait_for(done.wait(), timeout=30)
-    assert flaky.attempts == 4
-    assert count(ch_client, database) == 10
-    assert (
-        metrics.registry.get_sample_value("vigil_sink_insert_failures_total", {"table": "events"})
-        == 3
-    )
-    await writer.stop()
+    async with running(writer):
+        done = asyncio.Event()
+        await writer.add(
+            {"events": rows(10)}, source=("vigil.events", 0, 0, 9), on_written=done.set
+        )
+        await asyncio.wait_for(done.wait(), timeout=30)
+        assert flaky.attempts == 4
+        assert count(ch_client, database) == 10
+        assert (
+            metrics.registry.get_sample_value(
+                "vigil_sink_insert_failures_total", {"table": "events"}
+            )
+            == 3
+        )
 
 
 async def test_full_buffer_applies_backpressure(
@@ -213,17 +224,16 @@ async def test_full_buffer_applies_backpressure(
         retry_initial_s=0.01,
         retry_max_s=0.02,
     )
-    writer.start()
-    await writer.add({"events": rows(50)}, source=("vigil.events", 0, 0, 49))
-    blocked = asyncio.create_task(
-        writer.add({"events": rows(10, 50)}, source=("vigil.events", 0, 50, 59))
-    )
-    await asyncio.sleep(0.3)
-    assert not blocked.done()  # the stream waits instead of dropping
-    flaky.failures = 0  # ClickHouse is back
-    await writer.flush()
-    await asyncio.wait_for(blocked, timeout=30)
-    await writer.stop()
+    async with running(writer):
+        await writer.add({"events": rows(50)}, source=("vigil.events", 0, 0, 49))
+        blocked = asyncio.create_task(
+            writer.add({"events": rows(10, 50)}, source=("vigil.events", 0, 50, 59))
+        )
+        await asyncio.sleep(0.3)
+        assert not blocked.done()  # the stream waits instead of dropping
+        flaky.failures = 0  # ClickHouse is back
+        await writer.flush()
+        await asyncio.wait_for(blocked, timeout=30)
     assert count(ch_client, database) == 60
 
 
