@@ -37,19 +37,20 @@ def check_read_only(sql: str) -> str:
 
 
 def stats_snapshot(metrics: Metrics) -> dict[str, float]:
-    """Totals for the live summary of `vigil up` (sums over bounded labels)."""
-
-    def total(name: str) -> float:
-        return sum(s.value for m in metrics.registry.collect() for s in m.samples if s.name == name)
-
+    """Totals for the live summary of `vigil up` (sums over bounded labels), from one
+    pass over the registry."""
+    totals: dict[str, float] = {}
+    for metric in metrics.registry.collect():
+        for sample in metric.samples:
+            totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
     return {
-        "messages": total("vigil_messages_consumed_total"),
-        "events": total("vigil_events_consumed_total"),
-        "invalid": total("vigil_events_invalid_total"),
-        "dlq": total("vigil_dlq_messages_total"),
-        "rows_written": total("vigil_sink_rows_written_total"),
-        "alerts": total("vigil_alerts_published_total"),
-        "lag": total("vigil_consumer_lag_messages"),
+        "messages": totals.get("vigil_messages_consumed_total", 0.0),
+        "events": totals.get("vigil_events_consumed_total", 0.0),
+        "invalid": totals.get("vigil_events_invalid_total", 0.0),
+        "dlq": totals.get("vigil_dlq_messages_total", 0.0),
+        "rows_written": totals.get("vigil_sink_rows_written_total", 0.0),
+        "alerts": totals.get("vigil_alerts_published_total", 0.0),
+        "lag": totals.get("vigil_consumer_lag_messages", 0.0),
     }
 
 
