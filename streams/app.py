@@ -11,7 +11,10 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import ssl
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import faust
@@ -153,6 +156,38 @@ def tune_gc() -> None:
 
 
 GC_GEN0_THRESHOLD = 50_000
+ENGINE_THREADS = 4
+
+
+def use_engine_threads(loop: asyncio.AbstractEventLoop, nice: int) -> None:
+    """Run the loop's blocking calls (``asyncio.to_thread``: INSERTs, queries, the engine
+    opening) on threads ``nice`` steps below the loop's priority.
+
+    On two busy cores the loop thread -- decoding, detectors, column building, all under
+    the GIL -- is the critical path, and it shared the cores with the INSERT threads on
+    equal terms. chDB starts its own worker threads from the calling thread, so they
+    inherit the niceness too. Under saturation the loop is served first and INSERTs take
+    the rest; when the buffer is full the loop waits (backpressure) and the INSERTs get the
+    CPU. Measured on the ingest benchmark (c): 108.6k vs 101.5k events/s, 6 of 6
+    alternating pairs. With CPU to spare it changes nothing.
+    """
+    if nice <= 0:
+        return
+
+    def lower_priority() -> None:
+        try:  # Linux: per thread; raising one's own niceness needs no privilege
+            tid = threading.get_native_id()  # started by the loop thread: its niceness
+            os.setpriority(
+                os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice)
+            )
+        except (AttributeError, OSError) as exc:  # pragma: no cover - other platforms
+            log.warning("could not lower the engine threads' priority: %s", exc)
+
+    loop.set_default_executor(
+        ThreadPoolExecutor(
+            ENGINE_THREADS, thread_name_prefix="vigil-engine", initializer=lower_priority
+        )
+    )
 
 
 class VigilApp(faust.App):  # type: ignore[misc]
@@ -164,6 +199,8 @@ class VigilApp(faust.App):  # type: ignore[misc]
         return BatchTransport(self.conf.broker_consumer, self)
 
     async def on_first_start(self) -> None:
+        # before the engine opens: chDB's threads are started from these threads
+        use_engine_threads(asyncio.get_running_loop(), self.runtime.settings.engine_nice)
         self.runtime.settings.data_dir.mkdir(parents=True, exist_ok=True)
         await super().on_first_start()
         await self.runtime.open(self)

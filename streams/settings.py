@@ -59,6 +59,10 @@ class Settings(BaseSettings):
     sink_max_buffer_rows: int = Field(default=100_000, ge=1)
     sink_retry_initial_s: float = Field(default=0.2, gt=0)
     sink_retry_max_s: float = Field(default=30.0, gt=0)
+    # Niceness of the threads that talk to ClickHouse (and of chDB's own threads, which
+    # inherit it): when the CPU is saturated the consumer loop, which everything else
+    # waits on, is served first; the INSERTs use what is left. 0 = same as the loop.
+    engine_nice: int = Field(default=10, ge=0, le=19)
 
     # Ingest
     max_message_bytes: int = Field(default=1_048_576, ge=1024)

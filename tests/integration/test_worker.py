@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import subprocess
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -54,6 +56,17 @@ def metric(text: str, name: str) -> float:
         for line in text.splitlines()
         if line.startswith(name) and not line.startswith("#")
     )
+
+
+def thread_niceness(pid: int) -> dict[str, tuple[str, int]]:
+    """Thread id → (name, niceness) of a running process, from /proc."""
+    out = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(FileNotFoundError):  # a thread that just ended
+            name = (task / "comm").read_text().strip()
+            stat = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            out[task.name] = (name, int(stat[16]))  # field 19 of stat: nice
+    return out
 
 
 def test_valid_rows_and_dead_letters_with_provenance(
@@ -142,6 +155,12 @@ def test_valid_rows_and_dead_letters_with_provenance(
     assert 'vigil_consumer_lag_messages{partition="' in text
     assert metric(text, "vigil_consumer_lag_messages{") == 0  # caught up
     assert metric(text, "vigil_last_event_timestamp_seconds") > 0
+
+    # the engine's threads (chDB's own included) yield the CPU to the consumer loop
+    threads = thread_niceness(worker.proc.pid)
+    loop_nice = threads[str(worker.proc.pid)][1]
+    engine = [nice for name, nice in threads.values() if name in ("ThreadPool", "MergeMutate")]
+    assert engine and all(nice == min(19, loop_nice + 10) for nice in engine)
 
     promtool = shutil.which("promtool")
     assert promtool, "promtool missing: `make test` installs Debian's prometheus package"
