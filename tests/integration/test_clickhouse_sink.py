@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -41,6 +41,17 @@ def rows(n: int, start: int = 0) -> dict[str, list[Any]]:
     ts = [1_767_323_045_000 + i for i in range(start, start + n)]
     offsets = list(range(start, start + n))
     return event_columns(events, ts, "vigil.events", [0] * n, offsets, [0] * n)
+
+
+async def add_events(
+    writer: ClickHouseWriter, n: int, start: int = 0, on_written: Callable[[], None] | None = None
+) -> None:
+    """``rows(n, start)`` into the writer, sourced from the offsets they carry."""
+    await writer.add(
+        {"events": rows(n, start)},
+        source=("vigil.events", 0, start, start + n - 1),
+        on_written=on_written,
+    )
 
 
 def count(client: Any, database: str, table: str = "events") -> int:
@@ -107,18 +118,10 @@ async def test_flush_on_size_then_ack_in_order(
     )
     async with running(writer):
         acked: list[int] = []
-        await writer.add(
-            {"events": rows(60)},
-            source=("vigil.events", 0, 0, 59),
-            on_written=lambda: acked.append(1),
-        )
+        await add_events(writer, 60, on_written=lambda: acked.append(1))
         await asyncio.sleep(0.3)
         assert acked == [] and count(ch_client, database) == 0  # below size, timer far away
-        await writer.add(
-            {"events": rows(60, 60)},
-            source=("vigil.events", 0, 60, 119),
-            on_written=lambda: acked.append(2),
-        )
+        await add_events(writer, 60, 60, on_written=lambda: acked.append(2))
         for _ in range(100):
             if acked:
                 break
@@ -135,7 +138,7 @@ async def test_flush_on_time(ch_client: Any, database: str, metrics: Metrics) ->
     writer = ClickHouseWriter(ch_client, database, metrics, flush_rows=10_000, flush_interval_s=0.2)
     async with running(writer):
         done = asyncio.Event()
-        await writer.add({"events": rows(5)}, source=("vigil.events", 0, 0, 4), on_written=done.set)
+        await add_events(writer, 5, on_written=done.set)
         await asyncio.wait_for(done.wait(), timeout=30)
         assert count(ch_client, database) == 5
 
@@ -147,11 +150,7 @@ async def test_flush_when_input_pauses(ch_client: Any, database: str, metrics: M
     async with running(writer):
         done = asyncio.Event()
         for i in range(3):  # a short burst, then nothing
-            await writer.add(
-                {"events": rows(10, 10 * i)},
-                source=("vigil.events", 0, 10 * i, 10 * i + 9),
-                on_written=done.set if i == 2 else None,
-            )
+            await add_events(writer, 10, 10 * i, on_written=done.set if i == 2 else None)
         await asyncio.sleep(0.1)
         assert count(ch_client, database) == 0  # still lingering
         await asyncio.wait_for(done.wait(), timeout=30)  # long before the 60 s interval
@@ -166,17 +165,15 @@ async def test_caught_up_flushes_what_is_buffered_at_once(
     )
     async with running(writer):
         writer.caught_up()  # nothing buffered: no effect on the rows added next
-        await writer.add({"events": rows(10)}, source=("vigil.events", 0, 0, 9))
+        await add_events(writer, 10)
         await asyncio.sleep(0.3)
         assert count(ch_client, database) == 0
         done = asyncio.Event()
-        await writer.add(
-            {"events": rows(5, 10)}, source=("vigil.events", 0, 10, 14), on_written=done.set
-        )
+        await add_events(writer, 5, 10, on_written=done.set)
         writer.caught_up()
         await asyncio.wait_for(done.wait(), timeout=30)  # not the 10-minute linger
         assert count(ch_client, database) == 15
-        await writer.add({"events": rows(3, 15)}, source=("vigil.events", 0, 15, 17))
+        await add_events(writer, 3, 15)
         await asyncio.sleep(0.3)
         assert count(ch_client, database) == 15  # the next rows linger again
 
@@ -196,9 +193,7 @@ async def test_retries_until_clickhouse_is_back(
     )
     async with running(writer):
         done = asyncio.Event()
-        await writer.add(
-            {"events": rows(10)}, source=("vigil.events", 0, 0, 9), on_written=done.set
-        )
+        await add_events(writer, 10, on_written=done.set)
         await asyncio.wait_for(done.wait(), timeout=30)
         assert flaky.attempts == 4
         assert count(ch_client, database) == 10
@@ -225,10 +220,8 @@ async def test_full_buffer_applies_backpressure(
         retry_max_s=0.02,
     )
     async with running(writer):
-        await writer.add({"events": rows(50)}, source=("vigil.events", 0, 0, 49))
-        blocked = asyncio.create_task(
-            writer.add({"events": rows(10, 50)}, source=("vigil.events", 0, 50, 59))
-        )
+        await add_events(writer, 50)
+        blocked = asyncio.create_task(add_events(writer, 10, 50))
         await asyncio.sleep(0.3)
         assert not blocked.done()  # the stream waits instead of dropping
         flaky.failures = 0  # ClickHouse is back
@@ -251,7 +244,7 @@ async def test_stored_offsets_follow_the_rows(
     ch_client: Any, database: str, metrics: Metrics
 ) -> None:
     writer = ClickHouseWriter(ch_client, database, metrics)
-    await writer.add({"events": rows(30)}, source=("vigil.events", 0, 0, 29))
+    await add_events(writer, 30)
     await writer.flush()
     assert await writer.stored_offsets("vigil.events") == {0: 30}
     assert await writer.stored_offsets("other.topic") == {}
