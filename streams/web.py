@@ -36,22 +36,27 @@ def check_read_only(sql: str) -> str:
     return statement
 
 
+#: summary figure → the metric whose samples it totals
+STATS: dict[str, str] = {
+    "messages": "vigil_messages_consumed_total",
+    "events": "vigil_events_consumed_total",
+    "invalid": "vigil_events_invalid_total",
+    "dlq": "vigil_dlq_messages_total",
+    "rows_written": "vigil_sink_rows_written_total",
+    "alerts": "vigil_alerts_published_total",
+    "lag": "vigil_consumer_lag_messages",
+}
+
+
 def stats_snapshot(metrics: Metrics) -> dict[str, float]:
     """Totals for the live summary of `vigil up` (sums over bounded labels), from one
     pass over the registry."""
-    totals: dict[str, float] = {}
+    totals: dict[str, float] = dict.fromkeys(STATS.values(), 0.0)
     for metric in metrics.registry.collect():
         for sample in metric.samples:
-            totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
-    return {
-        "messages": totals.get("vigil_messages_consumed_total", 0.0),
-        "events": totals.get("vigil_events_consumed_total", 0.0),
-        "invalid": totals.get("vigil_events_invalid_total", 0.0),
-        "dlq": totals.get("vigil_dlq_messages_total", 0.0),
-        "rows_written": totals.get("vigil_sink_rows_written_total", 0.0),
-        "alerts": totals.get("vigil_alerts_published_total", 0.0),
-        "lag": totals.get("vigil_consumer_lag_messages", 0.0),
-    }
+            if sample.name in totals:
+                totals[sample.name] += sample.value
+    return {figure: totals[name] for figure, name in STATS.items()}
 
 
 def register_views(app: VigilApp, settings: Settings, metrics: Metrics) -> None:
