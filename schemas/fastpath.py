@@ -16,6 +16,7 @@ the same stored columns.
 
 from __future__ import annotations
 
+import operator
 import re
 import types
 import typing
@@ -114,7 +115,9 @@ def _struct_for(kind: str, model: type[Envelope]) -> type[FastEvent]:
         if name == "kind":
             continue  # the tag
         t = _fast_type(info.annotation, list(info.metadata), name)
-        if info.is_required():
+        if name == "event_id":  # absent: UNSET, and the ingestor derives one
+            optional.append((name, t | msgspec.UnsetType, msgspec.UNSET))
+        elif info.is_required():
             required.append((name, t))
         elif info.default_factory is not None:
             optional.append((name, t, msgspec.field(default_factory=info.default_factory)))  # type: ignore[arg-type]
@@ -149,7 +152,8 @@ _decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(
 
 def decode_fast(data: bytes) -> tuple[FastEvent, int] | None:
     """(event, ts in epoch ms) if ``data`` is one well-formed envelope the fast path
-    covers; ``None`` means "ask the pydantic path", never "invalid"."""
+    covers; ``None`` means "ask the pydantic path", never "invalid". An event that came
+    without ``event_id`` has it ``UNSET`` (see :func:`missing_ids`)."""
     try:
         event = _decoder.decode(data)
     except DECODE_ERRORS:
@@ -185,6 +189,18 @@ def decode_lines_fast(data: bytes) -> tuple[list[FastEvent], list[int]] | None:
     if None in stamps:
         return None
     return events, stamps
+
+
+def missing_ids(events: Sequence[FastEvent]) -> bool:
+    """Whether any event came without ``event_id`` (the ingestor derives those)."""
+    return msgspec.UNSET in map(_EVENT_ID, events)
+
+
+def with_event_id(event: FastEvent, event_id: str) -> FastEvent:
+    return msgspec.structs.replace(event, event_id=event_id)
+
+
+_EVENT_ID = operator.attrgetter("event_id")
 
 
 def group_by_type(events: Sequence[FastEvent]) -> dict[type[FastEvent], Sequence[int]]:

@@ -21,8 +21,6 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
-import orjson
-
 from schemas.events import UNAUTHENTICATED_TENANT
 
 
@@ -34,6 +32,10 @@ class NormalisationError(ValueError):
         self.reason = reason
 
 
+#: domain tag of derived event ids, so they can never equal another HMAC of the same key
+EVENT_ID_TAG = b"vigil.event_id\x00"
+
+
 class Pseudonymizer:
     """Keyed HMAC-SHA256 of identifiers, truncated to 128 bits (32 hex chars)."""
 
@@ -43,6 +45,18 @@ class Pseudonymizer:
 
     def _hash(self, value: str) -> str:
         return hmac.new(self._key, value.encode(), hashlib.sha256).hexdigest()[:32]
+
+    def hash_bytes(self, data: bytes) -> str:
+        """HMAC of arbitrary bytes (payloads: not cached, they may be large)."""
+        return hmac.new(self._key, data, hashlib.sha256).hexdigest()[:32]
+
+    def event_id(self, raw: bytes) -> str:
+        """The id of an event that arrived without one: keyed HMAC-SHA256 of the bytes of
+        its record (of its line, for NDJSON) without surrounding whitespace. The same
+        bytes get the same id -- a producer's retry, a replayed line -- and nothing about
+        the content can be learnt from it without the key."""
+        mac = hmac.new(self._key, EVENT_ID_TAG + raw.strip(), hashlib.sha256)
+        return mac.hexdigest()[:32]
 
     def ip(self, value: str) -> tuple[str, str | None]:
         """Return (hmac, network prefix); the prefix is None when ``value`` is no IP."""
@@ -65,16 +79,11 @@ def _pseudonymise_in_place(obj: dict[str, Any], pseudo: Pseudonymizer) -> None:
             obj["ip_hash"], obj["ip_prefix"] = pseudo.ip(str(raw_ip))
 
 
-def _derived_event_id(obj: dict[str, Any]) -> str:
-    digest = hashlib.blake2b(orjson.dumps(obj, option=orjson.OPT_SORT_KEYS), digest_size=16)
-    return digest.hexdigest()
-
-
 def _str_or_none(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
-def _log_to_envelope(log: dict[str, Any]) -> dict[str, Any]:
+def _log_to_envelope(log: dict[str, Any], derived_id: str) -> dict[str, Any]:
     category = str(log.get("category", "")).lower()
     event_type = str(log.get("event_type", "")).lower()
     subcategory = str(log.get("subcategory", "") or "").lower()
@@ -83,7 +92,7 @@ def _log_to_envelope(log: dict[str, Any]) -> dict[str, Any]:
         raise NormalisationError("schema_violation", "context: must be a JSON object")
 
     out: dict[str, Any] = {
-        "event_id": log.get("event_id") or _derived_event_id(log),
+        "event_id": log.get("event_id") or derived_id,
         "ts": log.get("timestamp"),
         "service": str(log.get("service") or log.get("channel") or "monolog"),
         "trace_id": _str_or_none(log.get("trace_id")),
@@ -171,14 +180,22 @@ def is_log_shape(obj: dict[str, Any]) -> bool:
 
 
 def normalise(
-    obj: dict[str, Any], pseudo: Pseudonymizer, kinds: frozenset[str], tenantless: frozenset[str]
+    obj: dict[str, Any],
+    pseudo: Pseudonymizer,
+    kinds: frozenset[str],
+    tenantless: frozenset[str],
+    derived_id: str,
 ) -> dict[str, Any]:
     """Return an envelope-shaped dict ready for validation, or raise NormalisationError.
 
     ``obj`` may be modified in place (it is a freshly decoded object owned by the caller).
+    ``derived_id`` (:meth:`Pseudonymizer.event_id` of the raw bytes) becomes the
+    ``event_id`` of an event that has none, in either shape.
     """
     if is_log_shape(obj):
-        obj = _log_to_envelope(obj)
+        obj = _log_to_envelope(obj, derived_id)
+    elif obj.get("event_id") is None:
+        obj["event_id"] = derived_id
     kind = obj.get("kind")
     if kind is None:
         raise NormalisationError(

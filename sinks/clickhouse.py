@@ -7,6 +7,11 @@
   source offset ranges it covers, so retrying the same block never double-inserts.
 * A failed INSERT is retried with exponential backoff; the buffer is bounded and
   :meth:`ClickHouseWriter.add` waits when it is full (the stream slows, nothing drops).
+* An error the server gives every time for the same rows (a value it cannot parse or
+  store: :data:`REJECTING_CODES`) is not retried: the block is halved until the rows it
+  refuses are alone; each is handed to the rejection handler (the pipeline dead-letters it
+  as ``storage_rejected``) and the rest is written, in order. A bad row never stalls the
+  partitions behind it.
 * Acknowledgements run only after every table of a flush is written, in the order the
   batches were added, so the consumer commits offsets behind what is stored.
 """
@@ -17,8 +22,9 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +38,44 @@ log = logging.getLogger(__name__)
 
 Columns = dict[str, list[Any]]
 Ack = Callable[[], None]
+#: (table, the refused row, why) -> dead_letters columns to record it (or None)
+RejectionHandler = Callable[[str, dict[str, Any], str], Awaitable[Columns | None]]
+
+#: ClickHouse error codes that mean "these rows, every time": parsing, types and ranges
+#: (CANNOT_PARSE_TEXT 6, CANNOT_PARSE_ESCAPE_SEQUENCE 25, CANNOT_PARSE_QUOTED_STRING 26,
+#: CANNOT_PARSE_INPUT_ASSERTION_FAILED 27, ATTEMPT_TO_READ_AFTER_EOF 32,
+#: CANNOT_READ_ALL_DATA 33, CANNOT_PARSE_DATE 38, CANNOT_PARSE_DATETIME 41,
+#: TYPE_MISMATCH 53, ARGUMENT_OUT_OF_BOUND 69, CANNOT_CONVERT_TYPE 70,
+#: CANNOT_PARSE_NUMBER 72, INCORRECT_DATA 117, CANNOT_READ_ARRAY_FROM_TEXT 130,
+#: TOO_LARGE_STRING_SIZE 131, SIZES_OF_ARRAYS_DONT_MATCH 190,
+#: VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE 321, CANNOT_INSERT_NULL_IN_ORDINARY_COLUMN 349).
+#: Everything else -- network, timeouts, TOO_MANY_PARTS, memory, a missing table -- is
+#: retried: it is about the server, not the rows.
+REJECTING_CODES = frozenset(
+    {6, 25, 26, 27, 32, 33, 38, 41, 53, 69, 70, 72, 117, 130, 131, 190, 321, 349}
+)
+_CODE = re.compile(r"Code: (\d+)")
+_CODE_NAME = re.compile(r"\(([A-Z][A-Z_]+)\)")
+
+
+class RowsRejected(Exception):
+    """The server refuses these rows whatever the attempt (see :data:`REJECTING_CODES`)."""
+
+
+def error_code(exc: BaseException) -> int | None:
+    code = getattr(exc, "code", None)
+    if isinstance(code, int):
+        return code
+    match = _CODE.search(str(exc))
+    return int(match.group(1)) if match else None
+
+
+def describe(exc: BaseException) -> str:
+    """``code NNN NAME`` of a server error, without the data it quotes."""
+    code = error_code(exc)
+    names = _CODE_NAME.findall(str(exc))
+    name = names[-1] if names else type(exc).__name__
+    return f"code {code} {name}" if code is not None else name
 
 
 def connect(url: str, database: str) -> Any:
@@ -67,6 +111,21 @@ class _TableBuffer:
     rows: int = 0
     # (topic, partition) -> [first offset, last offset] covered by these rows
     ranges: dict[tuple[str, int], list[int]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, columns: Columns) -> _TableBuffer:
+        """Rows identified by their content (a part of a split block, a dead letter)."""
+        return cls(columns, len(next(iter(columns.values()))) if columns else 0)
+
+    def halves(self) -> tuple[_TableBuffer, _TableBuffer]:
+        middle = self.rows // 2
+        return (
+            _TableBuffer.of({n: v[:middle] for n, v in self.columns.items()}),
+            _TableBuffer.of({n: v[middle:] for n, v in self.columns.items()}),
+        )
+
+    def row(self) -> dict[str, Any]:
+        return {name: values[0] for name, values in self.columns.items()}
 
     def extend(self, cols: Columns, source: tuple[str, int, int, int] | None) -> None:
         n = len(next(iter(cols.values()))) if cols else 0
@@ -143,12 +202,17 @@ class ClickHouseWriter:
         self._space = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._on_rejected: RejectionHandler | None = None
         # The engine is driven from one worker thread at a time (chDB is in-process).
         self.engine_lock = asyncio.Lock()
 
     @property
     def client(self) -> Any:
         return self._client
+
+    def on_rejected(self, handler: RejectionHandler) -> None:
+        """Where rows the server refuses go (the pipeline dead-letters them)."""
+        self._on_rejected = handler
 
     @property
     def buffered_rows(self) -> int:
@@ -242,12 +306,43 @@ class ClickHouseWriter:
             acks, self._acks = self._acks, []
             self._flush_now = False
             for table, buf in buffers.items():
-                await self._insert_with_retry(table, buf)
+                await self._write(table, buf)
                 self._metrics.sink_rows_buffered.labels(table=table).set(0)
             for ack in acks:
                 ack()
         async with self._space:
             self._space.notify_all()
+
+    async def _write(self, table: str, buf: _TableBuffer) -> None:
+        """Insert ``buf``; rows the server refuses are isolated by halving, in order."""
+        try:
+            await self._insert_with_retry(table, buf)
+        except RowsRejected as exc:
+            if buf.rows <= 1:
+                await self._reject(table, buf, str(exc))
+                return
+            log.warning(
+                "ClickHouse refused a block of %d rows for %s.%s (%s); isolating the rows",
+                buf.rows,
+                self._db,
+                table,
+                exc,
+            )
+            for half in buf.halves():
+                await self._write(table, half)
+
+    async def _reject(self, table: str, buf: _TableBuffer, why: str) -> None:
+        self._metrics.sink_rows_rejected.labels(table=table).inc(buf.rows)
+        log.error("ClickHouse refused a row of %s.%s (%s); dead-lettering it", self._db, table, why)
+        if self._on_rejected is None or table == "dead_letters" or not buf.rows:
+            return
+        try:
+            dead = await self._on_rejected(table, buf.row(), why)
+        except Exception:
+            log.exception("dead-lettering a row refused by ClickHouse failed")
+            return
+        if dead:  # recorded before the rows after it are written (offset order)
+            await self._write("dead_letters", _TableBuffer.of(dead))
 
     async def _insert_with_retry(self, table: str, buf: _TableBuffer) -> None:
         # Columns whose every value is the type's default ('' / 0 / NULL) are left out:
@@ -256,7 +351,10 @@ class ClickHouseWriter:
         # in C++, outside the GIL -- 10x less Python time per row than the Native encoder.
         sent = {n: v for n, v in buf.columns.items() if not is_all_default(v)}
         names = list(sent)
-        block = orjson.dumps(sent)
+        try:
+            block = orjson.dumps(sent)
+        except TypeError as exc:  # a value JSON cannot carry (an integer beyond 64 bits)
+            raise RowsRejected(f"not encodable: {exc}") from exc
         token = buf.token(table, block)
         delay = self._retry_initial_s
         attempt = 0
@@ -277,6 +375,8 @@ class ClickHouseWriter:
                         },
                     )
             except Exception as exc:
+                if error_code(exc) in REJECTING_CODES:
+                    raise RowsRejected(describe(exc)) from exc
                 self._metrics.sink_insert_failures.labels(table=table).inc()
                 log.warning(
                     "insert into %s.%s failed (attempt %d, %d rows): %s; retrying in %.1fs",

@@ -8,7 +8,6 @@ Times are event times passed in by the detector, so a replay produces the same a
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -18,9 +17,7 @@ import orjson
 from schemas.alerts import Alert, AlertData, Annotations, Severity, Status, alert_fingerprint
 from sinks.clickhouse import ClickHouseWriter
 from streams.metrics import Metrics
-
-#: send(topic, key, value, headers) -> awaitable delivery (the producer, or a test double)
-Send = Callable[[str, bytes | None, bytes, list[tuple[str, bytes]]], Awaitable[Awaitable[Any]]]
+from streams.publish import Message, Publisher, Send
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,13 +45,16 @@ class AlertPublisher:
     def __init__(
         self,
         writer: ClickHouseWriter | None,
-        send: Send,
+        send: Send | Publisher,
         topic: str,
         metrics: Metrics,
         dedup_window_s: float,
     ) -> None:
+        """``send`` is the producer's send (wrapped in a :class:`Publisher` with default
+        retries) or a configured :class:`Publisher`: an alert is retried with backoff
+        until the broker has it; publishing never raises into the detector."""
         self._writer = writer
-        self._send = send
+        self._publisher = send if isinstance(send, Publisher) else Publisher(send, metrics)
         self._topic = topic
         self._metrics = metrics
         self._window_s = dedup_window_s
@@ -144,8 +144,8 @@ class AlertPublisher:
 
     async def _publish(self, alert: Alert) -> None:
         data = alert.data
-        delivery = await self._send(self._topic, data.fingerprint.encode(), alert.to_json(), [])
-        await delivery
+        message = Message(self._topic, data.fingerprint.encode(), alert.to_json(), [])
+        await self._publisher.publish("alerts", [message])
         self._metrics.alerts_published.labels(severity=data.severity, status=data.status).inc()
         if self._writer is not None:
             # buffered with the other rows: an alert storm (a PII incident across many

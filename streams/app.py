@@ -24,13 +24,17 @@ from schemas.normalize import Pseudonymizer
 from sinks.clickhouse import ClickHouseWriter, connect
 from sinks.migrate import migrate
 from streams.alerting import AlertPublisher
+from streams.dlq import DeadLetters
 from streams.gate import CommitGate
+from streams.health import DetectorHealth
 from streams.ingest import Ingestor
 from streams.latency import LatencyDetector
+from streams.limits import JsonLimits
 from streams.metrics import Metrics
 from streams.pii.guard import PiiAlerts, PiiGuard
 from streams.pii.scanner import Scanner
 from streams.pipeline import IngestPipeline
+from streams.publish import Publisher
 from streams.settings import Settings
 from streams.sketch import gamma_for
 from streams.slo import load_rules
@@ -55,6 +59,7 @@ class Runtime:
         self.rules = load_rules(settings.rules_file)  # a bad file fails at start
         self.latency: LatencyDetector | None = None
         self.pii_alerts: PiiAlerts | None = None
+        self.health = DetectorHealth(metrics, settings.detector_failure_threshold)
 
     async def open(self, app: VigilApp) -> None:
         s = self.settings
@@ -83,9 +88,16 @@ class Runtime:
             s.max_message_bytes,
             int(s.max_future_skew_s * 1000),
             retention_ms=s.retention_days * 86_400_000,
+            limits=JsonLimits(s.max_json_depth, s.max_json_items),
+        )
+        publisher = Publisher(
+            app.send_raw,
+            self.metrics,
+            retry_initial_s=s.publish_retry_initial_s,
+            retry_max_s=s.publish_retry_max_s,
         )
         self.alerts = AlertPublisher(
-            self.writer, app.send_raw, s.alerts_topic, self.metrics, s.alert_dedup_window_s
+            self.writer, publisher, s.alerts_topic, self.metrics, s.alert_dedup_window_s
         )
         gate = CommitGate()
         self.latency = LatencyDetector(
@@ -105,18 +117,26 @@ class Runtime:
             self.pii_alerts = PiiAlerts(
                 self.alerts, self.rules.pii.quiet_period_s, s.clickhouse_database
             )
+        dead_letters = DeadLetters(
+            publisher,
+            s.dlq_topic,
+            self.pseudonymizer,
+            self.metrics,
+            s.dlq_max_payload_bytes,
+            redact=guard.redact_payload if guard is not None else None,
+        )
         self.pipeline = IngestPipeline(
             ingestor,
             self.writer,
-            app.send_raw,
-            s.dlq_topic,
+            dead_letters,
             self.metrics,
-            self.pseudonymizer,
             detectors=[self.latency],
             gate=gate,
             guard=guard,
             pii_alerts=self.pii_alerts,
+            health=self.health,
         )
+        self.writer.on_rejected(self.pipeline.storage_rejected)
         writer = self.writer
         app.consumer_hooks = ConsumerHooks(
             stored_offsets=writer.stored_offsets,
@@ -125,14 +145,18 @@ class Runtime:
         self.ready.set()
 
     async def tick(self) -> None:
-        """Close the windows the watermarks have passed (the window timer)."""
+        """Close the windows the watermarks have passed (the window timer). A detector
+        whose tick raises is counted like a failed batch and tried again next tick."""
         if self.latency is not None:
             try:
                 await self.latency.tick()
-            except Exception:
-                log.exception("closing latency windows failed; retrying at the next tick")
+            except Exception as exc:
+                self.health.failed(self.latency.name, exc, "the window tick")
         if self.pii_alerts is not None:
-            await self.pii_alerts.tick()
+            try:
+                await self.pii_alerts.tick()
+            except Exception as exc:
+                self.health.failed("pii", exc, "the quiet-period tick")
 
     async def close(self) -> None:
         if self.latency is not None:

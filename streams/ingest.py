@@ -8,6 +8,7 @@ and its provenance; the good lines of the same message proceed.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -24,9 +25,17 @@ from schemas.fastpath import (
     decode_lines_fast,
     from_model,
     group_by_type,
+    missing_ids,
+    with_event_id,
 )
 from schemas.normalize import NormalisationError, Pseudonymizer, normalise
 from schemas.rows import Provenance, event_columns
+from streams.limits import JsonLimits
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_DEPTH = 64
+DEFAULT_MAX_ITEMS = 10_000
 
 #: The DLQ error classes (header ``vigil.error.class``); a bounded metric label too.
 REASONS: tuple[str, ...] = (
@@ -39,7 +48,10 @@ REASONS: tuple[str, ...] = (
     "bad_timestamp",
     "future_timestamp",
     "expired_timestamp",
+    "too_deep",
+    "too_many_items",
     "processing_error",
+    "storage_rejected",
 )
 
 
@@ -97,15 +109,40 @@ class IngestResult:
     def since(self, offset: int) -> IngestResult:
         """Only what came from records at ``offset`` or later (the rest is stored)."""
         keep = [i for i, o in enumerate(self.offsets) if o >= offset]
+        return self.subset(keep, [r for r in self.rejections if r.source.offset >= offset])
+
+    def subset(
+        self, positions: Sequence[int], rejections: list[Rejection] | None = None
+    ) -> IngestResult:
+        """The events at ``positions`` (in that order), with ``rejections`` (none by
+        default)."""
         return IngestResult(
             self.topic,
-            [self.events[i] for i in keep],
-            [self.ts_ms[i] for i in keep],
-            [self.partitions[i] for i in keep],
-            [self.offsets[i] for i in keep],
-            [self.lines[i] for i in keep],
-            [r for r in self.rejections if r.source.offset >= offset],
+            [self.events[i] for i in positions],
+            [self.ts_ms[i] for i in positions],
+            [self.partitions[i] for i in positions],
+            [self.offsets[i] for i in positions],
+            [self.lines[i] for i in positions],
+            rejections if rejections is not None else [],
         )
+
+    def without(self, positions: Sequence[int], rejections: Sequence[Rejection]) -> IngestResult:
+        """This batch minus the events at ``positions``, plus ``rejections`` (for them)."""
+        gone = set(positions)
+        keep = [i for i in range(len(self.events)) if i not in gone]
+        return self.subset(keep, [*self.rejections, *rejections])
+
+    def mark(self) -> tuple[int, int]:
+        """How many events and rejections there are now (see :meth:`rollback`)."""
+        return len(self.events), len(self.rejections)
+
+    def rollback(self, mark: tuple[int, int]) -> None:
+        """Forget what was added since ``mark`` (a record whose decoding failed)."""
+        n, r = mark
+        for column in (self.events, self.ts_ms, self.partitions, self.offsets, self.lines):
+            del column[n:]
+        del self.rejections[r:]
+        self._by_type = None
 
     def columns(self) -> dict[str, list[Any]]:
         """The valid events as ``vigil.events`` columns."""
@@ -140,7 +177,10 @@ class Ingestor:
 
     Each message (or NDJSON line) first tries the msgspec fast path; what it does not
     take -- log-shaped events, lax input, anything invalid -- is decided by generic JSON +
-    the normaliser + pydantic, which name the problem."""
+    the normaliser + pydantic, which name the problem. Before anything decodes a record,
+    its size and shape (:class:`streams.limits.JsonLimits`) are checked. Each record is
+    decoded in isolation: if decoding it raises anyway, only that record (or NDJSON line)
+    is rejected, as ``processing_error`` naming the stage and the exception class."""
 
     def __init__(
         self,
@@ -148,91 +188,163 @@ class Ingestor:
         max_message_bytes: int,
         max_future_skew_ms: int,
         retention_ms: int | None = None,
+        limits: JsonLimits | None = None,
+        *,
+        fast_path: bool = True,
     ) -> None:
+        self._fast = fast_path  # off: the contract path decides everything (tests, bench)
         self._pseudo = pseudonymizer
         self._max_bytes = max_message_bytes
         self._max_skew_ms = max_future_skew_ms
         self._retention_ms = retention_ms
+        self._limits = limits or JsonLimits(DEFAULT_MAX_DEPTH, DEFAULT_MAX_ITEMS)
 
     def decode_batch(self, records: Sequence[SourceRecord], now_ms: int) -> IngestResult:
         result = IngestResult(topic=records[0].topic if records else "")
         horizon_ms = now_ms + self._max_skew_ms
         oldest_ms = now_ms - self._retention_ms if self._retention_ms is not None else MIN_TS_MS
         window = (max(oldest_ms, MIN_TS_MS), horizon_ms)
-        reject = result.rejections.append
         for rec in records:
-            value = rec.value or b""
-            if len(value) > self._max_bytes:
-                message = (
-                    f"message is {len(value)} bytes, above VIGIL_MAX_MESSAGE_BYTES="
-                    f"{self._max_bytes}"
+            mark = result.mark()
+            try:
+                self._decode_record(rec, window, result)
+            except Exception as exc:  # a decoder bug must cost this record alone
+                result.rollback(mark)
+                log.exception(
+                    "decoding %s[%d]@%d raised; dead-lettering the record",
+                    rec.topic,
+                    rec.partition,
+                    rec.offset,
                 )
-                reject(Rejection("too_large", message, value, provenance(rec, 0)))
-                continue
-            if self._take_fast(value, rec, 0, window, result):
-                continue
-            if b"\n" in value.strip() and self._take_fast_lines(value, rec, window, result):
-                continue
+                self._reject(
+                    result,
+                    "processing_error",
+                    f"decode: {type(exc).__name__} while decoding the record",
+                    rec.value or b"",
+                    rec,
+                    0,
+                )
+        return result
+
+    def _decode_record(
+        self, rec: SourceRecord, window: tuple[int, int], result: IngestResult
+    ) -> None:
+        value = rec.value or b""
+        if len(value) > self._max_bytes:
+            message = (
+                f"message is {len(value)} bytes, above VIGIL_MAX_MESSAGE_BYTES={self._max_bytes}"
+            )
+            self._reject(result, "too_large", message, value, rec, 0)
+            return
+        if b"\n" not in value.strip():
+            self._decode_line(value, 0, rec, window, result)
+            return
+        if self._limits.fits_lines(value) and self._take_fast_lines(value, rec, window, result):
+            return
+        if _first_line_is_json(value):
+            self._decode_ndjson(value, rec, window, result)
+            return
+        # one document over several lines (pretty-printed), or NDJSON whose first line is bad
+        if self._limits.fits_document(value) or self._limits.problem(value) is None:
             try:
                 obj = _decode_json(value)
-            except DECODE_ERRORS as exc:
-                if b"\n" in value.strip():
-                    self._decode_ndjson(value, rec, window, result)
-                else:
-                    reject(
-                        Rejection("not_json", f"not valid JSON: {exc}", value, provenance(rec, 0))
-                    )
-                continue
-            self._accept(obj, value, rec, 0, window, result)
-        return result
+            except DECODE_ERRORS:
+                pass
+            else:
+                self._accept(obj, value, rec, 0, window, result)
+                return
+        self._decode_ndjson(value, rec, window, result)
 
     def _decode_ndjson(
         self, value: bytes, rec: SourceRecord, window: tuple[int, int], result: IngestResult
     ) -> None:
         for number, line in enumerate(value.split(b"\n"), start=1):
-            if not line.strip() or self._take_fast(line, rec, number, window, result):
+            if not line.strip():
                 continue
+            mark = result.mark()
             try:
-                obj = _decode_json(line)
-            except DECODE_ERRORS as exc:
-                result.rejections.append(
-                    Rejection(
-                        "not_json",
-                        f"line {number}: not valid JSON: {exc}",
-                        line,
-                        provenance(rec, number),
-                    )
+                self._decode_line(line, number, rec, window, result)
+            except Exception as exc:  # this line alone
+                result.rollback(mark)
+                log.exception(
+                    "decoding %s[%d]@%d line %d raised; dead-lettering the line",
+                    rec.topic,
+                    rec.partition,
+                    rec.offset,
+                    number,
                 )
-                continue
-            self._accept(obj, line, rec, number, window, result)
+                self._reject(
+                    result,
+                    "processing_error",
+                    f"decode: {type(exc).__name__} while decoding the line",
+                    line,
+                    rec,
+                    number,
+                )
 
-    @staticmethod
+    def _decode_line(
+        self,
+        line: bytes,
+        number: int,
+        rec: SourceRecord,
+        window: tuple[int, int],
+        result: IngestResult,
+    ) -> None:
+        if not self._limits.fits_document(line):
+            problem = self._limits.problem(line)
+            if problem is not None:
+                self._reject(result, *problem, line, rec, number)
+                return
+        if self._take_fast(line, rec, number, window, result):
+            return
+        try:
+            obj = _decode_json(line)
+        except DECODE_ERRORS as exc:
+            self._reject(result, "not_json", f"not valid JSON: {exc}", line, rec, number)
+            return
+        self._accept(obj, line, rec, number, window, result)
+
     def _take_fast(
-        data: bytes, rec: SourceRecord, line: int, window: tuple[int, int], result: IngestResult
+        self,
+        data: bytes,
+        rec: SourceRecord,
+        line: int,
+        window: tuple[int, int],
+        result: IngestResult,
     ) -> bool:
         """Accept ``data`` if the fast path covers it and its time is in ``window``."""
-        fast = decode_fast(data)
+        fast = decode_fast(data) if self._fast else None
         if fast is None or not window[0] <= fast[1] <= window[1]:
             return False
-        result.events.append(fast[0])
+        event = fast[0]
+        if event.event_id is msgspec.UNSET:  # type: ignore[attr-defined]
+            event = with_event_id(event, self._pseudo.event_id(data))
+        result.events.append(event)
         result.ts_ms.append(fast[1])
         result.partitions.append(rec.partition)
         result.offsets.append(rec.offset)
         result.lines.append(line)
         return True
 
-    @staticmethod
     def _take_fast_lines(
-        data: bytes, rec: SourceRecord, window: tuple[int, int], result: IngestResult
+        self, data: bytes, rec: SourceRecord, window: tuple[int, int], result: IngestResult
     ) -> bool:
         """Accept the whole NDJSON message ``data`` if every line is fast-path material
         with its time in ``window`` (one msgspec call for all lines)."""
-        fast = decode_lines_fast(data)
+        fast = decode_lines_fast(data) if self._fast else None
         if fast is None:
             return False
         events, stamps = fast
         if not window[0] <= min(stamps) <= max(stamps) <= window[1]:
             return False
+        if missing_ids(events):
+            raw = data.split(b"\n")  # no blank lines here: event i is line i + 1
+            events = [
+                with_event_id(e, self._pseudo.event_id(raw[i]))
+                if e.event_id is msgspec.UNSET  # type: ignore[attr-defined]
+                else e
+                for i, e in enumerate(events)
+            ]
         n = len(events)
         result.events.extend(events)
         result.ts_ms.extend(stamps)
@@ -263,13 +375,15 @@ class Ingestor:
             return
         if (
             "kind" not in obj
+            or obj.get("event_id") is None
             or "user_id" in obj
             or "ip" in obj
             or "ip_address" in obj
             or (not obj.get("tenant_id"))
         ):
             try:
-                obj = normalise(obj, self._pseudo, KINDS, TENANTLESS_KINDS)
+                derived = self._pseudo.event_id(raw)
+                obj = normalise(obj, self._pseudo, KINDS, TENANTLESS_KINDS, derived)
             except NormalisationError as exc:
                 self._reject(result, exc.reason, str(exc), raw, rec, line)
                 return
@@ -313,6 +427,19 @@ class Ingestor:
     ) -> None:
         where = f"line {line}: " if line else ""
         result.rejections.append(Rejection(reason, where + message, raw, provenance(rec, line)))
+
+
+def _first_line_is_json(value: bytes) -> bool:
+    """Whether the first non-blank line of ``value`` is a JSON document on its own (NDJSON)
+    rather than the start of one document spread over lines."""
+    for line in value.split(b"\n", 8):
+        if line.strip():
+            try:
+                _decode_json(line)
+            except (*DECODE_ERRORS, RecursionError):
+                return False
+            return True
+    return False
 
 
 #: Generic JSON decoding for the contract path: the same parser as the fast path, so both

@@ -156,6 +156,8 @@ class _Partition:
 class LatencyDetector:
     """See the module docstring. ``clock_ms`` is the wall clock (idle partitions)."""
 
+    name = "latency"
+
     def __init__(
         self,
         config: SloConfig,

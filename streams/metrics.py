@@ -39,6 +39,25 @@ class Metrics:
             "Messages published to the dead-letter topic.",
             registry=registry,
         )
+        self.stage_errors = Counter(
+            "vigil_stage_errors_total",
+            "Records isolated and dead-lettered because a processing stage raised on them "
+            "(decode, pii_guard, columns).",
+            ["stage"],
+            registry=registry,
+        )
+        self.detector_errors = Counter(
+            "vigil_detector_errors_total",
+            "Batches (or window ticks) a detector raised on; the events were stored anyway.",
+            ["detector"],
+            registry=registry,
+        )
+        self.publish_retries = Counter(
+            "vigil_publish_retries_total",
+            "Records whose publication failed and was retried, by purpose (dlq, alerts).",
+            ["purpose"],
+            registry=registry,
+        )
         self.replay_skipped = Counter(
             "vigil_replay_skipped_messages_total",
             "Messages re-read after a restart whose results ClickHouse already held.",
@@ -59,6 +78,12 @@ class Metrics:
         self.sink_insert_failures = Counter(
             "vigil_sink_insert_failures_total",
             "Failed ClickHouse INSERT attempts (each is retried), by table.",
+            ["table"],
+            registry=registry,
+        )
+        self.sink_rows_rejected = Counter(
+            "vigil_sink_rows_rejected_total",
+            "Rows ClickHouse refused deterministically, isolated and dead-lettered, by table.",
             ["table"],
             registry=registry,
         )

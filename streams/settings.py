@@ -66,10 +66,26 @@ class Settings(BaseSettings):
 
     # Ingest
     max_message_bytes: int = Field(default=1_048_576, ge=1024)
+    # Limits on one JSON document (a message, or one NDJSON line): nesting depth and the
+    # number of members + elements it holds. Above them the record is dead-lettered
+    # (``too_deep`` / ``too_many_items``) before anything decodes it.
+    max_json_depth: int = Field(default=64, ge=2, le=512)
+    max_json_items: int = Field(default=10_000, ge=16)
     max_future_skew_s: float = Field(default=3600.0, ge=0)
     hash_key: SecretStr | None = None
     pii_scan: bool = True  # off: analytics properties are not stored at all
     pii_engine: Literal["hyperscan", "re2", "re"] = "hyperscan"
+
+    # Dead letters and publishing. A dead letter's payload is redacted, then cut to this
+    # many bytes (header ``vigil.payload.truncated``); the embedded broker does not report
+    # its message limit, so this setting is the authority and stays well under Kafka's
+    # default 1 MiB. Publishing (dead letters, alerts) is retried with backoff while the
+    # stream waits; it never crashes the worker.
+    dlq_max_payload_bytes: int = Field(default=262_144, ge=1024, le=900_000)
+    publish_retry_initial_s: float = Field(default=0.2, gt=0)
+    publish_retry_max_s: float = Field(default=30.0, gt=0)
+    # A detector failing this many batches in a row is reported on /healthz (degraded).
+    detector_failure_threshold: int = Field(default=3, ge=1)
 
     # Alerts, windows, rules
     alert_dedup_window_s: float = Field(default=300.0, ge=0)

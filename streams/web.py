@@ -68,8 +68,12 @@ def register_views(app: VigilApp, settings: Settings, metrics: Metrics) -> None:
 
     @app.page("/healthz")  # type: ignore[untyped-decorator]
     async def health_view(web: Any, request: Any) -> Any:
+        """200 once ready. A detector that keeps failing makes the status ``degraded``
+        (still 200: ingest and storage go on, and a restart would not fix it)."""
         ready = app.runtime.ready.is_set()
-        return web.json({"ready": ready}, status=200 if ready else 503)
+        return web.json(
+            {"ready": ready, **app.runtime.health.report()}, status=200 if ready else 503
+        )
 
     @app.page("/stats")  # type: ignore[untyped-decorator]
     async def stats_view(web: Any, request: Any) -> Any:

@@ -74,8 +74,21 @@ class PiiGuard:
         self._policy: Callable[[str], Policy] = config.policy
 
     def apply(self, result: IngestResult) -> list[Detected]:
-        """Scan ``result`` in two engine passes, replace affected events by redacted
-        copies (in place) and return the findings."""
+        """Scan ``result``, replace affected events by redacted copies (in place) and
+        return the findings."""
+        redacted, detected = self.scan(result)
+        for i, event in redacted.items():
+            result.events[i] = event
+        self.count(detected)
+        return detected
+
+    def count(self, detected: Sequence[Detected]) -> None:
+        for d in detected:
+            self._metrics.pii_findings.labels(entity=d.finding.entity).inc()
+
+    def scan(self, result: IngestResult) -> tuple[dict[int, FastEvent], list[Detected]]:
+        """Scan ``result`` in two engine passes; return the redacted copies of the events
+        holding PII (by position) and the findings. ``result`` is left as it is."""
         events = result.events
         documents: list[tuple[Any, str]] = []
         doc_owner: list[int] = []
@@ -119,13 +132,13 @@ class PiiGuard:
                     changes.setdefault(i, {})[name] = redacted
                     found.setdefault(i, []).extend(findings)
         detected: list[Detected] = []
+        copies: dict[int, FastEvent] = {}
         for i, fields in sorted(changes.items()):
             original: Any = events[i]
-            events[i] = msgspec.structs.replace(original, **fields)
+            copies[i] = msgspec.structs.replace(original, **fields)
             analytics = type(original) is ANALYTICS
             name = original.event_name if analytics else original.kind
             for f in found[i]:
-                self._metrics.pii_findings.labels(entity=f.entity).inc()
                 detected.append(
                     Detected(
                         f,
@@ -139,7 +152,7 @@ class PiiGuard:
                         result.lines[i],
                     )
                 )
-        return detected
+        return copies, detected
 
     def redact_payload(self, value: bytes) -> tuple[bytes, list[str]]:
         """A dead-lettered payload with its PII replaced, and the entities found; the

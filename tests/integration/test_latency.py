@@ -21,11 +21,13 @@ from schemas.alerts import Alert
 from schemas.normalize import Pseudonymizer
 from sinks.clickhouse import ClickHouseWriter
 from streams.alerting import AlertPublisher
+from streams.dlq import DeadLetters
 from streams.gate import CommitGate
 from streams.ingest import Ingestor
 from streams.latency import LatencyDetector
 from streams.metrics import Metrics
 from streams.pipeline import IngestPipeline
+from streams.publish import Publisher
 from streams.sketch import Sketch, bucket_indices, gamma_for
 from streams.slo import load_rules
 from streams.transport import SourceBatch
@@ -101,13 +103,14 @@ class Harness:
             clock_ms=lambda: self.wall_ms,
         )
         pseudo = Pseudonymizer(b"k")
+        dead_letters = DeadLetters(
+            Publisher(self.recorder.send, metrics), "vigil.events.dlq", pseudo, metrics, 1 << 18
+        )
         self.pipeline = IngestPipeline(
             Ingestor(pseudo, 1 << 20, 60_000),
             self.writer,
-            self.recorder.send,
-            "vigil.events.dlq",
+            dead_letters,
             metrics,
-            pseudo,
             [self.detector],
             clock_ms=lambda: NOW_MS,
             gate=self.gate,

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from schemas.normalize import Pseudonymizer
 from streams.ingest import REASONS, Ingestor
+from streams.limits import JsonLimits
 
 NOW_MS = 1_767_323_045_678  # 2026-01-02T03:04:05.678Z
 
@@ -163,3 +164,110 @@ def test_events_older_than_retention_are_rejected_not_lost(pseudo: Pseudonymizer
     assert [r.reason for r in result.rejections] == ["expired_timestamp"]
     assert "VIGIL_RETENTION_DAYS" in result.rejections[0].message
     assert len(result.events) == 1
+
+
+DEEP_ARRAY = b"[" * 5000 + b"]" * 5000
+DEEP_OBJECT = b'{"a":' * 3000 + b"1" + b"}" * 3000
+
+
+@pytest.mark.parametrize(
+    ("value", "reason", "says"),
+    [
+        (b"[" * 5000, "too_deep", "depth 5000 is above VIGIL_MAX_JSON_DEPTH=64"),
+        (DEEP_ARRAY, "too_deep", "depth 5000"),
+        (DEEP_OBJECT, "too_deep", "depth 3000"),
+        (
+            orjson.dumps(good(properties={"a": list(range(20_000))})),
+            "too_many_items",
+            "20011 members",
+        ),
+    ],
+)
+def test_documents_beyond_the_shape_limits_are_rejected_alone(
+    pseudo: Pseudonymizer, value: bytes, reason: str, says: str
+) -> None:
+    ingestor = Ingestor(pseudo, 1 << 22, 60_000)
+    neighbours = [Rec(orjson.dumps(good(i)), offset=i) for i in (1, 3)]
+    records = [neighbours[0], Rec(value, offset=2), neighbours[1]]
+    result = ingestor.decode_batch(records, NOW_MS)
+    assert [e.event_id for e in result.events] == ["e1", "e3"]
+    [rejection] = result.rejections
+    assert (rejection.reason, rejection.source.offset) == (reason, 2)
+    assert says in rejection.message
+
+
+def test_the_limits_hold_exactly_at_the_boundary(pseudo: Pseudonymizer) -> None:
+    ingestor = Ingestor(pseudo, 1 << 20, 60_000, limits=JsonLimits(max_depth=4, max_items=16))
+
+    def nested(depth: int) -> bytes:  # the envelope is level 1, properties level 2
+        inner: object = 1
+        for _ in range(depth - 2):
+            inner = [inner]
+        return orjson.dumps(good(kind="analytics", event_name="x", properties={"p": inner}))
+
+    result = ingestor.decode_batch([Rec(nested(4)), Rec(nested(5), offset=1)], NOW_MS)
+    assert len(result.events) == 1
+    assert [(r.reason, r.source.offset) for r in result.rejections] == [("too_deep", 1)]
+
+
+def test_ndjson_lines_beyond_the_limits_cost_only_themselves(ingestor: Ingestor) -> None:
+    lines = [orjson.dumps(good(i)) for i in range(80)]  # 80 objects: over the depth bound
+    lines[40] = b"[" * 100 + b"]" * 100
+    result = Ingestor(Pseudonymizer(b"k"), 1 << 20, 60_000).decode_batch(
+        [Rec(b"\n".join(lines))], NOW_MS
+    )
+    assert len(result.events) == 79
+    [rejection] = result.rejections
+    assert (rejection.reason, rejection.source.line) == ("too_deep", 41)
+    assert rejection.value == lines[40]
+
+
+def test_a_decoder_failure_costs_only_its_record(pseudo: Pseudonymizer) -> None:
+    """With the depth limit lifted, msgspec itself gives up on 1,500 levels (RecursionError):
+    the record is a processing_error naming the stage, its neighbours are stored."""
+    lifted = Ingestor(pseudo, 1 << 20, 60_000, limits=JsonLimits(10**6, 10**7))
+    deep = b"[" * 1500 + b"]" * 1500
+    records = [Rec(orjson.dumps(good(0))), Rec(deep, offset=1), Rec(orjson.dumps(good(2)), 2)]
+    ndjson = Rec(b"\n".join([orjson.dumps(good(3)), deep, orjson.dumps(good(4))]), offset=3)
+    result = lifted.decode_batch([*records, ndjson], NOW_MS)
+    assert [e.event_id for e in result.events] == ["e0", "e2", "e3", "e4"]
+    assert [(r.reason, r.source.offset, r.source.line) for r in result.rejections] == [
+        ("processing_error", 1, 0),
+        ("processing_error", 3, 2),
+    ]
+    assert all("decode: RecursionError" in r.message for r in result.rejections)
+
+
+def test_events_without_an_id_get_a_keyed_id_of_their_bytes(pseudo: Pseudonymizer) -> None:
+    ingestor = Ingestor(pseudo, 4096, 60_000)
+    no_id = {k: v for k, v in good().items() if k != "event_id"}
+    single = orjson.dumps(no_id)
+    line_a, line_b = orjson.dumps({**no_id, "status": 201}), orjson.dumps({**no_id, "status": 202})
+    log_line = orjson.dumps(
+        {
+            "timestamp": "2026-01-02T03:04:00Z",
+            "category": "security",
+            "event_type": "access_denied",
+            "context": {"company_id": "acme", "user_id": 7},
+        }
+    )
+    records = [
+        Rec(single),
+        Rec(single, offset=1),  # a producer's retry: the same bytes
+        Rec(line_a + b"\n" + line_b + b"\n", offset=2),
+        Rec(line_a + b"\r\n" + log_line, offset=3),  # the contract path (log shape)
+    ]
+    result = ingestor.decode_batch(records, NOW_MS)
+    ids = [e.event_id for e in result.events]
+    assert ids == [
+        pseudo.event_id(single),
+        pseudo.event_id(single),
+        pseudo.event_id(line_a),
+        pseudo.event_id(line_b),
+        pseudo.event_id(line_a),
+        pseudo.event_id(log_line),
+    ]
+    assert len(set(ids)) == 4 and all(len(i) == 32 for i in ids)
+    # keyed: another key, other ids; no id is a plain hash of the line
+    other = Ingestor(Pseudonymizer(b"other"), 4096, 60_000).decode_batch(records, NOW_MS)
+    assert not set(ids) & {e.event_id for e in other.events}

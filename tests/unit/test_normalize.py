@@ -7,7 +7,9 @@ from schemas.normalize import NormalisationError, Pseudonymizer, normalise
 
 
 def run(obj: dict[str, object], pseudo: Pseudonymizer) -> object:
-    return EVENT_ADAPTER.validate_python(normalise(obj, pseudo, KINDS, TENANTLESS_KINDS))
+    return EVENT_ADAPTER.validate_python(
+        normalise(obj, pseudo, KINDS, TENANTLESS_KINDS, derived_id="derived-id")
+    )
 
 
 def log(event_type: str, context: dict[str, object], **extra: object) -> dict[str, object]:
@@ -84,15 +86,25 @@ def test_slow_query_log(pseudo: Pseudonymizer) -> None:
     assert event.tenant_id == "acme"  # type: ignore[attr-defined]
 
 
-def test_log_event_id_is_deterministic(pseudo: Pseudonymizer) -> None:
-    raw = log("access_denied", {"company_id": "a", "user_id": 1})
-    first = normalise(dict(raw), pseudo, KINDS, TENANTLESS_KINDS)["event_id"]
-    second = normalise(dict(raw), pseudo, KINDS, TENANTLESS_KINDS)["event_id"]
-    assert first == second
-    other = normalise(
-        log("access_denied", {"company_id": "a", "user_id": 2}), pseudo, KINDS, TENANTLESS_KINDS
-    )
-    assert other["event_id"] != first
+def test_an_event_without_id_takes_the_derived_one_in_both_shapes(pseudo: Pseudonymizer) -> None:
+    def event_id(obj: dict[str, object]) -> object:
+        return normalise(obj, pseudo, KINDS, TENANTLESS_KINDS, derived_id="d1")["event_id"]
+
+    assert event_id(log("access_denied", {"company_id": "a", "user_id": 1})) == "d1"
+    assert event_id(log("access_denied", {"company_id": "a"}, event_id="own")) == "own"
+    envelope = {"ts": 1, "kind": "security.auth_success", "tenant_id": "a", "service": "s"}
+    assert event_id(dict(envelope)) == "d1"
+    assert event_id({**envelope, "event_id": None}) == "d1"  # null is no id either
+    assert event_id({**envelope, "event_id": "own"}) == "own"
+
+
+def test_derived_ids_are_keyed_hmacs_of_the_stripped_bytes() -> None:
+    line = b'{"kind": "analytics", "user_id": 42}'
+    a, b = Pseudonymizer(b"key-a"), Pseudonymizer(b"key-b")
+    assert a.event_id(line) == a.event_id(b"  " + line + b"\r\n")  # same bytes, same id
+    assert a.event_id(line) != a.event_id(line.replace(b"42", b"43"))
+    assert a.event_id(line) != b.event_id(line)  # keyed: unguessable without the key
+    assert len(a.event_id(line)) == 32 and a.event_id(line) != a.hash_bytes(line)
 
 
 def test_envelope_user_id_is_pseudonymised(pseudo: Pseudonymizer) -> None:
@@ -128,5 +140,5 @@ def test_hmac_depends_on_key() -> None:
 )
 def test_normalisation_errors(obj: dict[str, object], reason: str, pseudo: Pseudonymizer) -> None:
     with pytest.raises(NormalisationError) as info:
-        normalise(obj, pseudo, KINDS, TENANTLESS_KINDS)
+        normalise(obj, pseudo, KINDS, TENANTLESS_KINDS, derived_id="d")
     assert info.value.reason == reason
