@@ -30,7 +30,18 @@ class Envelope(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="ignore")
 
-    event_id: Annotated[str, Field(min_length=1, max_length=128)]
+    event_id: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=128,
+            description=(
+                "Unique id of the event. Optional on input: an event without one (or with "
+                "null) gets the keyed HMAC-SHA256 of its record's bytes (of its line, for "
+                "NDJSON), so a retried or replayed record keeps its id."
+            ),
+        ),
+    ]
     ts: Timestamp
     tenant_id: TenantId
     service: Annotated[str, Field(min_length=1, max_length=128)]

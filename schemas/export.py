@@ -12,11 +12,25 @@ from schemas.alerts import Alert
 from schemas.events import EVENT_ADAPTER, KIND_MODELS
 
 
+#: fields a producer may leave out although every stored event has them (Vigil fills them)
+FILLED_AT_INGEST = ("event_id",)
+
+
+def _as_input(schema: dict[str, Any]) -> dict[str, Any]:
+    """The schema as producers see it: fields filled at ingest are not required."""
+    for node in [schema, *schema.get("$defs", {}).values()]:
+        if "required" in node:
+            node["required"] = [f for f in node["required"] if f not in FILLED_AT_INGEST]
+    return schema
+
+
 def json_schemas() -> dict[str, dict[str, Any]]:
     """File name → JSON Schema, for the event union, each kind, and the alert."""
-    out: dict[str, dict[str, Any]] = {"event.schema.json": EVENT_ADAPTER.json_schema()}
+    out: dict[str, dict[str, Any]] = {
+        "event.schema.json": _as_input(EVENT_ADAPTER.json_schema())
+    }
     for kind, model in KIND_MODELS.items():
-        out[f"event.{kind}.schema.json"] = model.model_json_schema()
+        out[f"event.{kind}.schema.json"] = _as_input(model.model_json_schema())
     out["alert.schema.json"] = TypeAdapter(Alert).json_schema(by_alias=True)
     return out
 
