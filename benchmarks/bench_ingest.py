@@ -1,4 +1,8 @@
-"""Ingest throughput, measured side by side on one embedded broker (issue 2).
+"""Ingest throughput, measured side by side on one embedded broker.
+
+The corpus is production-like (:func:`benchmarks.common.mixed_events`): every event kind,
+5 % structured-log lines, analytics with PII in 1 % of them, so each detector is
+measured on the traffic it will see.
 
 (a) the ceiling: a bare aiokafka consumer that only reads and orjson-decodes the events;
 (b) Vigil end to end, one event per Kafka message: first produce → last row visible in
@@ -18,7 +22,7 @@ import time
 import orjson
 from aiokafka import AIOKafkaConsumer
 
-from benchmarks.common import http_events, worker
+from benchmarks.common import mixed_events, ndjson_messages, single_messages, worker
 from streams.broker import EmbeddedBroker
 from streams.kafka import ensure_topics, start_producer
 from streams.settings import load_settings
@@ -175,12 +179,15 @@ def _report(label: str, runs: list[float], ratio: str | None = None, a: float = 
 
 
 def main() -> None:
-    events = http_events(N)
+    envelopes, logs = mixed_events(N)
+    events = single_messages(envelopes, logs)
     size = sum(map(len, events)) / len(events)
-    ndjson = [b"\n".join(events[i : i + 100]) for i in range(0, N, 100)]
+    ndjson = ndjson_messages(envelopes, logs)
     print(
-        f"events: {N:,} of {size:.0f} bytes on average; {PARTITIONS} partitions; "
-        f"{os.cpu_count()} cores; {RUNS} rounds, each measuring (a) and every case in turn"
+        f"events: {N:,} mixed ({len(logs) / N:.0%} log-shaped, the rest every kind of "
+        f"envelope; PII in 1 % of analytics) of {size:.0f} bytes on average; "
+        f"{PARTITIONS} partitions; {os.cpu_count()} cores; {RUNS} rounds, each measuring (a) "
+        "and every case in turn"
     )
     with EmbeddedBroker() as broker:
         raw = prepare_ceiling(broker.bootstrap, "bench", events)

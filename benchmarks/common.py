@@ -52,6 +52,130 @@ def http_events(n: int, seed: int = 1, tenants: int = 20, routes: int = 50) -> l
     return out
 
 
+#: (kind, share) of the mixed corpus's envelope events; log-shaped lines take LOG_SHARE
+MIX: tuple[tuple[str, float], ...] = (
+    ("http.request", 0.66),
+    ("analytics", 0.18),
+    ("security.auth_failure", 0.04),
+    ("security.auth_success", 0.03),
+    ("security.webhook_signature", 0.02),
+    ("security.access_denied", 0.012),
+    ("security.input_validation", 0.006),
+    ("security.tenant_violation", 0.002),
+)
+LOG_SHARE = 0.05  # lines in the platform's structured-log shape (the contract path)
+PII_SHARE = 0.01  # analytics events whose free text holds an e-mail address
+
+
+def mixed_events(n: int, seed: int = 1, tenants: int = 20) -> tuple[list[bytes], list[bytes]]:
+    """``n`` events as production sends them: (envelopes, log-shaped lines).
+
+    Mostly ``http.request``, analytics with properties (1 % of them holding PII),
+    security events of every kind, and 5 % structured-log lines, which the fast path
+    leaves to the contract path. Log lines are returned apart so NDJSON messages can be
+    homogeneous, as a shipper's and an SDK's are."""
+    rng = random.Random(seed)
+    now_ms = int(time.time() * 1000)
+    kinds = [k for k, _ in MIX]
+    weights = [w for _, w in MIX]
+    envelopes: list[bytes] = []
+    logs: list[bytes] = []
+    http = iter(http_events(n, seed, tenants))
+    for i in range(n):
+        tenant = f"tenant-{rng.randrange(tenants):03d}"
+        ts = now_ms - (n - i) // 100
+        if rng.random() < LOG_SHARE:
+            logs.append(orjson.dumps(_log_line(rng, tenant, ts)))
+            continue
+        kind = rng.choices(kinds, weights)[0]
+        if kind == "http.request":
+            envelopes.append(next(http))
+            continue
+        event: dict[str, object] = {
+            "event_id": f"{seed:04d}-{i:012d}-{rng.getrandbits(48):012x}",
+            "ts": ts,
+            "tenant_id": tenant,
+            "kind": kind,
+            "service": "web" if kind == "analytics" else "auth",
+            "trace_id": f"{rng.getrandbits(128):032x}",
+            "span_id": f"{rng.getrandbits(64):016x}",
+            "schema_version": 1,
+            **_kind_fields(rng, kind, tenant),
+        }
+        if kind not in ("security.webhook_signature", "security.input_validation"):
+            event["user_id_hash"] = f"{rng.getrandbits(128):032x}"
+        envelopes.append(orjson.dumps(event))
+    return envelopes, logs
+
+
+def _kind_fields(rng: random.Random, kind: str, tenant: str) -> dict[str, object]:
+    if kind == "analytics":
+        message = (
+            "call me at jane.roe@example.com"
+            if rng.random() < PII_SHARE
+            else rng.choice(["loved the new report", "export is slow", "all good"])
+        )
+        return {
+            "event_name": rng.choice(["auth.user_registered", "documents.upload_complete"]),
+            "properties": {
+                "plan": rng.choice(["free", "pro", "enterprise"]),
+                "step": rng.randrange(8),
+                "feedback": message,
+            },
+        }
+    if kind == "security.auth_failure":
+        return {"endpoint": "/v1/auth/login", "reason": "bad_password"}
+    if kind == "security.auth_success":
+        return {"endpoint": "/v1/auth/login"}
+    if kind == "security.webhook_signature":
+        return {"provider": "stripe", "endpoint": "/webhooks/stripe", "valid": rng.random() > 0.1}
+    if kind == "security.access_denied":
+        return {"endpoint": "/v1/documents/1", "resource": "Document", "action": "view"}
+    if kind == "security.input_validation":
+        return {"attack_type": "sql_injection", "field": "q", "endpoint": "/v1/search"}
+    return {"actor_tenant_id": tenant, "resource_tenant_id": "tenant-999", "blocked": True}
+
+
+def _log_line(rng: random.Random, tenant: str, ts_ms: int) -> dict[str, object]:
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts_ms / 1000))
+    if rng.random() < 0.7:
+        category, event_type = "performance", "slow_query"
+        context: dict[str, object] = {
+            "query_time_ms": round(rng.lognormvariate(6.5, 0.4), 1),
+            "model": "Document",
+            "company_id": tenant,
+        }
+    else:
+        category, event_type = "security", "access_denied"
+        context = {"company_id": tenant, "user_id": rng.randrange(10_000), "model": "Invoice"}
+    return {
+        "timestamp": f"{stamp}.{ts_ms % 1000:03d}Z",
+        "level": "warning",
+        "category": category,
+        "event_type": event_type,
+        "severity": "medium",
+        "context": context,
+        "trace_id": f"{rng.getrandbits(128):032x}",
+        "span_id": f"{rng.getrandbits(64):016x}",
+    }
+
+
+def ndjson_messages(envelopes: list[bytes], logs: list[bytes], per: int = 100) -> list[bytes]:
+    """NDJSON messages of ``per`` lines, envelopes and log lines in messages of their own."""
+    out = []
+    for lines in (envelopes, logs):
+        out.extend(b"\n".join(lines[i : i + per]) for i in range(0, len(lines), per))
+    random.Random(0).shuffle(out)
+    return out
+
+
+def single_messages(envelopes: list[bytes], logs: list[bytes]) -> list[bytes]:
+    """One event per message, the kinds interleaved."""
+    out = envelopes + logs
+    random.Random(0).shuffle(out)
+    return out
+
+
 def worker(
     bootstrap: str, prefix: str, partitions: int = 4, extra_env: dict[str, str] | None = None
 ) -> WorkerProcess:

@@ -132,6 +132,9 @@ def _struct_for(kind: str, model: type[Envelope]) -> type[FastEvent]:
         tag=kind,
         frozen=True,
         gc=False,
+        # an unknown field sends the event to the contract path (which ignores it), so
+        # what the fast path decodes has a known shape (see streams.limits)
+        forbid_unknown_fields=True,
     )
     return struct
 
@@ -140,7 +143,7 @@ def _struct_for(kind: str, model: type[Envelope]) -> type[FastEvent]:
 FAST_STRUCTS: dict[str, type[FastEvent]] = {
     kind: _struct_for(kind, model) for kind, model in KIND_MODELS.items()
 }
-#: struct type → its kind
+ANALYTICS = FAST_STRUCTS["analytics"]  # the one kind with nested content (properties)
 
 #: what msgspec raises on bad input: malformed JSON, or invalid UTF-8 inside a string
 DECODE_ERRORS = (msgspec.DecodeError, UnicodeDecodeError)
@@ -156,7 +159,7 @@ def decode_fast(data: bytes) -> tuple[FastEvent, int] | None:
     without ``event_id`` has it ``UNSET`` (see :func:`missing_ids`)."""
     try:
         event = _decoder.decode(data)
-    except DECODE_ERRORS:
+    except (*DECODE_ERRORS, RecursionError):
         return None
     if _has_raw_identity(event) or not _pattern_fields_match(event):
         return None
@@ -170,7 +173,7 @@ def decode_lines_fast(data: bytes) -> tuple[list[FastEvent], list[int]] | None:
     ``None`` and the caller goes line by line."""
     try:
         events = _decoder.decode_lines(data)
-    except DECODE_ERRORS:
+    except (*DECODE_ERRORS, RecursionError):
         return None
     lines = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
     if len(events) != lines:  # a blank line was skipped: line numbers would shift

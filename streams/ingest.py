@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from schemas.events import EVENT_ADAPTER, KINDS, TENANTLESS_KINDS
 from schemas.fastpath import (
+    ANALYTICS,
     DECODE_ERRORS,
     FastEvent,
     datetime_ms,
@@ -239,7 +240,7 @@ class Ingestor:
         if b"\n" not in value.strip():
             self._decode_line(value, 0, rec, window, result)
             return
-        if self._limits.fits_lines(value) and self._take_fast_lines(value, rec, window, result):
+        if self._take_fast_lines(value, rec, window, result):
             return
         if _first_line_is_json(value):
             self._decode_ndjson(value, rec, window, result)
@@ -290,12 +291,15 @@ class Ingestor:
         window: tuple[int, int],
         result: IngestResult,
     ) -> None:
-        if not self._limits.fits_document(line):
+        fast = decode_fast(line) if self._fast else None
+        # The fast path's structs refuse unknown fields, so what they decode has a known
+        # shape: one level of scalars, within any limit -- except analytics properties.
+        if (fast is None or type(fast[0]) is ANALYTICS) and not self._limits.fits_document(line):
             problem = self._limits.problem(line)
             if problem is not None:
                 self._reject(result, *problem, line, rec, number)
                 return
-        if self._take_fast(line, rec, number, window, result):
+        if fast is not None and self._take_fast(fast, line, rec, number, window, result):
             return
         try:
             obj = _decode_json(line)
@@ -306,21 +310,22 @@ class Ingestor:
 
     def _take_fast(
         self,
+        fast: tuple[FastEvent, int],
         data: bytes,
         rec: SourceRecord,
         line: int,
         window: tuple[int, int],
         result: IngestResult,
     ) -> bool:
-        """Accept ``data`` if the fast path covers it and its time is in ``window``."""
-        fast = decode_fast(data) if self._fast else None
-        if fast is None or not window[0] <= fast[1] <= window[1]:
+        """Accept the fast path's ``(event, ts)`` of ``data`` if its time is in
+        ``window`` (else the contract path names the problem)."""
+        event, ts_ms = fast
+        if not window[0] <= ts_ms <= window[1]:
             return False
-        event = fast[0]
         if event.event_id is msgspec.UNSET:  # type: ignore[attr-defined]
             event = with_event_id(event, self._pseudo.event_id(data))
         result.events.append(event)
-        result.ts_ms.append(fast[1])
+        result.ts_ms.append(ts_ms)
         result.partitions.append(rec.partition)
         result.offsets.append(rec.offset)
         result.lines.append(line)
@@ -330,15 +335,21 @@ class Ingestor:
         self, data: bytes, rec: SourceRecord, window: tuple[int, int], result: IngestResult
     ) -> bool:
         """Accept the whole NDJSON message ``data`` if every line is fast-path material
-        with its time in ``window`` (one msgspec call for all lines)."""
+        within the shape limits, with its time in ``window`` (one msgspec call)."""
         fast = decode_lines_fast(data) if self._fast else None
         if fast is None:
             return False
         events, stamps = fast
         if not window[0] <= min(stamps) <= max(stamps) <= window[1]:
             return False
+        raw: list[bytes] | None = None  # the lines; no blank ones here: event i is line i + 1
+        if ANALYTICS in set(map(type, events)):  # the only kind whose shape may vary
+            raw = data.split(b"\n")
+            fits = self._limits.fits_document
+            if not all(fits(raw[i]) for i, e in enumerate(events) if type(e) is ANALYTICS):
+                return False  # line by line: the exact check decides for each line
         if missing_ids(events):
-            raw = data.split(b"\n")  # no blank lines here: event i is line i + 1
+            raw = raw or data.split(b"\n")
             events = [
                 with_event_id(e, self._pseudo.event_id(raw[i]))
                 if e.event_id is msgspec.UNSET  # type: ignore[attr-defined]

@@ -8,11 +8,14 @@ exactly one dead letter (``too_deep`` / ``too_many_items``) and nothing else.
 *Depth* counts containers: ``{}`` is 1, ``{"a": [1]}`` is 2. *Items* are object members
 plus array elements, summed over the whole document (``{"a": [1, 2]}`` has 3).
 
-Checking is two-speed. :meth:`JsonLimits.fits_document` and :meth:`JsonLimits.fits_lines`
-are sound upper bounds computed in C from the brackets and commas of the bytes (strings
-included, so they can only over-count): when they pass, the record is within the limits
-and nothing more is done -- the case of all normal traffic. Only when they fail does
-:meth:`JsonLimits.problem` compute the exact figures, with strings removed.
+Checking is cheap where it can be. The fast path's structs refuse unknown fields, so an
+envelope they decode has a known shape -- one level of scalars -- except the properties
+of analytics events; only those, and whatever the fast path declines, are checked.
+:meth:`JsonLimits.fits_document` is a sound upper bound computed in C from the brackets
+and commas of the bytes (strings included, so it can only over-count): when it passes,
+the document is within the limits and nothing more is done -- the case of all normal
+traffic. Only when it fails does :meth:`JsonLimits.problem` compute the exact figures,
+with strings removed.
 """
 
 from __future__ import annotations
@@ -46,16 +49,6 @@ class JsonLimits:
             len(structure) <= self.max_items
             and len(structure.translate(None, b",\n")) <= self.max_depth
         )
-
-    def fits_lines(self, data: bytes) -> bool:
-        """True only if every line of ``data``, read as NDJSON, is within both limits."""
-        structure = data.translate(None, _NOT_STRUCTURE)
-        if len(structure) <= self._small:
-            return True
-        if max(map(len, structure.split(b"\n"))) > self.max_items:
-            return False
-        openers = structure.translate(None, b",")
-        return max(map(len, openers.split(b"\n"))) <= self.max_depth
 
     def problem(self, data: bytes) -> tuple[str, str] | None:
         """Exactly: ``(reason, message)`` if the document ``data`` breaks a limit."""

@@ -271,3 +271,14 @@ def test_events_without_an_id_get_a_keyed_id_of_their_bytes(pseudo: Pseudonymize
     # keyed: another key, other ids; no id is a plain hash of the line
     other = Ingestor(Pseudonymizer(b"other"), 4096, 60_000).decode_batch(records, NOW_MS)
     assert not set(ids) & {e.event_id for e in other.events}
+
+
+def test_unknown_fields_are_ignored_but_their_shape_is_checked(pseudo: Pseudonymizer) -> None:
+    """A field outside the contract is ignored (the contract path stores the event), and
+    counts for the shape limits like any other: 100 levels of it are too deep."""
+    ingestor = Ingestor(pseudo, 1 << 20, 60_000)
+    extra = orjson.dumps(good(1, release="v2", junk={"a": [1, 2]}))
+    deep = orjson.dumps(good(2)).replace(b"{", b'{"junk":' + b"[" * 100 + b"]" * 100 + b",", 1)
+    result = ingestor.decode_batch([Rec(extra), Rec(deep, offset=1)], NOW_MS)
+    assert [e.event_id for e in result.events] == ["e1"]
+    assert [(r.reason, r.source.offset) for r in result.rejections] == [("too_deep", 1)]

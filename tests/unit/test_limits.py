@@ -49,8 +49,6 @@ def test_the_bounds_never_pass_a_document_over_the_limits(
     limits = JsonLimits(max_depth, max_items)
     lines = [json.dumps(d).encode() for d in docs]
     over = [walk(d)[0] > max_depth or walk(d)[1] > max_items for d in docs]
-    if limits.fits_lines(b"\n".join(lines)):
-        assert not any(over)
     for line, is_over in zip(lines, over, strict=True):
         if limits.fits_document(line):
             assert not is_over
@@ -61,5 +59,4 @@ def test_normal_events_pass_the_cheap_bounds() -> None:
     limits = JsonLimits(64, 10_000)
     event = json.dumps({"kind": "http.request", "route": "/v1/{id}", "status": 200}).encode()
     assert limits.fits_document(event)
-    assert limits.fits_lines(b"\n".join([event] * 500))  # 500 objects, each of depth 1
-    assert not limits.fits_document(b"\n".join([event] * 500))  # but not one document
+    assert not limits.fits_document(b"[" + b",".join([event] * 100) + b"]")  # 100 objects
