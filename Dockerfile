@@ -1,11 +1,11 @@
 # The Vigil worker image: `vigil worker` against external Kafka and ClickHouse.
 FROM python:3.11-slim AS build
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md requirements.lock ./
 COPY schemas schemas
 COPY streams streams
 COPY sinks sinks
-RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+RUN pip wheel --no-cache-dir -c requirements.lock --wheel-dir /wheels .
 
 FROM python:3.11-slim
 RUN useradd --uid 10001 --user-group --create-home vigil \
