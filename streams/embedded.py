@@ -25,6 +25,7 @@ from typing import Any
 from streams.broker import EmbeddedBroker
 from streams.errors import VigilError
 from streams.kafka import ensure_topics
+from streams.memory import BrokerMemory, human, resident_bytes, total_memory_bytes
 from streams.procs import free_port, spawn, stop
 from streams.settings import Settings
 from streams.worker_proc import WorkerProcess
@@ -62,6 +63,7 @@ class Stack:
         self.demo_rate = demo_rate
         self.worker: WorkerProcess | None = None
         self.demo: Any = None
+        self.memory = BrokerMemory(total_memory_bytes(), settings.broker_memory_warn_share)
 
     def child_env(self) -> dict[str, str]:
         return {
@@ -136,13 +138,17 @@ class Stack:
                     flush=True,
                 )
                 continue
+            rss = resident_bytes(self.broker.pid) if self.broker.pid else None
             print(
                 f"[{time.monotonic() - started:6.0f}s] events/s {rate:8,.0f} | events "
                 f"{_fmt(now['events'])} | dlq {_fmt(now['dlq'])} | rows "
                 f"{_fmt(now['rows_written'])} | alerts {_fmt(now['alerts'])} | lag "
-                f"{_fmt(now['lag'])}",
+                f"{_fmt(now['lag'])}" + (f" | broker {human(rss)}" if rss else ""),
                 flush=True,
             )
+            warning = self.memory.observe(time.monotonic() - started, rss) if rss else None
+            if warning:
+                print(warning, flush=True)
             last, last_t = now, time.monotonic()
 
     def shutdown(self) -> None:

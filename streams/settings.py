@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     # Kafka
     kafka_bootstrap: str = "127.0.0.1:9092"
     broker_port: int = Field(default=0, ge=0, le=65535)  # `vigil up`'s broker; 0 = any free
+    # `vigil up` warns when its embedded broker (which keeps every message in memory and
+    # never trims it) holds this share of the machine's memory
+    broker_memory_warn_share: float = Field(default=0.25, gt=0, le=1)
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
     kafka_sasl_username: str | None = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import json
 import os
 import signal
@@ -55,6 +56,7 @@ def test_readme_quick_start(tmp_path: Path) -> None:
     up = vigil("up", "--demo", "--rate", "300", "--for", "20", env=env, timeout=240, cwd=tmp_path)
     assert up.returncode == 0, up.stdout + up.stderr
     assert "events/s" in up.stdout  # the live summary
+    assert re.search(r"\| broker \d+ MB", up.stdout)  # the embedded broker's memory
     assert "vigil: stopped." in up.stdout
     assert not (tmp_path / ".vigil" / "stack.json").exists()
 
