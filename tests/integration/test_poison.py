@@ -17,7 +17,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from schemas.normalize import Pseudonymizer
 from streams.broker import EmbeddedBroker
-from streams.worker_proc import WorkerProcess
+from streams.worker_proc import WorkerProcess, get_json
 from tests.conftest import TEST_KEY
 from tests.integration.test_worker import metric, wait_for
 
@@ -293,6 +293,10 @@ def test_an_adversarial_corpus_costs_exactly_its_bad_records(
     assert "Traceback" not in log and "crashed" not in log.lower(), log[-3000:]
     text = worker.metrics_text()
     assert metric(text, "vigil_stage_errors_total") == 0
+    assert metric(text, "vigil_detector_errors_total") == 0  # input faults are not theirs
+    health = get_json(f"{worker.base_url}/healthz")
+    assert health is not None and health["status"] == "ok", health
+    assert set(health["detectors"]) >= {"latency", "pii"}
     assert metric(text, "vigil_dlq_messages_total") == n_dead
 
     # offsets committed past every poison pill, up to the fetch high watermark
