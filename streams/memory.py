@@ -2,7 +2,8 @@
 
 tansu's ``memory://`` storage keeps every message it was ever sent and never trims it
 (measured: ~450 bytes per uncompressed demo message, ~200 gzip-compressed). At the demo's
-default 500 messages/s that is ~0.4 GB an hour, so a working day fits a laptop, but a
+default 500 messages/s that is ~0.5 GB an hour (measured with `vigil up --demo`: 19 MB
+after 6 s, 54 MB after 264 s), so a working day fits a laptop, but a
 week does not: ``vigil up`` shows the broker's resident memory in its live view and says
 what to do when it reaches ``VIGIL_BROKER_MEMORY_WARN_SHARE`` of the machine's memory.
 """
