@@ -467,7 +467,16 @@ class LatencyDetector:
                     acc = windows.setdefault(rstart, {}).setdefault(key, Stats())
                     acc.merge(stats)
             verdicts, fired = evaluator.evaluate(
-                Sample(key, start, end, stats.count, stats.slis(self.gamma, seconds))
+                Sample(
+                    key,
+                    start,
+                    end,
+                    stats.count,
+                    stats.slis(self.gamma, seconds),
+                    {"error_rate": stats.c5xx, "client_error_rate": stats.c4xx},
+                    stats.sketch,
+                    self.gamma,
+                )
             )
             rows.verdicts(verdicts)
             transitions.extend(fired)
@@ -504,6 +513,9 @@ class LatencyDetector:
                     "window_start": _dt(s["window_start_ms"]).isoformat(),
                     "window_end": _dt(s["window_end_ms"]).isoformat(),
                     "value": s["value"],
+                    "events": s.get("count"),
+                    "breaching_events": s.get("hits"),
+                    "lower_bound": s.get("lower_bound"),
                 }
                 for s in t.evidence
             ],
@@ -730,6 +742,8 @@ class _Rows:
                 "threshold": [v.threshold for v in self.slo],
                 "status": [v.status for v in self.slo],
                 "count": [v.count for v in self.slo],
+                "hits": [v.hits for v in self.slo],
+                "lower_bound": [_num(v.lower_bound) for v in self.slo],
                 "src_partition": [self.partition] * len(self.slo),
             }
         if self.ckpt:

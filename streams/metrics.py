@@ -141,7 +141,7 @@ class Metrics:
         )
         self.slo_samples = Counter(
             "vigil_slo_samples_total",
-            "SLO verdicts per rule and sample, by status (pass, fail, no_data).",
+            "SLO verdicts per rule and sample, by status (pass, fail, insufficient, no_data).",
             ["status"],
             registry=registry,
         )

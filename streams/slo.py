@@ -4,13 +4,19 @@ Pure: samples in, sample verdicts and alert transitions out; state is plain data
 the latency detector checkpoints with its windows, so a restarted worker continues a
 streak exactly where it stood.
 
-* Each rule compares one SLI of a sample (p95_ms, error_rate, ...) with a threshold.
-  A sample with fewer than ``min_events`` events is *no data* for latency and rate
-  SLIs: neither pass nor breach, and it leaves streaks unchanged.
-* A rule with an alert fires after ``for`` breaching samples in a row (a passing sample
+* Each rule compares one SLI of a sample (p95_ms, error_rate, ...) with a threshold and
+  decides on evidence (:mod:`streams.stats`): ``fail`` only when the sample shows the
+  breach at the rule's confidence with at least ``min_bad_events`` bad events (5xx, 4xx,
+  or events slower than a latency threshold); ``pass`` when the observed value is within
+  the threshold; ``insufficient`` when it is not but the sample is too small to tell that
+  from chance, or has fewer than ``min_events`` events (or fewer than a quantile needs);
+  ``no_data`` when the key saw no events. ``insufficient`` and ``no_data`` leave streaks
+  unchanged.
+* A rule with an alert fires after ``for`` failing samples in a row (a passing sample
   resets the streak) and resolves after ``resolve_after`` passing samples in a row.
 * Availability: per tenant, error ratio (5xx / requests) against the objective, with
-  multi-window burn-rate alerts (both windows must burn faster than the factor).
+  multi-window burn-rate alerts (both windows must be shown to burn faster than the
+  factor).
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from schemas.alerts import Severity
 from streams.errors import ConfigError
 from streams.pii.config import PiiConfig
+from streams.sketch import Sketch, bucket_value
+from streams.stats import DEFAULT_CONFIDENCE, DEFAULT_MIN_BAD, Evidence, quantile_min_count
 from streams.windows import WindowSpec, parse_seconds
 
 SLI = Literal[
@@ -45,6 +53,12 @@ SLI = Literal[
 #: (tenant, service, route); the tenant as a whole is (tenant, "*", "*")
 Key = tuple[str, str, str]
 ALL = "*"
+Status = Literal["pass", "fail", "insufficient", "no_data"]
+#: percentile SLIs and their quantile
+QUANTILE_OF: dict[str, float] = {"p50_ms": 0.5, "p90_ms": 0.9, "p95_ms": 0.95, "p99_ms": 0.99}
+#: rate SLIs: the share of events of one status class
+RATES = frozenset({"error_rate", "client_error_rate"})
+Confidence = Annotated[float, Field(ge=0.5, lt=1)]
 
 
 class _Strict(BaseModel):
@@ -78,6 +92,8 @@ class Rule(_Strict):
     severity: Severity = "high"
     auto_rollback: bool = False
     only_declared: bool = False  # evaluated only for keys with a declared minimum
+    confidence: Confidence | None = None  # default: slo.confidence
+    min_bad_events: Annotated[int, Field(ge=1)] | None = None  # default: slo.min_bad_events
 
     def breached(self, value: float, threshold: float) -> bool:
         return value > threshold if self.op == ">" else value < threshold
@@ -109,6 +125,8 @@ class Override(_Strict):
     thresholds: dict[str, float] = {}
     min_throughput_rps: float | None = None
     disable: tuple[str, ...] = ()
+    confidence: dict[str, Confidence] = {}  # per rule id
+    min_bad_events: dict[str, Annotated[int, Field(ge=1)]] = {}  # per rule id
 
 
 class BurnAlert(_Strict):
@@ -117,6 +135,8 @@ class BurnAlert(_Strict):
     long: str | float
     short: str | float
     factor: Annotated[float, Field(gt=0)]
+    confidence: Confidence | None = None
+    min_bad_events: Annotated[int, Field(ge=1)] | None = None
 
     @field_validator("long", "short")
     @classmethod
@@ -142,6 +162,8 @@ class BurnAlert(_Strict):
             threshold=self.factor,
             alert=self.alert,
             severity=self.severity,
+            confidence=self.confidence,
+            min_bad_events=self.min_bad_events,
         )
 
 
@@ -159,6 +181,9 @@ class SloConfig(_Strict):
     windows: WindowsConfig = WindowsConfig()
     min_events: Annotated[int, Field(ge=1)] = 20
     resolve_after: Annotated[int, Field(ge=1)] = 3
+    confidence: Confidence = DEFAULT_CONFIDENCE
+    min_bad_events: Annotated[int, Field(ge=1)] = DEFAULT_MIN_BAD
+    quantile_min_tail: Annotated[float, Field(gt=0)] = 1.0
     rules: tuple[Rule, ...] = ()
     overrides: tuple[Override, ...] = ()
     availability: Availability = Availability()
@@ -170,6 +195,19 @@ class SloConfig(_Strict):
         if len(set(ids)) != len(ids):
             raise ValueError(f"rule ids must be unique: {ids}")
         return rules
+
+    def evidence(self, rule: Rule) -> Evidence:
+        return Evidence(
+            rule.confidence if rule.confidence is not None else self.confidence,
+            rule.min_bad_events if rule.min_bad_events is not None else self.min_bad_events,
+        )
+
+    def min_count(self, sli: str) -> int:
+        """Events a sample needs before a verdict on ``sli``."""
+        q = QUANTILE_OF.get(sli)
+        if q is None:
+            return self.min_events
+        return max(self.min_events, quantile_min_count(q, self.quantile_min_tail))
 
 
 class RulesFile(_Strict):
@@ -212,6 +250,35 @@ class Sample:
     end_ms: int
     count: int
     values: dict[str, float]  # SLI name -> value
+    bad: dict[str, int] = field(default_factory=dict)  # rate SLI -> events of its class
+    sketch: Sketch | None = None  # latency buckets, for percentile evidence
+    gamma: float = 0.0
+
+    def hits(self, sli: str, op: str, threshold: float) -> int | None:
+        """Events on the breaching side of ``threshold`` for ``sli`` (5xx for
+        error_rate, events slower than a p95 threshold, ...); None for SLIs measured
+        exactly (throughput, max)."""
+        if sli in RATES:
+            bad = self.bad.get(sli)
+            if bad is None:
+                return None
+            return bad if op == ">" else self.count - bad
+        if sli in QUANTILE_OF and self.sketch is not None:
+            gamma = self.gamma
+            if op == ">":
+                return sum(
+                    c for k, c in self.sketch.bins.items() if bucket_value(k, gamma) > threshold
+                )
+            return sum(c for k, c in self.sketch.bins.items() if bucket_value(k, gamma) < threshold)
+        return None
+
+    def limit(self, sli: str, op: str, threshold: float) -> float:
+        """The share of hits that breaches: the threshold of a rate, the tail of a
+        quantile (``p95 > T`` means more than 5 % of the events above ``T``)."""
+        q = QUANTILE_OF.get(sli)
+        if q is None:
+            return threshold if op == ">" else 1.0 - threshold
+        return 1.0 - q if op == ">" else q
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,8 +293,10 @@ class Verdict:
     op: str
     value: float
     threshold: float
-    status: Literal["pass", "fail", "no_data"]
+    status: Status
     count: int
+    hits: int = 0  # events on the breaching side (5xx, events above a latency threshold)
+    lower_bound: float = math.nan  # of hits / count at the rule's confidence, when above
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,7 +324,8 @@ class Streak:
     goods: int = 0
     firing: bool = False
     starts_at_ms: int = 0
-    evidence: list[tuple[int, int, float]] = field(default_factory=list)
+    #: (start, end, value, count, hits, lower bound) of the failing samples
+    evidence: list[tuple[int, int, float, int, int, float]] = field(default_factory=list)
 
     def is_default(self) -> bool:
         return not (self.breaches or self.goods or self.firing)
@@ -265,8 +335,27 @@ class Streak:
 
     @classmethod
     def load(cls, data: list[Any]) -> Streak:
-        evidence = [(int(s), int(e), float(v)) for s, e, v in data[4]]
+        evidence = [
+            (int(x[0]), int(x[1]), float(x[2]), *_extra(x))  # checkpoints before 0.2: 3-tuples
+            for x in data[4]
+        ]
         return cls(int(data[0]), int(data[1]), bool(data[2]), int(data[3]), evidence)
+
+
+def _extra(item: list[Any]) -> tuple[int, int, float]:
+    if len(item) >= 6:
+        return int(item[3]), int(item[4]), float(item[5])
+    return 0, 0, math.nan
+
+
+def replace_knobs(rule: Rule, confidence: dict[str, float], min_bad: dict[str, int]) -> Rule:
+    """``rule`` with the confidence and minimum of bad events an override gives it."""
+    update: dict[str, Any] = {}
+    if rule.id in confidence:
+        update["confidence"] = confidence[rule.id]
+    if rule.id in min_bad:
+        update["min_bad_events"] = min_bad[rule.id]
+    return rule.model_copy(update=update) if update else rule
 
 
 def key_text(key: Key) -> str:
@@ -289,19 +378,23 @@ class SloEvaluator:
             return cached
         thresholds = {r.id: r.threshold for r in self.config.rules}
         disabled: set[str] = set()
+        confidence: dict[str, float] = {}
+        min_bad: dict[str, int] = {}
         declared = False
         for override in self.config.overrides:
             if not override.match.matches(key):
                 continue
             thresholds.update(override.thresholds)
             disabled.update(override.disable)
+            confidence.update(override.confidence)
+            min_bad.update(override.min_bad_events)
             if override.min_throughput_rps is not None:
                 declared = True
                 for r in self.config.rules:
                     if r.sli == "throughput_rps":
                         thresholds[r.id] = override.min_throughput_rps
         effective = tuple(
-            (r, thresholds[r.id])
+            (replace_knobs(r, confidence, min_bad), thresholds[r.id])
             for r in self.config.rules
             if r.id not in disabled and (declared or not r.only_declared)
         )
@@ -314,45 +407,72 @@ class SloEvaluator:
     def evaluate(self, sample: Sample) -> tuple[list[Verdict], list[Transition]]:
         verdicts: list[Verdict] = []
         transitions: list[Transition] = []
-        enough = sample.count >= self.config.min_events
         for rule, threshold in self.rules_for(sample.key):
-            value = sample.values.get(rule.sli, math.nan)
-            has_data = (enough or rule.sli == "throughput_rps") and not math.isnan(value)
-            status: Literal["pass", "fail", "no_data"] = (
-                "no_data" if not has_data else "fail" if rule.breached(value, threshold) else "pass"
-            )
-            verdicts.append(
-                Verdict(
-                    sample.key,
-                    sample.start_ms,
-                    sample.end_ms,
-                    rule.id,
-                    rule.sli,
-                    rule.op,
-                    value,
-                    threshold,
-                    status,
-                    sample.count,
-                )
-            )
-            if rule.alert is not None and status != "no_data":
-                t = self._step(rule, threshold, sample, value, status == "fail")
+            verdict = self.judge(rule, threshold, sample)
+            verdicts.append(verdict)
+            if rule.alert is not None and verdict.status in ("pass", "fail"):
+                t = self._step(rule, threshold, sample, verdict)
                 if t is not None:
                     transitions.append(t)
         return verdicts, transitions
 
+    def judge(self, rule: Rule, threshold: float, sample: Sample) -> Verdict:
+        """One rule's verdict on one sample (see the module docstring)."""
+        value = sample.values.get(rule.sli, math.nan)
+        counted = sample.hits(rule.sli, rule.op, threshold) if sample.count else None
+        hits = counted or 0
+        low = math.nan
+        status: Status
+        if rule.sli == "throughput_rps":  # exact: a count, not an estimate
+            status = "fail" if rule.breached(value, threshold) else "pass"
+        elif sample.count == 0 or math.isnan(value):
+            status = "no_data"
+        elif sample.count < self.config.min_count(rule.sli):
+            status = "insufficient"
+        elif not rule.breached(value, threshold):
+            status = "pass"
+        elif counted is None:  # max_ms: the slowest event is the breach itself
+            status = "fail"
+        else:
+            limit = sample.limit(rule.sli, rule.op, threshold)
+            decision, low = self.config.evidence(rule).share_above(hits, sample.count, limit)
+            status = "fail" if decision == "fail" else "insufficient"
+        return Verdict(
+            sample.key,
+            sample.start_ms,
+            sample.end_ms,
+            rule.id,
+            rule.sli,
+            rule.op,
+            value,
+            threshold,
+            status,
+            sample.count,
+            hits,
+            low,
+        )
+
     def _step(
-        self, rule: Rule, threshold: float, sample: Sample, value: float, breach: bool
+        self, rule: Rule, threshold: float, sample: Sample, verdict: Verdict
     ) -> Transition | None:
         assert rule.alert is not None
         slot = (sample.key, rule.id)
         streak = self.streaks.get(slot) or Streak()
         needed = rule.samples_needed(self.sample_s)
+        value = verdict.value
         result: Transition | None = None
-        if breach:
+        if verdict.status == "fail":
             streak.breaches += 1
             streak.goods = 0
-            streak.evidence = [*streak.evidence, (sample.start_ms, sample.end_ms, value)][-needed:]
+            seen = (
+                sample.start_ms,
+                sample.end_ms,
+                value,
+                verdict.count,
+                verdict.hits,
+                verdict.lower_bound,
+            )
+            streak.evidence = [*streak.evidence, seen][-needed:]
             if not streak.firing and streak.breaches >= needed:
                 streak.firing = True
                 streak.starts_at_ms = streak.evidence[0][0]
@@ -390,7 +510,8 @@ class SloEvaluator:
         if action == "fire":
             text = (
                 f"{rule.sli} {rule.op} {threshold:g} for {needed} consecutive "
-                f"{self.sample_s} s samples on {where} (last {value:.4g})"
+                f"{self.sample_s} s samples on {where} (last {value:.4g}"
+                f"{self._shown(rule, threshold, streak)})"
             )
         else:
             text = (
@@ -398,7 +519,15 @@ class SloEvaluator:
                 f"samples on {where}"
             )
         evidence = [
-            {"window_start_ms": s, "window_end_ms": e, "value": v} for s, e, v in streak.evidence
+            {
+                "window_start_ms": s,
+                "window_end_ms": e,
+                "value": v,
+                "count": n,
+                "hits": h,
+                "lower_bound": None if math.isnan(low) else low,
+            }
+            for s, e, v, n, h, low in streak.evidence
         ]
         return Transition(
             action,
@@ -414,6 +543,24 @@ class SloEvaluator:
             evidence,
         )
 
+    def _shown(self, rule: Rule, threshold: float, streak: Streak) -> str:
+        """What the last failing sample showed, in words: '; 5 of 75 events 5xx, the
+        share at least 2.66 % at 95 % confidence'."""
+        if not streak.evidence:
+            return ""
+        _, _, _, count, hits, low = streak.evidence[-1]
+        if math.isnan(low) or not count:
+            return ""
+        side = {
+            "error_rate": "5xx",
+            "client_error_rate": "4xx",
+        }.get(rule.sli, f"{'above' if rule.op == '>' else 'below'} {threshold:g} ms")
+        confidence = self.config.evidence(rule).confidence
+        return (
+            f"; {hits} of {count} events {side}, the share at least {low:.3%} at "
+            f"{confidence:.0%} confidence"
+        )
+
     def evaluate_burn(
         self,
         tenant: str,
@@ -423,42 +570,64 @@ class SloEvaluator:
         budget: BudgetTracker,
         errors: int,
     ) -> tuple[list[Verdict], list[Transition]]:
-        """Availability of tenant ``tenant`` for one sample: its burn-rate alerts."""
+        """Availability of tenant ``tenant`` for one sample: its burn-rate alerts. A
+        window burns when its error share is shown (at the alert's confidence) to be
+        above ``factor * (1 - objective)``; the alert needs both windows burning."""
         rates = budget.add(tenant, end_ms, count, errors)
         key: Key = (tenant, ALL, ALL)
         verdicts: list[Verdict] = []
         transitions: list[Transition] = []
+        allowed = 1 - budget.availability.objective
         for alert in budget.availability.burn_alerts:
             rule = alert.rule
             value = rates.rates[alert.long_s]
-            has_data = budget.has_data(alert, rates, self.config.min_events)
-            burning = budget.burning(alert, rates)
-            status: Literal["pass", "fail", "no_data"] = (
-                "no_data" if not has_data else "fail" if burning else "pass"
+            evidence = self.config.evidence(rule)
+            limit = alert.factor * allowed
+            low = math.nan
+            status: Status
+            if not rates.requests[alert.long_s]:
+                status = "no_data"
+            elif not budget.has_data(alert, rates, self.config.min_events):
+                status = "insufficient"
+            elif not budget.burning(alert, rates):
+                status = "pass"
+            else:
+                decisions = []
+                for window_s in (alert.long_s, alert.short_s):
+                    decision, bound = evidence.share_above(
+                        rates.errors[window_s], rates.requests[window_s], limit
+                    )
+                    decisions.append(decision)
+                    if window_s == alert.long_s:
+                        low = bound / allowed  # as a burn rate, like the value
+                status = "fail" if decisions == ["fail", "fail"] else "insufficient"
+            verdict = Verdict(
+                key,
+                start_ms,
+                end_ms,
+                rule.id,
+                "burn_rate",
+                ">",
+                value,
+                alert.factor,
+                status,
+                count,
+                rates.errors[alert.long_s],
+                low,
             )
-            verdicts.append(
-                Verdict(
-                    key,
-                    start_ms,
-                    end_ms,
-                    rule.id,
-                    "burn_rate",
-                    ">",
-                    value,
-                    alert.factor,
-                    status,
-                    count,
-                )
-            )
-            if not has_data:
+            verdicts.append(verdict)
+            if status not in ("pass", "fail"):
                 continue
             sample = Sample(key, start_ms, end_ms, count, {"burn_rate": value})
-            t = self._step(rule, alert.factor, sample, value, burning)
+            t = self._step(rule, alert.factor, sample, verdict)
             if t is not None:
                 text = (
                     f"error budget of {tenant} burning {value:.1f}x over {alert.long} and "
                     f"{rates.rates[alert.short_s]:.1f}x over {alert.short} (alert above "
-                    f"{alert.factor:g}x; {budget.availability.objective:.3%} objective)"
+                    f"{alert.factor:g}x; {budget.availability.objective:.3%} objective; "
+                    f"{rates.errors[alert.long_s]} of {rates.requests[alert.long_s]} "
+                    f"requests failed over {alert.long}, at least {low:.1f}x at "
+                    f"{evidence.confidence:.0%} confidence)"
                     if t.action == "fire"
                     else f"error budget of {tenant} no longer burning above {alert.factor:g}x"
                 )
@@ -491,6 +660,7 @@ class BurnRates:
     rates: dict[int, float]
     requests: dict[int, int]
     samples: dict[int, int]
+    errors: dict[int, int]
 
 
 class BudgetTracker:
@@ -512,6 +682,7 @@ class BudgetTracker:
         rates: dict[int, float] = {}
         requests: dict[int, int] = {}
         samples: dict[int, int] = {}
+        failed: dict[int, int] = {}
         for window_s in self.windows_s:
             since = end_ms - window_s * 1000
             total = errs = spanned = 0
@@ -524,7 +695,8 @@ class BudgetTracker:
             rates[window_s] = (errs / total) / allowed if total else 0.0
             requests[window_s] = total
             samples[window_s] = spanned
-        return BurnRates(end_ms, rates, requests, samples)
+            failed[window_s] = errs
+        return BurnRates(end_ms, rates, requests, samples, failed)
 
     def has_data(self, alert: BurnAlert, rates: BurnRates, min_events: int) -> bool:
         """Enough history to judge: the short window is fully covered by samples and

@@ -41,7 +41,8 @@ ORDER BY (tenant_id, service, route, resolution_s, window_start, late, window_id
 TTL toDateTime(window_start) + INTERVAL {aggregate_retention_days} DAY
 SETTINGS non_replicated_deduplication_window = 10000;
 
--- One verdict per SLO rule, key and sample: pass, fail or no_data (too few events).
+-- One verdict per SLO rule, key and sample: pass, fail, insufficient (too few events to
+-- decide) or no_data (no events); hits and lower_bound are in 007_slo_evidence.sql.
 -- Compliance of a rule = pass / (pass + fail). Availability burn-rate rules have
 -- sli = 'burn_rate' (value = burn rate over the rule's long window, threshold = factor).
 CREATE TABLE IF NOT EXISTS {database}.slo_samples

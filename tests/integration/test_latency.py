@@ -278,6 +278,16 @@ async def test_three_breaching_samples_page_once_and_recovery_resolves(harness: 
         "WHERE rule = 'P95LatencyBreach' AND route = '/v1/reports' GROUP BY status ORDER BY status"
     ).result_rows
     assert verdicts == [("pass", 5), ("fail", 5)]
+    # every failing sample stored its evidence: events above 500 ms and the lower bound of
+    # their share, above the 5 % a p95 allows
+    shown_fails = harness.ch.query(
+        f"SELECT count, hits, lower_bound FROM {harness.db}.slo_samples FINAL "
+        "WHERE rule = 'P95LatencyBreach' AND route = '/v1/reports' AND status = 'fail' "
+        "ORDER BY window_start"
+    ).result_rows
+    assert len(shown_fails) == 5
+    assert all(0 < hits <= n and 0.05 < low <= hits / n for n, hits, low in shown_fails)
+    assert [s["breaching_events"] for s in evidence["samples"]] == [r[1] for r in shown_fails[:3]]
 
 
 async def test_offsets_are_acked_only_behind_the_oldest_open_window(harness: Harness) -> None:
