@@ -50,6 +50,15 @@ ROUTES: tuple[tuple[str, str, str, float, float], ...] = (
     ("web", "GET", "/dashboard", 60.0, 0.5),
 )
 SPIKE_TENANT, SPIKE_ROUTE = "acme", "/v1/reports"
+SPIKE_FACTOR = 8.0  # latency multiplier of the spike
+#: shares of background messages by kind (cumulative thresholds below); the rest is HTTP
+MALFORMED_SHARE, AUTH_FAILURE_SHARE, WEBHOOK_SHARE = 0.005, 0.015, 0.02
+SLOW_QUERY_SHARE, ANALYTICS_SHARE = 0.02, 0.19
+HTTP_SHARE = 1 - (
+    MALFORMED_SHARE + AUTH_FAILURE_SHARE + WEBHOOK_SHARE + SLOW_QUERY_SHARE + ANALYTICS_SHARE
+)
+#: status of an HTTP request: 5xx, 404 and 401 shares (the rest 200)
+P_5XX, P_404, P_401 = 0.003, 0.017, 0.01
 PII_SAMPLE = "please call me back at jane.roe@example.com"  # the demo's planted PII
 
 
@@ -122,15 +131,20 @@ class DemoTraffic:
 
     def _background(self, now_ms: int, elapsed_s: float) -> tuple[bytes, bytes | None]:
         r = self._rng.random()
-        if r < 0.005:
+        edge = MALFORMED_SHARE
+        if r < edge:
             return self._malformed(), None
-        if r < 0.02:
+        edge += AUTH_FAILURE_SHARE
+        if r < edge:
             return self._auth_failure(now_ms)
-        if r < 0.04:
+        edge += WEBHOOK_SHARE
+        if r < edge:
             return self._webhook(now_ms, valid=True)
-        if r < 0.06:
+        edge += SLOW_QUERY_SHARE
+        if r < edge:
             return self._slow_query_log(now_ms)
-        if r < 0.25:
+        edge += ANALYTICS_SHARE
+        if r < edge:
             return self._analytics(now_ms)
         return self._http(now_ms, elapsed_s)
 
@@ -144,9 +158,17 @@ class DemoTraffic:
             and tenant == SPIKE_TENANT
             and self.active("latency_spike", elapsed_s)
         ):
-            duration *= 8
+            duration *= SPIKE_FACTOR
         r = rng.random()
-        status = 500 if r < 0.003 else (404 if r < 0.02 else (401 if r < 0.03 else 200))
+        status = (
+            500
+            if r < P_5XX
+            else 404
+            if r < P_5XX + P_404
+            else 401
+            if r < P_5XX + P_404 + P_401
+            else 200
+        )
         ev = self._envelope("http.request", tenant, service, now_ms)
         ev.update(
             method=method,
