@@ -22,10 +22,12 @@ streak exactly where it stood.
 from __future__ import annotations
 
 import math
+from bisect import bisect_left, bisect_right
 from collections import deque
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from importlib import resources
+from itertools import accumulate
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -253,6 +255,21 @@ class Sample:
     bad: dict[str, int] = field(default_factory=dict)  # rate SLI -> events of its class
     sketch: Sketch | None = None  # latency buckets, for percentile evidence
     gamma: float = 0.0
+    _cache: list[tuple[list[float], list[int]]] = field(
+        default_factory=list, compare=False, repr=False
+    )
+
+    def _cumulative(self) -> tuple[list[float], list[int]]:
+        """Bucket representatives ascending, and ``at_or_below[i]`` = events in the
+        first ``i`` buckets; computed once per sample, for every percentile rule."""
+        if not self._cache:
+            assert self.sketch is not None
+            bins = self.sketch.bins
+            keys = sorted(bins)
+            reps = [bucket_value(k, self.gamma) for k in keys]
+            at_or_below = [0, *accumulate(bins[k] for k in keys)]
+            self._cache.append((reps, at_or_below))
+        return self._cache[0]
 
     def hits(self, sli: str, op: str, threshold: float) -> int | None:
         """Events on the breaching side of ``threshold`` for ``sli`` (5xx for
@@ -264,12 +281,10 @@ class Sample:
                 return None
             return bad if op == ">" else self.count - bad
         if sli in QUANTILE_OF and self.sketch is not None:
-            gamma = self.gamma
-            if op == ">":
-                return sum(
-                    c for k, c in self.sketch.bins.items() if bucket_value(k, gamma) > threshold
-                )
-            return sum(c for k, c in self.sketch.bins.items() if bucket_value(k, gamma) < threshold)
+            reps, at_or_below = self._cumulative()
+            if op == ">":  # events whose bucket is represented above the threshold
+                return self.count - at_or_below[bisect_right(reps, threshold)]
+            return at_or_below[bisect_left(reps, threshold)]
         return None
 
     def limit(self, sli: str, op: str, threshold: float) -> float:
