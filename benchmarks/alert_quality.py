@@ -2,10 +2,10 @@
 
 The demo's HTTP traffic (its tenants' weights, routes, log-normal latencies and status
 shares, imported from :mod:`streams.demo` so the two cannot drift) is drawn per 30-s
-sample and key with numpy, built into the same :class:`~streams.latency.Stats` (status
-classes, latency sketch) the latency detector closes, and judged by the real
-:class:`~streams.slo.SloEvaluator` under the default rules — every (tenant, service,
-route), every tenant as a whole, and every tenant's burn-rate alerts. A simulated day
+sample and key with numpy, built into the same ``Stats`` (status classes, latency sketch)
+the latency detector closes, and judged by the real ``SloEvaluator`` under the default
+rules — every (tenant, service, route), every tenant as a whole, and every tenant's
+burn-rate alerts. A simulated day
 takes seconds.
 
 Two evaluators are compared on the same draws: the current one (decisions on evidence,
@@ -28,9 +28,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from streams.demo import HTTP_SHARE, P_5XX, P_401, P_404, ROUTES, TENANTS
-from streams.latency import Stats
-from streams.sketch import Sketch, bucket_indices, gamma_for
-from streams.slo import (
+from streams.detectors.latency.detector import Stats
+from streams.detectors.latency.sketch import Sketch, bucket_indices, gamma_for
+from streams.detectors.latency.slo import (
     ALL,
     BudgetTracker,
     Key,

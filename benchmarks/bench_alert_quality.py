@@ -20,7 +20,7 @@ from benchmarks.alert_quality import (
     severity_of,
 )
 from streams.demo import SPIKE_FACTOR, SPIKE_ROUTE, SPIKE_TENANT
-from streams.slo import ALL
+from streams.detectors.latency.slo import ALL
 
 RATES = (500, 100)  # the demo's default, and a quieter stack with small keys
 WARMUP_S = 3600  # incidents start after an hour of history (burn-rate windows)

@@ -25,12 +25,12 @@ from schemas.normalize import Pseudonymizer
 from sinks.clickhouse import connect, is_all_default
 from sinks.migrate import migrate
 from streams.app import tune_gc
+from streams.detectors.pii.config import PiiConfig
+from streams.detectors.pii.guard import PiiGuard
+from streams.detectors.pii.scanner import Scanner
 from streams.ingest import Ingestor
 from streams.limits import JsonLimits
 from streams.metrics import Metrics
-from streams.pii.config import PiiConfig
-from streams.pii.guard import PiiGuard
-from streams.pii.scanner import Scanner
 from streams.transport import SourceBatch
 
 N = 20_000

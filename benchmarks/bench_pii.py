@@ -19,7 +19,7 @@ import orjson
 
 from benchmarks.bench_ingest import vigil_end_to_end
 from streams.broker import EmbeddedBroker
-from streams.pii.scanner import Scanner
+from streams.detectors.pii.scanner import Scanner
 
 N = int(os.environ.get("BENCH_PII_EVENTS", "20000"))
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))

@@ -12,12 +12,12 @@ import orjson
 
 from sinks.clickhouse import ClickHouseWriter
 from streams.alerting import AlertPublisher
+from streams.detectors.latency.detector import LatencyDetector
+from streams.detectors.latency.sketch import gamma_for
+from streams.detectors.latency.slo import load_rules
 from streams.gate import CommitGate
-from streams.latency import LatencyDetector
 from streams.metrics import Metrics
 from streams.procs import free_port
-from streams.sketch import gamma_for
-from streams.slo import load_rules
 from streams.worker_proc import WorkerProcess, worker_env
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -24,20 +24,20 @@ from schemas.normalize import Pseudonymizer
 from sinks.clickhouse import ClickHouseWriter, connect
 from sinks.migrate import migrate
 from streams.alerting import AlertPublisher
+from streams.detectors.latency.detector import LatencyDetector
+from streams.detectors.latency.sketch import gamma_for
+from streams.detectors.latency.slo import load_rules
+from streams.detectors.pii.guard import PiiAlerts, PiiGuard
+from streams.detectors.pii.scanner import Scanner
 from streams.dlq import DeadLetters
 from streams.gate import CommitGate
 from streams.health import DetectorHealth
 from streams.ingest import Ingestor
-from streams.latency import LatencyDetector
 from streams.limits import JsonLimits
 from streams.metrics import Metrics
-from streams.pii.guard import PiiAlerts, PiiGuard
-from streams.pii.scanner import Scanner
 from streams.pipeline import IngestPipeline
 from streams.publish import Publisher
 from streams.settings import Settings
-from streams.sketch import gamma_for
-from streams.slo import load_rules
 from streams.transport import BatchTransport, ConsumerHooks
 from streams.web import register_views
 

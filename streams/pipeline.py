@@ -32,12 +32,12 @@ import orjson
 
 from schemas.rows import Provenance
 from sinks.clickhouse import ClickHouseWriter
+from streams.detectors.pii.guard import Detected, PiiAlerts, PiiGuard, finding_columns
 from streams.dlq import DeadLetters
 from streams.gate import CommitGate
 from streams.health import DetectorHealth
 from streams.ingest import Ingestor, IngestResult, Rejection, provenance
 from streams.metrics import Metrics
-from streams.pii.guard import Detected, PiiAlerts, PiiGuard, finding_columns
 from streams.transport import SourceBatch
 
 log = logging.getLogger(__name__)

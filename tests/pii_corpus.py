@@ -152,7 +152,7 @@ def positives(per_entity_locale: int = 40, seed: int = 1) -> list[Sample]:
 
 def _wrong_cpf(rng: random.Random) -> str:
     """Eleven digits whose check digits are wrong (formatted or not)."""
-    from streams.pii.validators import cpf
+    from streams.detectors.pii.validators import cpf
 
     while True:
         body = "".join(rng.choice(string.digits) for _ in range(9))
@@ -162,7 +162,7 @@ def _wrong_cpf(rng: random.Random) -> str:
 
 
 def _luhn_invalid(rng: random.Random) -> str:
-    from streams.pii.validators import luhn_ok
+    from streams.detectors.pii.validators import luhn_ok
 
     while True:
         n = "".join(rng.choice(string.digits) for _ in range(rng.randrange(13, 20)))
@@ -239,6 +239,6 @@ def report(scan: object) -> str:
 
 
 if __name__ == "__main__":
-    from streams.pii.scanner import Scanner
+    from streams.detectors.pii.scanner import Scanner
 
     print(report(Scanner(b"corpus")))

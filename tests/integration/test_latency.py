@@ -21,15 +21,15 @@ from schemas.alerts import Alert
 from schemas.normalize import Pseudonymizer
 from sinks.clickhouse import ClickHouseWriter
 from streams.alerting import AlertPublisher
+from streams.detectors.latency.detector import LatencyDetector
+from streams.detectors.latency.sketch import Sketch, bucket_indices, gamma_for
+from streams.detectors.latency.slo import load_rules
 from streams.dlq import DeadLetters
 from streams.gate import CommitGate
 from streams.ingest import Ingestor
-from streams.latency import LatencyDetector
 from streams.metrics import Metrics
 from streams.pipeline import IngestPipeline
 from streams.publish import Publisher
-from streams.sketch import Sketch, bucket_indices, gamma_for
-from streams.slo import load_rules
 from streams.transport import SourceBatch
 
 pytestmark = pytest.mark.integration

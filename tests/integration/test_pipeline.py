@@ -16,13 +16,13 @@ from prometheus_client import CollectorRegistry
 
 from schemas.normalize import Pseudonymizer
 from sinks.clickhouse import ClickHouseWriter
+from streams.detectors.pii.config import PiiConfig
+from streams.detectors.pii.guard import PiiGuard
+from streams.detectors.pii.scanner import Finding, Scanner
 from streams.dlq import DeadLetters
 from streams.health import DetectorHealth
 from streams.ingest import Ingestor, IngestResult
 from streams.metrics import Metrics
-from streams.pii.config import PiiConfig
-from streams.pii.guard import PiiGuard
-from streams.pii.scanner import Finding, Scanner
 from streams.pipeline import IngestPipeline
 from streams.publish import Publisher
 from streams.transport import SourceBatch

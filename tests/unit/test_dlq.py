@@ -11,10 +11,10 @@ from prometheus_client import CollectorRegistry
 
 from schemas.normalize import Pseudonymizer
 from schemas.rows import Provenance
+from streams.detectors.pii.scanner import Scanner
 from streams.dlq import DeadLetters, bounded_payload
 from streams.ingest import Rejection
 from streams.metrics import Metrics
-from streams.pii.scanner import Scanner
 from streams.publish import Message, Publisher
 
 KEY = b"dlq-key"

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.pii import validators as v
-from streams.pii.entities import CHECKSUM_ENTITIES, mask
-from streams.pii.scanner import Scanner
+from streams.detectors.pii import validators as v
+from streams.detectors.pii.entities import CHECKSUM_ENTITIES, mask
+from streams.detectors.pii.scanner import Scanner
 from tests.pii_corpus import ENTITIES, evaluate, negatives, positives
 
 KEY = b"test-key"
@@ -183,7 +183,7 @@ def _unescaped(text: str) -> str:
 
 def _originals(doc: Any, findings: list[Any]) -> set[str]:
     """The raw text of each finding, looked up by path (the test may see it; nothing else)."""
-    from streams.pii.scanner import _walk
+    from streams.detectors.pii.scanner import _walk
 
     texts = {p: t for p, t, _, _ in _walk(doc, "$", "")}
     return {texts[f.json_path][f.start : f.end] for f in findings if f.json_path in texts}
@@ -213,8 +213,8 @@ def test_the_engines_agree(scanner: Scanner) -> None:
 
 
 def test_the_rules_file_sets_policies_and_rejects_unknown_entities(tmp_path: Any) -> None:
+    from streams.detectors.latency.slo import load_rules
     from streams.errors import ConfigError
-    from streams.slo import load_rules
 
     assert load_rules(None).pii.policy("EMAIL") == "redact"  # the default
     path = tmp_path / "rules.yaml"
@@ -238,8 +238,8 @@ async def test_pii_alerts_deduplicate_count_and_resolve_after_quiet() -> None:
 
     from schemas.alerts import Alert
     from streams.alerting import AlertPublisher
+    from streams.detectors.pii.guard import Detected, PiiAlerts
     from streams.metrics import Metrics
-    from streams.pii.guard import Detected, PiiAlerts
 
     sent: list[Alert] = []
 
@@ -288,10 +288,10 @@ def test_the_guard_redacts_exactly_the_events_holding_pii_in_a_mixed_batch() -> 
 
     from schemas.events import EVENT_ADAPTER
     from schemas.fastpath import from_model
+    from streams.detectors.pii.config import PiiConfig
+    from streams.detectors.pii.guard import PiiGuard
     from streams.ingest import IngestResult
     from streams.metrics import Metrics
-    from streams.pii.config import PiiConfig
-    from streams.pii.guard import PiiGuard
 
     email = "jane.roe@example.com"
     base = {"ts": 1_767_323_045_000, "tenant_id": "acme", "service": "api"}

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.sketch import ZERO_KEY, Sketch, bucket_indices, gamma_for
+from streams.detectors.latency.sketch import ZERO_KEY, Sketch, bucket_indices, gamma_for
 
 ALPHA = 0.01
 GAMMA = gamma_for(ALPHA)

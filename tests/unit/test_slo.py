@@ -5,8 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.errors import ConfigError
-from streams.slo import (
+from streams.detectors.latency.slo import (
     ALL,
     BudgetTracker,
     Sample,
@@ -15,6 +14,7 @@ from streams.slo import (
     Transition,
     load_rules,
 )
+from streams.errors import ConfigError
 
 KEY = ("acme", "api", "/v1/reports")
 S = 30_000

@@ -8,9 +8,17 @@ import random
 from dataclasses import replace
 from pathlib import Path
 
-from streams.latency import Stats
-from streams.sketch import bucket_indices, gamma_for
-from streams.slo import ALL, BudgetTracker, Sample, SloEvaluator, Streak, Transition, load_rules
+from streams.detectors.latency.detector import Stats
+from streams.detectors.latency.sketch import bucket_indices, gamma_for
+from streams.detectors.latency.slo import (
+    ALL,
+    BudgetTracker,
+    Sample,
+    SloEvaluator,
+    Streak,
+    Transition,
+    load_rules,
+)
 
 KEY = ("hooli", "auth", "/v1/auth/login")
 S = 30_000

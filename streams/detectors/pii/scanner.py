@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from streams.pii.entities import ENTITIES, SENSITIVE_KEYS, Entity, is_sensitive_key, mask
+from streams.detectors.pii.entities import ENTITIES, SENSITIVE_KEYS, Entity, is_sensitive_key, mask
 
 Engine = Literal["hyperscan", "re2", "re"]
 Policy = Literal["redact", "hash", "drop-field"]

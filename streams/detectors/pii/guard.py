@@ -23,10 +23,10 @@ import msgspec
 from schemas.alerts import Annotations
 from schemas.fastpath import FAST_STRUCTS, FastEvent
 from streams.alerting import AlertPublisher, AlertSpec
+from streams.detectors.pii.config import PiiConfig
+from streams.detectors.pii.scanner import Finding, Policy, Scanner
 from streams.ingest import IngestResult
 from streams.metrics import Metrics
-from streams.pii.config import PiiConfig
-from streams.pii.scanner import Finding, Policy, Scanner
 
 ANALYTICS = FAST_STRUCTS["analytics"]
 #: fields of other kinds that may carry user input, scanned as free text

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from streams.pii import validators as v
+from streams.detectors.pii import validators as v
 
 Boundary = Literal["none", "number", "word", "ip", "hex"]
 

@@ -35,11 +35,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from schemas.alerts import Severity
+from streams.detectors.latency.sketch import Sketch, bucket_value
+from streams.detectors.latency.windows import WindowSpec, parse_seconds
+from streams.detectors.pii.config import PiiConfig
 from streams.errors import ConfigError
-from streams.pii.config import PiiConfig
-from streams.sketch import Sketch, bucket_value
 from streams.stats import DEFAULT_CONFIDENCE, DEFAULT_MIN_BAD, Evidence, quantile_min_count
-from streams.windows import WindowSpec, parse_seconds
 
 SLI = Literal[
     "p50_ms",

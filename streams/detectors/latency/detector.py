@@ -40,11 +40,8 @@ from schemas.alerts import Annotations
 from schemas.fastpath import FAST_STRUCTS
 from sinks.clickhouse import ClickHouseWriter
 from streams.alerting import AlertPublisher, AlertSpec
-from streams.gate import CommitGate
-from streams.ingest import IngestResult
-from streams.metrics import Metrics
-from streams.sketch import Sketch, bucket_indices
-from streams.slo import (
+from streams.detectors.latency.sketch import Sketch, bucket_indices
+from streams.detectors.latency.slo import (
     ALL,
     BudgetTracker,
     Key,
@@ -54,8 +51,17 @@ from streams.slo import (
     Transition,
     Verdict,
 )
+from streams.detectors.latency.windows import (
+    NO_WATERMARK,
+    Watermark,
+    WindowSpec,
+    window_end,
+    window_start,
+)
+from streams.gate import CommitGate
+from streams.ingest import IngestResult
+from streams.metrics import Metrics
 from streams.transport import SourceBatch
-from streams.windows import NO_WATERMARK, Watermark, WindowSpec, window_end, window_start
 
 log = logging.getLogger(__name__)
 

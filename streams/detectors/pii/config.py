@@ -6,9 +6,9 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from streams.pii.entities import ENTITY_NAMES
-from streams.pii.scanner import Policy
-from streams.windows import parse_seconds
+from streams.detectors.latency.windows import parse_seconds
+from streams.detectors.pii.entities import ENTITY_NAMES
+from streams.detectors.pii.scanner import Policy
 
 
 class PiiConfig(BaseModel):
