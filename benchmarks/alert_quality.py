@@ -28,7 +28,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from streams.demo import HTTP_SHARE, P_5XX, P_401, P_404, ROUTES, TENANTS
-from streams.detectors.latency.detector import Stats
 from streams.detectors.latency.sketch import Sketch, bucket_indices, gamma_for
 from streams.detectors.latency.slo import (
     ALL,
@@ -43,6 +42,7 @@ from streams.detectors.latency.slo import (
     Verdict,
     load_rules,
 )
+from streams.detectors.latency.state import Stats
 
 GAMMA = gamma_for(0.01)
 

@@ -8,7 +8,6 @@ import random
 from dataclasses import replace
 from pathlib import Path
 
-from streams.detectors.latency.detector import Stats
 from streams.detectors.latency.sketch import bucket_indices, gamma_for
 from streams.detectors.latency.slo import (
     ALL,
@@ -19,6 +18,7 @@ from streams.detectors.latency.slo import (
     Transition,
     load_rules,
 )
+from streams.detectors.latency.state import Stats
 
 KEY = ("hooli", "auth", "/v1/auth/login")
 S = 30_000

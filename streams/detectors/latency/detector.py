@@ -22,12 +22,9 @@ and every key of it -- lives in one partition):
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
-import math
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from operator import attrgetter
 from typing import Any
@@ -40,6 +37,7 @@ from schemas.alerts import Annotations
 from schemas.fastpath import FAST_STRUCTS
 from sinks.clickhouse import ClickHouseWriter
 from streams.alerting import AlertPublisher, AlertSpec
+from streams.detectors.latency.rows import Rows
 from streams.detectors.latency.sketch import Sketch, bucket_indices
 from streams.detectors.latency.slo import (
     ALL,
@@ -49,8 +47,8 @@ from streams.detectors.latency.slo import (
     SloConfig,
     SloEvaluator,
     Transition,
-    Verdict,
 )
+from streams.detectors.latency.state import OpenSample, PartitionState, Stats
 from streams.detectors.latency.windows import (
     NO_WATERMARK,
     Watermark,
@@ -69,94 +67,10 @@ HTTP_REQUEST = FAST_STRUCTS["http.request"]
 _KEY = attrgetter("tenant_id", "service", "route")
 _STATUS = attrgetter("status")
 _DURATION = attrgetter("duration_ms")
-QUANTILES = (0.5, 0.9, 0.95, 0.99)
 #: closed samples without traffic examined per tick for declared minimums (bounds work
 #: after a long gap)
 MAX_EMPTY_SAMPLES = 120
 MAX_KEY_IDS = 200_000
-
-
-@dataclass(slots=True)
-class Stats:
-    """Count, status classes, max and latency sketch of one window and key."""
-
-    count: int = 0
-    c2xx: int = 0
-    c3xx: int = 0
-    c4xx: int = 0
-    c5xx: int = 0
-    max_ms: float = 0.0
-    sketch: Sketch = field(default_factory=Sketch)
-
-    def add(self, status: int, duration_ms: float, bucket: int) -> None:
-        self.count += 1
-        cls = status // 100
-        if cls == 2:
-            self.c2xx += 1
-        elif cls == 5:
-            self.c5xx += 1
-        elif cls == 4:
-            self.c4xx += 1
-        elif cls == 3:
-            self.c3xx += 1
-        if duration_ms > self.max_ms:
-            self.max_ms = duration_ms
-        self.sketch.add_key(bucket)
-
-    def merge(self, other: Stats) -> None:
-        self.count += other.count
-        self.c2xx += other.c2xx
-        self.c3xx += other.c3xx
-        self.c4xx += other.c4xx
-        self.c5xx += other.c5xx
-        self.max_ms = max(self.max_ms, other.max_ms)
-        self.sketch.merge(other.sketch)
-
-    def slis(self, gamma: float, seconds: float) -> dict[str, float]:
-        p50, p90, p95, p99 = self.sketch.quantiles(QUANTILES, gamma)
-        n = self.count
-        return {
-            "p50_ms": p50,
-            "p90_ms": p90,
-            "p95_ms": p95,
-            "p99_ms": p99,
-            "max_ms": self.max_ms if n else math.nan,
-            "error_rate": self.c5xx / n if n else math.nan,
-            "client_error_rate": self.c4xx / n if n else math.nan,
-            "throughput_rps": n / seconds,
-        }
-
-
-@dataclass(slots=True)
-class _OpenSample:
-    panes: dict[Key, dict[int, Stats]] = field(default_factory=dict)
-    min_offset: int = 2**62
-
-
-@dataclass(slots=True)
-class _Partition:
-    topic: str
-    partition: int
-    wm: Watermark
-    evaluator: SloEvaluator
-    budget: BudgetTracker
-    next_offset: int = -1  # first offset of the next batch, if contiguous
-    processed: int = -1  # last offset fed (P)
-    replay_until: int = -1  # offsets <= this were processed before the restore
-    replay_wm: int = NO_WATERMARK  # samples ending <= this were closed before it
-    closed_through: int | None = None  # end of the last closed sample
-    samples: dict[int, _OpenSample] = field(default_factory=dict)
-    late: dict[tuple[int, Key], Stats] = field(default_factory=dict)
-    late_offsets: list[int] = field(default_factory=list)  # [first, last] of late events
-    rollups: dict[int, dict[int, dict[Key, Stats]]] = field(default_factory=dict)
-    declared: set[Key] = field(default_factory=set)
-    durable_safe: int = -1  # first offset still needed, per the last durable checkpoint
-    last_input_wall_ms: int = 0
-    last_checkpoint: tuple[int, int] = (-2, NO_WATERMARK)
-
-    @property
-    def replaying(self) -> bool:
-        return self.next_offset <= self.replay_until
 
 
 class LatencyDetector:
@@ -186,7 +100,7 @@ class LatencyDetector:
         self._db = database
         self._group = consumer_group
         self._clock_ms = clock_ms
-        self._parts: dict[int, _Partition] = {}
+        self._parts: dict[int, PartitionState] = {}
         #: partition → (topic, the query reading the checkpoints of newly assigned ones)
         self._prefetched: dict[int, tuple[str, asyncio.Task[dict[int, tuple[Any, ...]]]]] = {}
         self._key_ids: dict[Key, int] = {}  # per-batch grouping aid; reset when large
@@ -219,7 +133,7 @@ class LatencyDetector:
 
     def _add(
         self,
-        part: _Partition,
+        part: PartitionState,
         http: Sequence[Any],
         result: IngestResult,
         picked: Sequence[int] | None,
@@ -290,7 +204,7 @@ class LatencyDetector:
 
     def _add_groups(
         self,
-        part: _Partition,
+        part: PartitionState,
         groups: list[tuple[int, Key]],
         gid: npt.NDArray[np.int64],
         status: npt.NDArray[np.int64],
@@ -313,7 +227,7 @@ class LatencyDetector:
             start = window_start(pane, sample_ms)
             sample = part.samples.get(start)
             if sample is None:
-                sample = part.samples[start] = _OpenSample()
+                sample = part.samples[start] = OpenSample()
             sample.min_offset = min(sample.min_offset, int(first[g]))
             key_panes = sample.panes.get(key)
             if key_panes is None:
@@ -346,7 +260,7 @@ class LatencyDetector:
 
     def _add_late(
         self,
-        part: _Partition,
+        part: PartitionState,
         late: npt.NDArray[np.intp],
         keys: list[Key],
         ts: npt.NDArray[np.int64],
@@ -386,13 +300,13 @@ class LatencyDetector:
                 self._metrics.watermark_lag.labels(partition=str(part.partition)).set(lag)
         self._metrics.open_windows.set(open_count)
 
-    async def _close(self, part: _Partition, now_ms: int) -> None:
+    async def _close(self, part: PartitionState, now_ms: int) -> None:
         spec = self.spec
         idle = now_ms - part.last_input_wall_ms >= spec.idle_timeout_ms
         if idle and part.wm.max_ts_ms != NO_WATERMARK:
             part.wm.advance_idle(now_ms)
         wm = part.wm.value_ms
-        rows = _Rows(self.gamma, part.partition)
+        rows = Rows(self.gamma, part.partition)
         transitions: list[Transition] = []
         for start in self._due_samples(part, wm):
             self._close_sample(part, start, rows, transitions)
@@ -429,7 +343,7 @@ class LatencyDetector:
         for t in transitions:
             await self._publish(t)
 
-    def _due_samples(self, part: _Partition, wm: int) -> list[int]:
+    def _due_samples(self, part: PartitionState, wm: int) -> list[int]:
         """Starts of the samples to close now, oldest first: every open sample the
         watermark has passed, plus empty ones when some key declares a minimum."""
         size = self.spec.sample_ms
@@ -441,10 +355,10 @@ class LatencyDetector:
         return sorted(due)
 
     def _close_sample(
-        self, part: _Partition, start: int, rows: _Rows, transitions: list[Transition]
+        self, part: PartitionState, start: int, rows: Rows, transitions: list[Transition]
     ) -> None:
         spec = self.spec
-        sample = part.samples.pop(start, None) or _OpenSample()
+        sample = part.samples.pop(start, None) or OpenSample()
         end = start + spec.sample_ms
         per_key: dict[Key, Stats] = {}
         tenants: dict[str, Stats] = {}
@@ -554,8 +468,8 @@ class LatencyDetector:
 
     # --- recovery -----------------------------------------------------------------------
 
-    async def _restore(self, topic: str, partition: int, first_offset: int) -> _Partition:
-        part = _Partition(
+    async def _restore(self, topic: str, partition: int, first_offset: int) -> PartitionState:
+        part = PartitionState(
             topic,
             partition,
             Watermark(self.spec.grace_ms),
@@ -625,7 +539,7 @@ class LatencyDetector:
         )
         return {int(p): tuple(newest) for p, newest in rows}
 
-    async def _reload_history(self, part: _Partition, closed_through: int) -> None:
+    async def _reload_history(self, part: PartitionState, closed_through: int) -> None:
         """Rollups still open and the error-budget history, from stored sample rows."""
         sample_s = self.spec.sample_ms // 1000
         starts = [window_start(closed_through, size) for size in self.spec.rollups_ms]
@@ -656,152 +570,6 @@ class LatencyDetector:
         self._parts.pop(partition, None)
         self._prefetched.pop(partition, None)
         self._gate.forget(partition)
-
-
-class _Rows:
-    """Rows of one tick for latency_windows, slo_samples and window_checkpoints."""
-
-    def __init__(self, gamma: float, partition: int) -> None:
-        self.gamma = gamma
-        self.partition = partition
-        self.windows: list[tuple[Any, ...]] = []
-        self.slo: list[Verdict] = []
-        self.ckpt: list[tuple[Any, ...]] = []
-        self.closed: dict[int, int] = {}
-        self.verdict_counts: dict[str, int] = {}
-
-    def window(self, size_ms: int, start: int, key: Key, stats: Stats, late: str = "") -> None:
-        tenant, service, route = key
-        resolution = size_ms // 1000
-        ident = f"{resolution}|{start}|{tenant}|{service}|{route}|{self.partition}|{late}"
-        window_id = hashlib.sha256(ident.encode()).hexdigest()[:32]
-        slis = stats.slis(self.gamma, size_ms / 1000)
-        keys, counts = stats.sketch.arrays()
-        self.windows.append(
-            (
-                tenant,
-                service,
-                route,
-                resolution,
-                start / 1000,
-                (start + size_ms) / 1000,
-                1 if late else 0,
-                window_id,
-                self.partition,
-                stats.count,
-                stats.c2xx,
-                stats.c3xx,
-                stats.c4xx,
-                stats.c5xx,
-                _num(slis["error_rate"]),
-                _num(slis["client_error_rate"]),
-                slis["throughput_rps"],
-                _num(slis["p50_ms"]),
-                _num(slis["p90_ms"]),
-                _num(slis["p95_ms"]),
-                _num(slis["p99_ms"]),
-                stats.max_ms,
-                self.gamma,
-                keys,
-                counts,
-            )
-        )
-        self.closed[resolution] = self.closed.get(resolution, 0) + 1
-
-    def verdicts(self, verdicts: Iterable[Verdict]) -> None:
-        for v in verdicts:
-            self.slo.append(v)
-            self.verdict_counts[v.status] = self.verdict_counts.get(v.status, 0) + 1
-
-    def checkpoint(self, group: str, part: _Partition, safe: int, state: dict[str, Any]) -> None:
-        self.ckpt.append(
-            (
-                group,
-                part.topic,
-                part.partition,
-                part.processed,
-                safe,
-                part.wm.value_ms,
-                part.wm.max_ts_ms,
-                part.closed_through if part.closed_through is not None else -1,
-                orjson.dumps(state).decode(),
-            )
-        )
-
-    def tables(self) -> dict[str, dict[str, list[Any]]]:
-        out: dict[str, dict[str, list[Any]]] = {}
-        if self.windows:
-            out["latency_windows"] = dict(
-                zip(WINDOW_COLUMNS, map(list, zip(*self.windows, strict=True)), strict=True)
-            )
-        if self.slo:
-            out["slo_samples"] = {
-                "tenant_id": [v.key[0] for v in self.slo],
-                "service": [v.key[1] for v in self.slo],
-                "route": [v.key[2] for v in self.slo],
-                "window_start": [v.start_ms / 1000 for v in self.slo],
-                "window_end": [v.end_ms / 1000 for v in self.slo],
-                "rule": [v.rule for v in self.slo],
-                "sli": [v.sli for v in self.slo],
-                "op": [v.op for v in self.slo],
-                "value": [_num(v.value) for v in self.slo],
-                "threshold": [v.threshold for v in self.slo],
-                "status": [v.status for v in self.slo],
-                "count": [v.count for v in self.slo],
-                "hits": [v.hits for v in self.slo],
-                "lower_bound": [_num(v.lower_bound) for v in self.slo],
-                "src_partition": [self.partition] * len(self.slo),
-            }
-        if self.ckpt:
-            out["window_checkpoints"] = dict(
-                zip(CHECKPOINT_COLUMNS, map(list, zip(*self.ckpt, strict=True)), strict=True)
-            )
-        return out
-
-
-WINDOW_COLUMNS = (
-    "tenant_id",
-    "service",
-    "route",
-    "resolution_s",
-    "window_start",
-    "window_end",
-    "late",
-    "window_id",
-    "src_partition",
-    "count",
-    "c2xx",
-    "c3xx",
-    "c4xx",
-    "c5xx",
-    "error_rate",
-    "client_error_rate",
-    "throughput_rps",
-    "p50_ms",
-    "p90_ms",
-    "p95_ms",
-    "p99_ms",
-    "max_ms",
-    "gamma",
-    "bucket_keys",
-    "bucket_counts",
-)
-CHECKPOINT_COLUMNS = (
-    "consumer_group",
-    "topic",
-    "partition",
-    "processed_offset",
-    "safe_offset",
-    "watermark_ms",
-    "max_ts_ms",
-    "closed_through_ms",
-    "state",
-)
-
-
-def _num(value: float) -> float:
-    """NaN (no data) is stored as 0; ``count`` tells the two apart."""
-    return 0.0 if math.isnan(value) else value
 
 
 def _dt(ms: int) -> datetime:
