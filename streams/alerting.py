@@ -16,6 +16,7 @@ import orjson
 
 from schemas.alerts import Alert, AlertData, Annotations, Severity, Status, alert_fingerprint
 from sinks.clickhouse import ClickHouseWriter
+from streams.catalogue import lookup
 from streams.metrics import Metrics
 from streams.publish import Message, Publisher, Send
 
@@ -49,6 +50,7 @@ class AlertPublisher:
         topic: str,
         metrics: Metrics,
         dedup_window_s: float,
+        runbook_base: str = "",
     ) -> None:
         """``send`` is the producer's send (wrapped in a :class:`Publisher` with default
         retries) or a configured :class:`Publisher`: an alert is retried with backoff
@@ -58,6 +60,7 @@ class AlertPublisher:
         self._topic = topic
         self._metrics = metrics
         self._window_s = dedup_window_s
+        self._runbook_base = runbook_base
         self._active: dict[str, _Active] = {}
 
     def is_firing(self, spec: AlertSpec) -> bool:
@@ -77,7 +80,9 @@ class AlertPublisher:
         """Publish a firing alert unless the same one went out within the dedup window.
 
         ``starts_at`` defaults to ``at`` (the condition began with this call); detectors
-        that need several observations pass the time of the first one."""
+        that need several observations pass the time of the first one. An alert the
+        catalogue lacks raises :class:`~streams.catalogue.UnknownAlert`."""
+        lookup(spec.alertname)
         state = self._active.get(spec.fingerprint)
         if state is not None and (at - state.last_sent_at).total_seconds() < self._window_s:
             state.repeats += 1
@@ -106,6 +111,7 @@ class AlertPublisher:
         """Publish the resolution of a firing alert (``endsAt`` = ``at``). An alert this
         process does not know is resolved only when the caller says when it started (a
         detector whose state survived a restart); otherwise there is nothing to resolve."""
+        lookup(spec.alertname)
         state = self._active.pop(spec.fingerprint, None)
         if state is None and starts_at is None:
             return None
@@ -124,13 +130,17 @@ class AlertPublisher:
         evidence: dict[str, Any],
         auto_rollback: bool = False,
     ) -> Alert:
+        annotations = spec.annotations
+        if not annotations.runbook_url:
+            url = lookup(spec.alertname).runbook_url(self._runbook_base)
+            annotations = annotations.model_copy(update={"runbook_url": url})
         data = AlertData(
             fingerprint=spec.fingerprint,
             status=status,
             alertname=spec.alertname,
             severity=spec.severity,
             labels=spec.labels,
-            annotations=spec.annotations,
+            annotations=annotations,
             value=value,
             threshold=threshold,
             starts_at=starts_at,

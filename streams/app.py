@@ -97,7 +97,12 @@ class Runtime:
             retry_max_s=s.publish_retry_max_s,
         )
         self.alerts = AlertPublisher(
-            self.writer, publisher, s.alerts_topic, self.metrics, s.alert_dedup_window_s
+            self.writer,
+            publisher,
+            s.alerts_topic,
+            self.metrics,
+            s.alert_dedup_window_s,
+            runbook_base=s.runbook_base_url,
         )
         gate = CommitGate()
         self.latency = LatencyDetector(

@@ -92,6 +92,9 @@ class Settings(BaseSettings):
 
     # Alerts, windows, rules
     alert_dedup_window_s: float = Field(default=300.0, ge=0)
+    # Where runbooks live (a wiki or the repository's docs/runbooks URL); every alert's
+    # runbook_url is this + "/<AlertName>.md". Empty: the path in the repository.
+    runbook_base_url: str = ""
     rules_file: Path | None = None  # default: the packaged streams/rules.default.yaml
     window_tick_s: float = Field(default=1.0, gt=0)  # how often windows are closed
     sketch_relative_accuracy: float = Field(default=0.01, gt=0, lt=0.5)

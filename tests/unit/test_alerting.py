@@ -89,7 +89,9 @@ async def test_fire_dedup_remind_resolve(
 async def test_cloudevents_shape_and_deterministic_id(
     publisher: AlertPublisher, topic: Topic
 ) -> None:
-    await publisher.fire(AlertSpec("X", "high", {"tenant_id": "a"}, NOTE), 1.0, 0.5, at=T0)
+    await publisher.fire(
+        AlertSpec("ErrorRateSpike", "high", {"tenant_id": "a"}, NOTE), 1.0, 0.5, at=T0
+    )
     [event] = topic.alerts()
     assert event["specversion"] == "1.0"
     assert event["type"] == "io.vigil.alert.firing"
@@ -121,7 +123,7 @@ def test_alertmanager_mapping() -> None:
             "data": {
                 "fingerprint": "fp",
                 "status": "resolved",
-                "alertname": "X",
+                "alertname": "ErrorRateSpike",
                 "severity": "critical",
                 "labels": {"tenant_id": "a"},
                 "annotations": {"summary": "s"},
@@ -133,7 +135,11 @@ def test_alertmanager_mapping() -> None:
         }
     )
     posted = to_alertmanager(alert)
-    assert posted["labels"] == {"alertname": "X", "severity": "critical", "tenant_id": "a"}
+    assert posted["labels"] == {
+        "alertname": "ErrorRateSpike",
+        "severity": "critical",
+        "tenant_id": "a",
+    }
     assert posted["annotations"]["summary"] == "s"
     assert posted["startsAt"] == "2026-01-02T03:04:05Z"
     assert posted["endsAt"] == "2026-01-02T03:05:05Z"
@@ -144,7 +150,7 @@ def test_pagerduty_mapping_triggers_then_resolves_on_the_fingerprint() -> None:
 
     data = {
         "fingerprint": "fp",
-        "alertname": "X",
+        "alertname": "ErrorRateSpike",
         "severity": "high",
         "labels": {"tenant_id": "a"},
         "annotations": {"summary": "s"},

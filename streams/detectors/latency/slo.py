@@ -35,6 +35,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from schemas.alerts import Severity
+from streams.catalogue import register_rule_alert
 from streams.detectors.latency.sketch import Sketch, bucket_value
 from streams.detectors.latency.windows import WindowSpec, parse_seconds
 from streams.detectors.pii.config import PiiConfig
@@ -230,7 +231,7 @@ def load_rules(path: Path | None) -> RulesFile:
         where = str(path)
     try:
         data = yaml.safe_load(text) or {}
-        return RulesFile.model_validate(data)
+        rules = RulesFile.model_validate(data)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{where}: not valid YAML: {exc}") from None
     except ValidationError as exc:
@@ -238,6 +239,12 @@ def load_rules(path: Path | None) -> RulesFile:
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
         )
         raise ConfigError(f"{where}: {problems}") from None
+    for rule in rules.slo.rules:  # a rules file's own alert names join the catalogue
+        if rule.alert is not None:
+            register_rule_alert(rule.alert, rule.severity, ("tenant_id", "service", "route"))
+    for burn in rules.slo.availability.burn_alerts:
+        register_rule_alert(burn.alert, burn.severity, ("tenant_id",))
+    return rules
 
 
 # --- evaluation ------------------------------------------------------------------------
