@@ -1,0 +1,162 @@
+"""Exact sliding windows checked against a brute-force reference on the same events."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import pytest
+
+from streams.detectors.security.window import Change, Op, SlidingCount, holds
+
+MIN = 60_000
+
+
+@dataclass(frozen=True)
+class Ev:
+    group: tuple[str, ...]
+    ts: int
+    id: str
+    value: str = ""
+
+
+def reference(
+    events: list[Ev], span: int, op: Op, threshold: int, quiet: int, grace: int, distinct: bool
+) -> set[tuple[tuple[str, ...], int, int, int, int]]:
+    """Episodes (group, first event, first hold, last hold, peak) by brute force: late
+    events (older than the newest event time minus grace when they arrive) are left out;
+    every distinct instant of a group ends a window; holding windows within ``quiet`` of
+    each other form one episode."""
+    newest: int | None = None
+    kept: list[Ev] = []
+    for e in events:
+        if newest is None or e.ts >= newest - grace:
+            kept.append(e)
+            newest = e.ts if newest is None else max(newest, e.ts)
+    out: set[tuple[tuple[str, ...], int, int, int, int]] = set()
+    for group in {e.group for e in kept}:
+        mine = sorted((e for e in kept if e.group == group), key=lambda e: e.ts)
+        holds_at: list[tuple[int, int, int]] = []
+        for t in sorted({e.ts for e in mine}):
+            inside = [e for e in mine if t - span < e.ts <= t]
+            count = len({e.value for e in inside}) if distinct else len(inside)
+            if holds(op, count, threshold):
+                holds_at.append((t, min(e.ts for e in inside), count))
+        episode: list[tuple[int, int, int]] = []
+        for hold in [*holds_at, (2**62, 0, 0)]:
+            if episode and hold[0] - episode[-1][0] > quiet:
+                out.add(
+                    (
+                        group,
+                        min(h[1] for h in episode),
+                        episode[0][0],
+                        episode[-1][0],
+                        max(h[2] for h in episode),
+                    )
+                )
+                episode = []
+            episode.append(hold)
+    return out
+
+
+def run(
+    events: list[Ev], span: int, op: Op, threshold: int, quiet: int, grace: int, distinct: bool
+) -> tuple[set[tuple[tuple[str, ...], int, int, int, int]], list[Change], int]:
+    counter = SlidingCount(span, op, threshold, quiet, grace, distinct)
+    changes: list[Change] = []
+    for k, e in enumerate(events):
+        _, c = counter.add(e.group, e.ts, e.id, e.value)
+        changes.extend(c)
+        if k % 7 == 0:  # the worker's timer, at arbitrary points
+            changes.extend(counter.advance())
+    changes.extend(counter.flush())
+    episodes = {
+        (c.episode.group, c.episode.first_event_ms, c.episode.first_hold_ms,
+         c.episode.last_hold_ms, c.episode.peak)
+        for c in changes
+        if c.action == "resolve"
+    }  # fmt: skip
+    return episodes, changes, counter.late
+
+
+def traffic(rng: random.Random, groups: int, n: int, grace: int) -> list[Ev]:
+    """Bursts and trickles over a few minutes, some straddling minute boundaries, with
+    events out of order (some within the grace, some beyond it: late)."""
+    events: list[Ev] = []
+    t = 10 * MIN
+    for i in range(n):
+        if rng.random() < 0.05:
+            t += rng.randrange(0, 3 * MIN)  # a gap: episodes end
+        t += rng.choice([0, 5, 100, 900, 2_000, 7_000])
+        ts = t
+        r = rng.random()
+        if r < 0.15:
+            ts = t - rng.randrange(0, grace + 1)  # out of order, in time
+        elif r < 0.2:
+            ts = t - rng.randrange(grace, 4 * grace + 2)  # most of these are late
+        group = (f"g{rng.randrange(groups)}",)
+        events.append(Ev(group, ts, f"e{i}", f"u{rng.randrange(12)}"))
+    return events
+
+
+@pytest.mark.parametrize("op", ["gt", "gte", "lt", "lte", "eq", "neq"])
+@pytest.mark.parametrize("distinct", [False, True])
+def test_episodes_equal_the_brute_force_reference(op: Op, distinct: bool) -> None:
+    rng = random.Random(f"{op}{distinct}")
+    total_events = total_episodes = total_late = 0
+    for _ in range(40):
+        grace = rng.choice([0, 1_000, 10_000])
+        quiet = grace + rng.choice([0, 30_000, MIN])
+        span = rng.choice([MIN, 5 * MIN, 10_000])
+        threshold = rng.choice([2, 3, 5, 8])
+        events = traffic(rng, rng.choice([1, 3, 20]), rng.randrange(20, 300), grace)
+        got, changes, late = run(events, span, op, threshold, quiet, grace, distinct)
+        want = reference(events, span, op, threshold, quiet, grace, distinct)
+        assert got == want, (op, distinct, span, threshold, quiet, grace)
+        fires = [c for c in changes if c.action == "fire"]
+        assert len(fires) == len(want)  # one fire and one resolve per episode
+        for c in changes:
+            if c.action == "resolve":
+                assert c.at_ms == c.episode.last_hold_ms + quiet
+        total_events += len(events)
+        total_episodes += len(want)
+        total_late += late
+    assert total_episodes > 20 and total_late > 0  # the generator exercises both
+
+
+def test_a_burst_straddling_a_minute_boundary_is_seen_whole() -> None:
+    """51 failed logins between 12:00:30 and 12:01:29: no clock-aligned minute holds
+    more than 30, the sliding window holds all 51 and fires on the 51st event."""
+    counter = SlidingCount(MIN, "gt", 50, quiet_ms=5 * MIN, grace_ms=10_000)
+    base = 12 * 60 * MIN
+    fired: list[Change] = []
+    for i in range(51):
+        _, changes = counter.add(("203.0.113.0/24",), base + 30_000 + i * 1_180, f"e{i}")
+        fired.extend(changes)
+    assert [(c.action, c.at_ms, c.episode.peak) for c in fired] == [
+        ("fire", base + 30_000 + 50 * 1_180, 51)
+    ]
+    assert len(fired[0].episode.sample_ids) == 10
+
+
+def test_counts_exactly_at_the_threshold() -> None:
+    gt = SlidingCount(MIN, "gt", 5, quiet_ms=MIN, grace_ms=0)
+    gte = SlidingCount(MIN, "gte", 5, quiet_ms=MIN, grace_ms=0)
+    out_gt: list[Change] = []
+    out_gte: list[Change] = []
+    for i in range(5):
+        out_gt.extend(gt.add(("p",), i * 1000, f"e{i}")[1])
+        out_gte.extend(gte.add(("p",), i * 1000, f"e{i}")[1])
+    assert out_gt == [] and [c.action for c in out_gte] == ["fire"]
+    # the window is (t - 60 s, t]: an event exactly 60 s later no longer sees the first
+    assert gt.add(("p",), 60_000, "e5")[1] == []
+
+
+def test_idle_groups_are_forgotten() -> None:
+    counter = SlidingCount(MIN, "gt", 50, quiet_ms=MIN, grace_ms=1_000)
+    for i in range(1_000):
+        counter.add((f"ip{i}",), i, f"e{i}")
+    assert counter.memory_groups() == 1_000
+    counter.add(("other",), 10 * MIN, "x")
+    counter.advance()
+    assert counter.memory_groups() == 1
