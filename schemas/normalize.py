@@ -79,6 +79,30 @@ def _pseudonymise_in_place(obj: dict[str, Any], pseudo: Pseudonymizer) -> None:
             obj["ip_hash"], obj["ip_prefix"] = pseudo.ip(str(raw_ip))
 
 
+#: the contract's error code for a webhook whose verification secret is missing, and the
+#: spellings log shippers use for it
+SECRET_NOT_CONFIGURED = "SECRET_NOT_CONFIGURED"  # noqa: S105 (an error code)
+_SECRET_ALIASES = frozenset(
+    {SECRET_NOT_CONFIGURED, "WEBHOOK_SECRET_NOT_CONFIGURED", "SECRET_MISSING", "MISSING_SECRET"}
+)
+
+
+def normalise_provider(name: str) -> str:
+    """``VerifyStripeSignatureMiddleware`` -> ``stripe``: the webhook provider, without
+    the framework's words around it."""
+    text = name.strip()
+    for word in ("Middleware", "Signature", "Verify", "Webhook", "Handler"):
+        text = text.replace(word, "")
+    return text.strip("_-. ").lower() or "unknown"
+
+
+def _error_code(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = str(value)
+    return SECRET_NOT_CONFIGURED if text.upper() in _SECRET_ALIASES else text
+
+
 def _str_or_none(value: Any) -> str | None:
     return None if value is None else str(value)
 
@@ -120,10 +144,12 @@ def _log_to_envelope(log: dict[str, Any], derived_id: str) -> dict[str, Any]:
         if subcategory == "webhook_signature":
             out.update(
                 kind="security.webhook_signature",
-                provider=str(ctx.get("provider") or ctx.get("middleware") or "unknown"),
+                provider=normalise_provider(
+                    str(ctx.get("provider") or ctx.get("middleware") or "unknown")
+                ),
                 valid=False,
                 signature_provided=bool(ctx.get("signature_provided", False)),
-                error_code=_str_or_none(ctx.get("error_code")),
+                error_code=_error_code(ctx.get("error_code")),
             )
         else:
             out.update(kind="security.auth_failure", reason=_str_or_none(ctx.get("reason")))

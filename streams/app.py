@@ -29,6 +29,7 @@ from streams.detectors.latency.sketch import gamma_for
 from streams.detectors.latency.slo import load_rules
 from streams.detectors.pii.guard import PiiAlerts, PiiGuard
 from streams.detectors.pii.scanner import Scanner
+from streams.detectors.security.detector import SecurityDetector
 from streams.dlq import DeadLetters
 from streams.gate import CommitGate
 from streams.health import DetectorHealth
@@ -59,6 +60,7 @@ class Runtime:
         self.rules = load_rules(settings.rules_file)  # a bad file fails at start
         self.latency: LatencyDetector | None = None
         self.pii_alerts: PiiAlerts | None = None
+        self.security: SecurityDetector | None = None
         self.health = DetectorHealth(metrics, settings.detector_failure_threshold)
 
     async def open(self, app: VigilApp) -> None:
@@ -115,6 +117,9 @@ class Runtime:
             s.clickhouse_database,
             s.consumer_group,
         )
+        self.security = SecurityDetector(
+            self.rules.security, self.alerts, self.writer, self.metrics, s.clickhouse_database
+        )
         guard = None
         if s.pii_scan:
             scanner = await asyncio.to_thread(Scanner, s.hash_key_bytes, s.pii_engine)
@@ -135,7 +140,7 @@ class Runtime:
             self.writer,
             dead_letters,
             self.metrics,
-            detectors=[self.latency],
+            detectors=[self.latency, self.security],
             gate=gate,
             guard=guard,
             pii_alerts=self.pii_alerts,
@@ -162,6 +167,11 @@ class Runtime:
                 await self.pii_alerts.tick()
             except Exception as exc:
                 self.health.failed("pii", exc, "the quiet-period tick")
+        if self.security is not None:
+            try:
+                await self.security.tick()
+            except Exception as exc:
+                self.health.failed(self.security.name, exc, "the security window tick")
 
     async def close(self) -> None:
         if self.latency is not None:

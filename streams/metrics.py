@@ -150,6 +150,17 @@ class Metrics:
             "Times a partition's window state was restored from its checkpoint.",
             registry=registry,
         )
+        # Security correlations
+        self.security_late_events = Counter(
+            "vigil_security_late_events_total",
+            "Events older than the security watermark when they arrived (stored, not evaluated).",
+            registry=registry,
+        )
+        self.security_active_groups = Gauge(
+            "vigil_security_active_groups",
+            "Groups (IP, tenant, provider, ...) with events or an episode in a window.",
+            registry=registry,
+        )
         self.pii_findings = Counter(
             "vigil_pii_findings_total",
             "PII found in events (stored redacted), by entity type.",

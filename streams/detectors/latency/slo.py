@@ -39,6 +39,7 @@ from streams.catalogue import register_rule_alert
 from streams.detectors.latency.sketch import Sketch, bucket_value
 from streams.detectors.latency.windows import WindowSpec, parse_seconds
 from streams.detectors.pii.config import PiiConfig
+from streams.detectors.security.rules import SecurityConfig
 from streams.errors import ConfigError
 from streams.stats import DEFAULT_CONFIDENCE, DEFAULT_MIN_BAD, Evidence, quantile_min_count
 
@@ -216,6 +217,7 @@ class SloConfig(_Strict):
 class RulesFile(_Strict):
     slo: SloConfig = SloConfig()
     pii: PiiConfig = PiiConfig()
+    security: SecurityConfig = SecurityConfig()
 
 
 def load_rules(path: Path | None) -> RulesFile:
