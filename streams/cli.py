@@ -40,7 +40,11 @@ def cmd_up(args: argparse.Namespace) -> int:
     if settings.mode != "embedded":
         raise VigilError("`vigil up` runs the embedded stack; unset VIGIL_MODE=production")
     broker_port = args.broker_port if args.broker_port is not None else settings.broker_port
-    return run_up(settings, broker_port, args.rate if args.demo else None, args.duration)
+    if args.speed != 1.0 and (args.duration is None or not args.demo):
+        raise VigilError("--speed compresses the demo's event time: use it with --demo --for")
+    return run_up(
+        settings, broker_port, args.rate if args.demo else None, args.duration, args.speed
+    )
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -119,7 +123,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 await producer.send(settings.events_topic, value, key=key)
 
             return await run_demo(
-                send, args.rate, args.duration, seed=args.seed, incident_every_s=args.incident_every
+                send,
+                args.rate,
+                args.duration,
+                seed=args.seed,
+                incident_every_s=args.incident_every,
+                speed=args.speed,
             )
         finally:
             await producer.stop()
@@ -223,6 +232,13 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--demo", action="store_true", help="also run the demo traffic generator")
     up.add_argument("--rate", type=float, default=500.0, help="demo messages per second")
     up.add_argument(
+        "--speed",
+        type=float,
+        default=1.0,
+        help="demo event time runs this many times faster than the wall clock (needs --for):"
+        " --speed 40 --for 90 replays an hour",
+    )
+    up.add_argument(
         "--for",
         dest="duration",
         type=float,
@@ -251,8 +267,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--incident-every",
         type=float,
-        default=300.0,
+        default=600.0,
         help="seconds between repetitions of the incident schedule",
+    )
+    demo.add_argument(
+        "--speed",
+        type=float,
+        default=1.0,
+        help="event time runs this many times faster than the wall clock (needs --for)",
     )
     demo.set_defaults(func=cmd_demo)
 

@@ -52,13 +52,17 @@ ROUTES: tuple[tuple[str, str, str, float, float], ...] = (
 SPIKE_TENANT, SPIKE_ROUTE = "acme", "/v1/reports"
 SPIKE_FACTOR = 8.0  # latency multiplier of the spike
 #: shares of background messages by kind (cumulative thresholds below); the rest is HTTP
-MALFORMED_SHARE, AUTH_FAILURE_SHARE, WEBHOOK_SHARE = 0.005, 0.015, 0.02
+#: Calibrated so the background stays below every shipped security threshold at the
+#: default 500 messages/s: ~2 failed logins a minute platform-wide (FailedLoginSpike needs
+#: more than 20 in 5 minutes for one tenant), ~3 HTTP 401 a minute per route
+#: (UnauthorizedSpike: more than 10).
+MALFORMED_SHARE, AUTH_FAILURE_SHARE, WEBHOOK_SHARE = 0.005, 0.00007, 0.02
 SLOW_QUERY_SHARE, ANALYTICS_SHARE = 0.02, 0.19
 HTTP_SHARE = 1 - (
     MALFORMED_SHARE + AUTH_FAILURE_SHARE + WEBHOOK_SHARE + SLOW_QUERY_SHARE + ANALYTICS_SHARE
 )
 #: status of an HTTP request: 5xx, 404 and 401 shares (the rest 200)
-P_5XX, P_404, P_401 = 0.003, 0.017, 0.01
+P_5XX, P_404, P_401 = 0.003, 0.017, 0.0008
 PII_SAMPLE = "please call me back at jane.roe@example.com"  # the demo's planted PII
 
 
@@ -79,7 +83,8 @@ SCHEDULE: tuple[Incident, ...] = (
 
 
 class DemoTraffic:
-    def __init__(self, seed: int = 7, incident_every_s: float = 300.0) -> None:
+    def __init__(self, seed: int = 7, incident_every_s: float | None = 600.0) -> None:
+        """``incident_every_s`` None: background traffic only."""
         self._rng = random.Random(seed)
         self._every_s = incident_every_s
         self._journeys: dict[str, tuple[str, int]] = {}
@@ -98,13 +103,16 @@ class DemoTraffic:
         return TENANTS[-1][0]
 
     def active(self, name: str, elapsed_s: float) -> bool:
+        if self._every_s is None:
+            return False
         phase = elapsed_s % self._every_s
         return any(
             i.name == name and i.start_s <= phase < i.start_s + i.duration_s for i in SCHEDULE
         )
 
     def messages(self, n: int, now_ms: int, elapsed_s: float) -> list[tuple[bytes, bytes | None]]:
-        """``n`` (value, key) pairs of background traffic plus any active incidents."""
+        """``n`` (value, key) pairs of background traffic plus any active incidents, for
+        one tick (0.1 s of event time) at event time ``now_ms``."""
         out = [self._background(now_ms, elapsed_s) for _ in range(n)]
         rng = self._rng
         if self.active("cross_tenant", elapsed_s) and rng.random() < 0.2:
@@ -133,7 +141,7 @@ class DemoTraffic:
         r = self._rng.random()
         edge = MALFORMED_SHARE
         if r < edge:
-            return self._malformed(), None
+            return self._malformed(now_ms), None
         edge += AUTH_FAILURE_SHARE
         if r < edge:
             return self._auth_failure(now_ms)
@@ -211,7 +219,7 @@ class DemoTraffic:
                 "trace_id": f"{rng.getrandbits(128):032x}",
                 "span_id": f"{rng.getrandbits(64):016x}",
             }
-            return orjson.dumps(log), None
+            return orjson.dumps(log), b"webhooks"
         tenant = self._tenant()
         ev = self._envelope("security.webhook_signature", tenant, "webhooks", now_ms)
         ev.update(provider="stripe", endpoint="/webhooks/stripe", valid=True)
@@ -285,7 +293,7 @@ class DemoTraffic:
         )
         return orjson.dumps(ev), b"umbrella"
 
-    def _malformed(self) -> bytes:
+    def _malformed(self, now_ms: int) -> bytes:
         rng = self._rng
         choice = rng.randrange(4)
         if choice == 0:
@@ -305,7 +313,7 @@ class DemoTraffic:
         return orjson.dumps(
             {
                 "event_id": self._id(),
-                "ts": int(time.time() * 1000),
+                "ts": now_ms,
                 "tenant_id": "acme",
                 "kind": "mystery.kind",
                 "service": "api",
@@ -322,26 +330,41 @@ async def run_demo(
     rate_per_s: float,
     duration_s: float | None,
     seed: int = 7,
-    incident_every_s: float = 300.0,
+    incident_every_s: float = 600.0,
     tick_s: float = 0.1,
+    speed: float = 1.0,
 ) -> int:
-    """Emit traffic at ``rate_per_s`` until ``duration_s`` passes; returns messages sent.
+    """Emit traffic at ``rate_per_s`` until ``duration_s`` (wall seconds) passes; returns
+    messages sent. ``send(value, key)`` may return an awaitable, which is awaited.
 
-    ``send(value, key)`` may return an awaitable, which is awaited.
-    """
+    The rate and the incident schedule are in event time. With ``speed`` N > 1 event time
+    runs N times faster than the wall clock (N x ``rate_per_s`` messages a wall second):
+    an hour of traffic in a minute or two. It then starts ``duration_s * (N - 1)`` seconds
+    in the past, so the last events are stamped about now (the worker refuses events from
+    the future)."""
+    if speed < 1:
+        raise ValueError("speed must be at least 1")
+    if speed > 1 and duration_s is None:
+        raise ValueError("a time-compressed demo needs a duration")
     traffic = DemoTraffic(seed, incident_every_s)
     started = time.monotonic()
+    lead_ms = int((duration_s or 0) * (speed - 1) * 1000)
+    start_ms = int(time.time() * 1000) - lead_ms
     sent = 0
     owed = 0.0
+    event_s = 0.0  # event time elapsed
     while duration_s is None or time.monotonic() - started < duration_s:
-        elapsed = time.monotonic() - started
-        owed += rate_per_s * tick_s
-        n = int(owed)
-        owed -= n
-        for value, key in traffic.messages(n, int(time.time() * 1000), elapsed):
-            result = send(value, key)
-            if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
-                await result
-            sent += 1
-        await asyncio.sleep(max(0.0, tick_s - (time.monotonic() - started - elapsed)))
+        due = (time.monotonic() - started) * speed
+        while event_s <= due:
+            owed += rate_per_s * tick_s
+            n = int(owed)
+            owed -= n
+            now_ms = start_ms + int(event_s * 1000)
+            for value, key in traffic.messages(n, now_ms, event_s):
+                result = send(value, key)
+                if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
+                    await result
+                sent += 1
+            event_s += tick_s
+        await asyncio.sleep(max(0.0, (event_s / speed) - (time.monotonic() - started)))
     return sent

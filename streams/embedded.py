@@ -55,12 +55,21 @@ def _fmt(n: float) -> str:
 
 
 class Stack:
-    def __init__(self, settings: Settings, broker_port: int, demo_rate: float | None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        broker_port: int,
+        demo_rate: float | None,
+        demo_speed: float = 1.0,
+        demo_duration_s: float | None = None,
+    ) -> None:
         self.settings = settings
         self.logs = settings.data_dir / "logs"
         self.broker = EmbeddedBroker(port=broker_port, log=self.logs / "broker.log")
         self.web_port = _usable_port(settings.web_port)
         self.demo_rate = demo_rate
+        self.demo_speed = demo_speed
+        self.demo_duration_s = demo_duration_s
         self.worker: WorkerProcess | None = None
         self.demo: Any = None
         self.memory = BrokerMemory(total_memory_bytes(), settings.broker_memory_warn_share)
@@ -103,9 +112,14 @@ class Stack:
         self.worker = WorkerProcess(self.child_env(), self.web_port, self.logs / "worker.log")
         self.worker.start()
         if self.demo_rate:
-            print(f"vigil: starting demo traffic at {self.demo_rate:g} msg/s ...")
+            command = [sys.executable, "-m", "streams.cli", "demo", "--rate", str(self.demo_rate)]
+            faster = ""
+            if self.demo_speed != 1.0 and self.demo_duration_s is not None:
+                command += ["--speed", str(self.demo_speed), "--for", str(self.demo_duration_s)]
+                faster = f", event time {self.demo_speed:g}x the wall clock"
+            print(f"vigil: starting demo traffic at {self.demo_rate:g} msg/s{faster} ...")
             self.demo = spawn(
-                [sys.executable, "-m", "streams.cli", "demo", "--rate", str(self.demo_rate)],
+                command,
                 env=self.child_env(),
                 log=self.logs / "demo.log",
             )
@@ -214,9 +228,13 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def run_up(
-    settings: Settings, broker_port: int, demo_rate: float | None, duration_s: float | None
+    settings: Settings,
+    broker_port: int,
+    demo_rate: float | None,
+    duration_s: float | None,
+    demo_speed: float = 1.0,
 ) -> int:
-    stack = Stack(settings, broker_port, demo_rate)
+    stack = Stack(settings, broker_port, demo_rate, demo_speed, duration_s)
     # SIGTERM behaves like Ctrl-C so `kill` of the supervisor also stops cleanly.
     signal.signal(signal.SIGTERM, _interrupt)
     try:

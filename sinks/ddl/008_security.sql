@@ -23,9 +23,10 @@ CREATE TABLE IF NOT EXISTS {database}.security_detections
     threshold         UInt64,
     window_s          Float64,
     sample_event_ids  Array(String),
-    fingerprint       String
+    fingerprint       String,
+    version           UInt8       -- 1 firing, 2 resolved: FINAL keeps the resolution
 )
-ENGINE = ReplacingMergeTree(status)
+ENGINE = ReplacingMergeTree(version)
 PARTITION BY toDate(first_hold)
 ORDER BY (alertname, group_key, first_hold, episode_id)
 TTL toDateTime(first_hold) + INTERVAL {retention_days} DAY

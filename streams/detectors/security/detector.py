@@ -266,6 +266,7 @@ class SecurityDetector:
             "window_s": window_s,
             "sample_event_ids": list(episode.sample_ids),
             "fingerprint": spec.fingerprint,
+            "version": 1 if change.action == "fire" else 2,
         }
 
     def _query(self, track: _Track, episode: Episode) -> str:
