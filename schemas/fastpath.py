@@ -262,9 +262,15 @@ def _has_raw_identity(event: Any) -> bool:
     )
 
 
+#: 10000-01-01T00:00:00Z in epoch ms: pydantic refuses datetimes from there on
+_MS_LIMIT = 253_402_300_800_000
+
+
 def _ts_ms(ts: int | datetime) -> int | None:
+    """Epoch ms, or None where the contract path must decide (epoch seconds, or a time
+    pydantic refuses)."""
     if isinstance(ts, int):
-        return ts if ts > _MS_THRESHOLD else None
+        return ts if _MS_THRESHOLD < ts < _MS_LIMIT else None
     return datetime_ms(ts)
 
 

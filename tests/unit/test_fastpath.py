@@ -266,3 +266,20 @@ def test_pattern_fields_are_checked_after_decoding_with_a_cache(
             with pytest.raises(ValidationError):  # and the contract path says why
                 EVENT_ADAPTER.validate_python(orjson.loads(bad))
         assert decode_fast(orjson.dumps({**base, field: "acme-2.eu:x_1"})) is not None
+
+
+def test_a_time_from_year_10000_is_left_to_the_contract() -> None:
+    """pydantic refuses epoch milliseconds from 10000-01-01 on; the fast path must not
+    accept them (found by the property test above)."""
+    from schemas.fastpath import decode_fast
+
+    event = {
+        "kind": "security.auth_success",
+        "event_id": "0",
+        "ts": 253_402_300_800_000,
+        "tenant_id": "t",
+        "service": "s",
+    }
+    assert decode_fast(orjson.dumps(event)) is None
+    event["ts"] = 253_402_300_799_999
+    assert decode_fast(orjson.dumps(event)) is not None
