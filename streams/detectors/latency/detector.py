@@ -25,7 +25,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
-from datetime import UTC, datetime
 from operator import attrgetter
 from typing import Any
 
@@ -36,6 +35,9 @@ import orjson
 from schemas.alerts import Annotations
 from schemas.fastpath import FAST_STRUCTS
 from sinks.clickhouse import ClickHouseWriter
+from sinks.sqltext import dt as _dt
+from sinks.sqltext import sql_string as _sql
+from sinks.sqltext import sql_time as _sql_time
 from streams.alerting import AlertPublisher, AlertSpec
 from streams.detectors.latency.rows import Rows
 from streams.detectors.latency.sketch import Sketch, bucket_indices
@@ -570,16 +572,3 @@ class LatencyDetector:
         self._parts.pop(partition, None)
         self._prefetched.pop(partition, None)
         self._gate.forget(partition)
-
-
-def _dt(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC)
-
-
-def _sql_time(ms: int) -> str:
-    text = _dt(ms).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
-    return f"toDateTime64('{text}', 3, 'UTC')"
-
-
-def _sql(text: str) -> str:
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"

@@ -15,12 +15,14 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from schemas.alerts import Annotations
 from schemas.normalize import normalise_provider
 from sinks.clickhouse import ClickHouseWriter
+from sinks.sqltext import dt as _dt
+from sinks.sqltext import sql_string as _sql
+from sinks.sqltext import sql_time as _sql_time
 from streams.alerting import AlertPublisher, AlertSpec
 from streams.catalogue import lookup
 from streams.detectors.security.rules import BaseRule, Correlation, SecurityConfig
@@ -306,16 +308,3 @@ def _crosses(kind: str, event: Any) -> bool:
         return False
     actor, resource = event.actor_tenant_id, event.resource_tenant_id
     return bool(actor and resource and actor != resource)
-
-
-def _dt(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC)
-
-
-def _sql_time(ms: int) -> str:
-    text = _dt(ms).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
-    return f"toDateTime64('{text}', 3, 'UTC')"
-
-
-def _sql(text: str) -> str:
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"

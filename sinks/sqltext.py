@@ -1,0 +1,19 @@
+"""Event times and literals as ClickHouse SQL text, for the queries alerts carry."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+
+def dt(ms: int) -> datetime:
+    """Epoch milliseconds as an aware UTC datetime."""
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+def sql_time(ms: int) -> str:
+    text = dt(ms).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    return f"toDateTime64('{text}', 3, 'UTC')"
+
+
+def sql_string(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
