@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 from dataclasses import dataclass
 
 import pytest
 
-from streams.detectors.security.window import Change, Op, SlidingCount, holds
+from streams.detectors.security.window import Change, Op, SlidingCount, SlidingSequence, holds
 
 MIN = 60_000
 
@@ -160,3 +161,86 @@ def test_idle_groups_are_forgotten() -> None:
     counter.add(("other",), 10 * MIN, "x")
     counter.advance()
     assert counter.memory_groups() == 1
+
+
+def chain_start(inside: list[Ev], steps: int, ordered: bool) -> int | None:
+    """The earliest first-step time over every choice of one occurrence per step (in step
+    order when ordered), by enumeration; None when no choice exists."""
+    per_step = [[e.ts for e in inside if e.value == str(k)] for k in range(steps)]
+    best: int | None = None
+    for choice in itertools.product(*per_step):
+        if ordered and any(a > b for a, b in itertools.pairwise(choice)):
+            continue
+        start = choice[0] if ordered else min(choice)
+        best = start if best is None else min(best, start)
+    return best
+
+
+def reference_sequence(
+    events: list[Ev], span: int, steps: int, ordered: bool, quiet: int, grace: int
+) -> set[tuple[tuple[str, ...], int, int, int, int]]:
+    newest: int | None = None
+    kept: list[Ev] = []
+    for e in events:
+        if newest is None or e.ts >= newest - grace:
+            kept.append(e)
+            newest = e.ts if newest is None else max(newest, e.ts)
+    out: set[tuple[tuple[str, ...], int, int, int, int]] = set()
+    for group in {e.group for e in kept}:
+        mine = [e for e in kept if e.group == group]
+        holds_at: list[tuple[int, int]] = []
+        for t in sorted({e.ts for e in mine}):
+            start = chain_start([e for e in mine if t - span < e.ts <= t], steps, ordered)
+            if start is not None:
+                holds_at.append((t, start))
+        episode: list[tuple[int, int]] = []
+        for hold in [*holds_at, (2**62, 0)]:
+            if episode and hold[0] - episode[-1][0] > quiet:
+                first = min(h[1] for h in episode)
+                out.add((group, first, episode[0][0], episode[-1][0], steps))
+                episode = []
+            episode.append(hold)
+    return out
+
+
+@pytest.mark.parametrize("ordered", [True, False])
+def test_temporal_episodes_equal_the_brute_force_reference(ordered: bool) -> None:
+    rng = random.Random(f"temporal{ordered}")
+    total_episodes = 0
+    for _ in range(60):
+        grace = rng.choice([0, 1_000, 10_000])
+        quiet = grace + rng.choice([0, 30_000, MIN])
+        span = rng.choice([MIN, 10 * MIN, 10_000])
+        steps = rng.choice([2, 3])
+        events = [
+            Ev(e.group, e.ts, e.id, str(rng.randrange(steps)))
+            for e in traffic(rng, rng.choice([1, 3, 20]), rng.randrange(10, 120), grace)
+        ]
+        counter = SlidingSequence(span, steps, ordered, quiet, grace)
+        changes: list[Change] = []
+        for k, e in enumerate(events):
+            changes.extend(counter.add(e.group, e.ts, e.id, e.value)[1])
+            if k % 5 == 0:
+                changes.extend(counter.advance())
+        changes.extend(counter.flush())
+        got = {
+            (c.episode.group, c.episode.first_event_ms, c.episode.first_hold_ms,
+             c.episode.last_hold_ms, c.episode.peak)
+            for c in changes if c.action == "resolve"
+        }  # fmt: skip
+        want = reference_sequence(events, span, steps, ordered, quiet, grace)
+        assert got == want, (ordered, span, steps, quiet, grace)
+        total_episodes += len(want)
+    assert total_episodes > 20
+
+
+def test_an_ordered_sequence_needs_its_steps_in_order() -> None:
+    """A success before the burst is not a takeover; one after it (within the span) is."""
+    seq = SlidingSequence(10 * MIN, 2, True, quiet_ms=MIN, grace_ms=0)
+    assert seq.add(("ip",), 1_000, "ok-before", "1")[1] == []
+    assert seq.add(("ip",), 2_000, "burst", "0")[1] == []
+    fired = seq.add(("ip",), 9 * MIN, "ok-after", "1")[1]
+    assert [(c.action, c.episode.first_event_ms) for c in fired] == [("fire", 2_000)]
+    late_success = SlidingSequence(10 * MIN, 2, True, quiet_ms=MIN, grace_ms=0)
+    late_success.add(("ip",), 0, "burst", "0")
+    assert late_success.add(("ip",), 10 * MIN, "too-late", "1")[1] == []  # (t - 10 min, t]

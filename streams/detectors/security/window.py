@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from bisect import bisect_left, bisect_right, insort
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 Op = Literal["gt", "gte", "lt", "lte", "eq", "neq"]
 IMMEDIATE: frozenset[str] = frozenset({"gt", "gte"})
@@ -119,16 +119,28 @@ class SlidingCount:
         self.groups: dict[tuple[str, ...], _Group] = {}
         self.max_ts: int | None = None
         self.late = 0
+        #: (group, window end, id of the event ending it) of every holding window judged,
+        #: when a temporal correlation chains this one (the caller drains it)
+        self.held: list[tuple[tuple[str, ...], int, str]] | None = None
 
     @property
     def watermark(self) -> int | None:
         return None if self.max_ts is None else self.max_ts - self.grace
 
     def add(
-        self, group: tuple[str, ...], ts_ms: int, event_id: str, value: str = ""
+        self,
+        group: tuple[str, ...],
+        ts_ms: int,
+        event_id: str,
+        value: str = "",
+        watermark: int | None = None,
     ) -> tuple[bool, list[Change]]:
-        """Feed one event; returns (late, transitions). A late event changes nothing."""
-        wm = self.watermark
+        """Feed one event; returns (late, transitions). A late event changes nothing; an
+        event already in its window (same id and time: a replayed copy) is ignored.
+
+        ``watermark``: the caller's (an aligned watermark over several inputs) instead of
+        this counter's own (its newest event time minus grace)."""
+        wm = self.watermark if watermark is None else watermark
         if wm is not None and ts_ms < wm:
             self.late += 1
             return True, []
@@ -136,6 +148,11 @@ class SlidingCount:
         if g is None:
             g = self.groups[group] = _Group()
         i = bisect_right(g.times, ts_ms)
+        k = i - 1
+        while k >= 0 and g.times[k] == ts_ms:
+            if g.ids[k] == event_id and (not self.distinct or g.values[k] == value):
+                return False, []  # a duplicate (at-least-once delivery upstream)
+            k -= 1
         g.times.insert(i, ts_ms)
         g.ids.insert(i, event_id)
         if self.distinct:
@@ -152,7 +169,9 @@ class SlidingCount:
             insort(g.undecided, ts_ms)
         if self.max_ts is None or ts_ms > self.max_ts:
             self.max_ts = ts_ms
-        self._advance_group(group, g, self.max_ts - self.grace, changes)
+        self._advance_group(
+            group, g, self.max_ts - self.grace if watermark is None else watermark, changes
+        )
         return False, changes
 
     def advance(self, watermark: int | None = None) -> list[Change]:
@@ -191,14 +210,22 @@ class SlidingCount:
         """The end of the input: every window decided, every episode resolved."""
         return self.advance(2**62)
 
+    def _measure(self, g: _Group, lo: int, j: int) -> tuple[int, int]:
+        """The window ``lo..j``'s count, and the position of its first counted event."""
+        if self.distinct:
+            return len(set(g.values[lo : j + 1])), lo
+        return j + 1 - lo, lo
+
     def _judge(self, group: tuple[str, ...], g: _Group, j: int, changes: list[Change]) -> None:
         end = g.times[j]
         lo = bisect_right(g.times, end - self.span)
-        count = len(set(g.values[lo : j + 1])) if self.distinct else j + 1 - lo
+        count, first = self._measure(g, lo, j)
         if not holds(self.op, count, self.threshold):
             return
-        start = g.times[lo]
-        ids = g.ids[lo : j + 1][:SAMPLE_IDS]
+        if self.held is not None:
+            self.held.append((group, end, g.ids[j]))
+        start = g.times[first]
+        ids = g.ids[first : j + 1][:SAMPLE_IDS]
         active = g.active
         if active is None:
             g.active = Episode(group, start, end, end, count, ids)
@@ -226,3 +253,84 @@ class SlidingCount:
 
     def memory_groups(self) -> int:
         return len(self.groups)
+
+    # --- checkpoints ------------------------------------------------------------------
+
+    def dump(self) -> dict[str, Any]:
+        """Everything needed to continue exactly (JSON-serialisable)."""
+        return {
+            "max_ts": self.max_ts,
+            "late": self.late,
+            "groups": [
+                [
+                    list(key),
+                    g.times,
+                    g.ids,
+                    g.values,
+                    g.undecided,
+                    None if g.active is None else _dump_episode(g.active),
+                    [[end, start, count, ids] for end, start, count, ids in g.pending],
+                ]
+                for key, g in self.groups.items()
+            ],
+        }
+
+    def load(self, state: dict[str, Any]) -> None:
+        self.max_ts = state["max_ts"]
+        self.late = state["late"]
+        self.groups = {}
+        for key, times, ids, values, undecided, active, pending in state["groups"]:
+            group = tuple(key)
+            self.groups[group] = _Group(
+                times,
+                ids,
+                values,
+                undecided,
+                None if active is None else _load_episode(group, active),
+                [(end, start, count, list(sample)) for end, start, count, sample in pending],
+            )
+
+
+def _dump_episode(e: Episode) -> list[Any]:
+    return [e.first_event_ms, e.first_hold_ms, e.last_hold_ms, e.peak, e.sample_ids]
+
+
+def _load_episode(group: tuple[str, ...], saved: list[Any]) -> Episode:
+    first_event, first_hold, last_hold, peak, ids = saved
+    return Episode(group, first_event, first_hold, last_hold, peak, list(ids))
+
+
+class SlidingSequence(SlidingCount):
+    """A ``temporal`` or ``temporal_ordered`` correlation: a window holds when it contains
+    an occurrence of every step (each a base rule's event, or a holding window of a
+    chained correlation). Ordered: occurrences t1 <= t2 <= ... <= tn in step order.
+    ``add``'s ``value`` is the step's index (as text)."""
+
+    def __init__(
+        self, timespan_ms: int, steps: int, ordered: bool, quiet_ms: int, grace_ms: int
+    ) -> None:
+        super().__init__(timespan_ms, "gte", steps, quiet_ms, grace_ms, distinct=True)
+        self.steps = steps
+        self.ordered = ordered
+
+    def _measure(self, g: _Group, lo: int, j: int) -> tuple[int, int]:
+        """Steps present (unordered) or matched in order, and the earliest first step of a
+        complete chain (it only moves earlier as events arrive, whatever their order)."""
+        values = g.values
+        if not self.ordered:
+            return len(set(values[lo : j + 1])), lo
+        # greedy from the start: the earliest occurrence of each step at or after the
+        # previous step's instant; a chain exists iff this one does, and its first step
+        # is the earliest possible
+        k = lo
+        first = lo
+        for step in range(self.steps):
+            want = str(step)
+            while k <= j and values[k] != want:
+                k += 1
+            if k > j:
+                return step, lo  # steps matched so far: below the threshold
+            if step == 0:
+                first = k
+            k = bisect_left(g.times, g.times[k], lo, j + 1)  # ties: the same instant counts
+        return self.steps, first
