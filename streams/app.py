@@ -14,6 +14,7 @@ import logging
 import os
 import ssl
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -29,7 +30,7 @@ from streams.detectors.latency.sketch import gamma_for
 from streams.detectors.latency.slo import load_rules
 from streams.detectors.pii.guard import PiiAlerts, PiiGuard
 from streams.detectors.pii.scanner import Scanner
-from streams.detectors.security.detector import SecurityDetector
+from streams.detectors.security.detector import SecurityDetector, SecurityGroups
 from streams.dlq import DeadLetters
 from streams.gate import CommitGate
 from streams.health import DetectorHealth
@@ -37,12 +38,13 @@ from streams.ingest import Ingestor
 from streams.limits import JsonLimits
 from streams.metrics import Metrics
 from streams.pipeline import IngestPipeline
-from streams.publish import Publisher
+from streams.publish import Message, Publisher
 from streams.settings import Settings
-from streams.transport import BatchTransport, ConsumerHooks
+from streams.transport import BatchTransport, ConsumerHooks, SourceBatch
 from streams.web import register_views
 
 log = logging.getLogger(__name__)
+GROUPS = "security_groups"  # the groups stage's name in /healthz and the detector metrics
 
 
 class Runtime:
@@ -61,6 +63,8 @@ class Runtime:
         self.latency: LatencyDetector | None = None
         self.pii_alerts: PiiAlerts | None = None
         self.security: SecurityDetector | None = None
+        self.security_groups: SecurityGroups | None = None
+        self.groups_gate = CommitGate()
         self.health = DetectorHealth(metrics, settings.detector_failure_threshold)
 
     async def open(self, app: VigilApp) -> None:
@@ -83,7 +87,7 @@ class Runtime:
             retry_max_s=s.sink_retry_max_s,
         )
         self.writer.start()
-        for name in (s.events_topic, s.dlq_topic, s.alerts_topic):
+        for name in (s.events_topic, s.dlq_topic, s.alerts_topic, s.security_groups_topic):
             await app.topic(name).maybe_declare()
         ingestor = Ingestor(
             self.pseudonymizer,
@@ -117,8 +121,41 @@ class Runtime:
             s.clickhouse_database,
             s.consumer_group,
         )
+        security = self.rules.security
+        self.security_groups = SecurityGroups(
+            security,
+            self.alerts,
+            self.writer,
+            self.metrics,
+            s.clickhouse_database,
+            gate=self.groups_gate,
+            consumer_group=s.consumer_group,
+            checkpoint_interval_s=s.security_checkpoint_interval_s,
+        )
+        self.health.register(GROUPS)
+        groups_topic = s.security_groups_topic
+
+        async def forward(records: list[tuple[bytes | None, bytes, int | None]]) -> None:
+            await publisher.publish(
+                "security",
+                [
+                    Message(groups_topic, key, value, [], partition)
+                    for key, value, partition in records
+                ],
+            )
+
         self.security = SecurityDetector(
-            self.rules.security, self.alerts, self.writer, self.metrics, s.clickhouse_database
+            security,
+            self.alerts,
+            self.writer,
+            self.metrics,
+            s.clickhouse_database,
+            forward=forward,
+            group_partitions=s.topic_partitions,
+            gate=gate,
+            consumer_group=s.consumer_group,
+            checkpoint_interval_s=s.security_checkpoint_interval_s,
+            idle_timeout_s=security.idle_timeout_seconds,
         )
         guard = None
         if s.pii_scan:
@@ -172,10 +209,33 @@ class Runtime:
                 await self.security.tick()
             except Exception as exc:
                 self.health.failed(self.security.name, exc, "the security window tick")
+        if self.security_groups is not None:
+            try:
+                await self.security_groups.tick()
+            except Exception as exc:
+                self.health.failed(GROUPS, exc, "the security groups tick")
+
+    async def handle_groups(self, batch: SourceBatch, ack: Callable[[], None]) -> None:
+        """A batch of the internal groups topic: the security rules grouped across
+        tenants. Its commit waits for the stage's checkpoint (the gate's holder)."""
+        written = self.groups_gate.track(batch.partition, batch.last_offset, ack)
+        assert self.security_groups is not None
+        try:
+            await self.security_groups.process(batch)
+        except Exception as exc:
+            self.health.failed(
+                GROUPS, exc, f"{batch.topic}[{batch.partition}]@{batch.first_offset}"
+            )
+        else:
+            self.health.succeeded(GROUPS)
+        written()
 
     async def close(self) -> None:
         if self.latency is not None:
             await self.latency.tick()  # write what is complete, with a checkpoint
+        for stage in (self.security, self.security_groups):
+            if stage is not None:
+                await stage.close()
         if self.writer is not None:
             await self.writer.stop()
 
@@ -250,10 +310,15 @@ class VigilApp(faust.App):  # type: ignore[misc]
         await self.runtime.close()
 
     async def send_raw(
-        self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        headers: list[tuple[str, bytes]],
+        partition: int | None = None,
     ) -> Any:
         """Enqueue one record; returns the delivery future (await it for the ack)."""
-        return await self.producer.send(topic, key, value, None, None, headers)
+        return await self.producer.send(topic, key, value, partition, None, headers)
 
 
 def _credentials(settings: Settings) -> Any:
@@ -320,6 +385,12 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         app.topic(
             name, key_serializer="raw", value_serializer="raw", partitions=settings.topic_partitions
         )
+    groups = app.topic(
+        settings.security_groups_topic,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=settings.topic_partitions,
+    )
 
     @app.agent(events, name="vigil.ingest")  # type: ignore[untyped-decorator]
     async def ingest(stream: Any) -> None:
@@ -327,6 +398,12 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         assert runtime.pipeline is not None
         async for event in stream.noack().events():
             await runtime.pipeline.handle_safely(event.value, event.ack)
+
+    @app.agent(groups, name="vigil.security-groups")  # type: ignore[untyped-decorator]
+    async def security_groups(stream: Any) -> None:
+        await runtime.ready.wait()
+        async for event in stream.noack().events():
+            await runtime.handle_groups(event.value, event.ack)
 
     @app.on_partitions_assigned.connect  # type: ignore[untyped-decorator]
     async def on_assigned(sender: Any, assigned: set[Any], **_: Any) -> None:
@@ -339,8 +416,14 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     @app.on_partitions_revoked.connect  # type: ignore[untyped-decorator]
     async def on_revoked(sender: Any, revoked: set[Any], **_: Any) -> None:
         for tp in revoked:
+            if tp.topic == settings.security_groups_topic:
+                if runtime.security_groups is not None:
+                    runtime.security_groups.forget(tp.partition)
+                continue
             if tp.topic != settings.events_topic:
                 continue
+            if runtime.security is not None:
+                runtime.security.forget(tp.partition)
             if runtime.latency is not None:
                 runtime.latency.forget(tp.partition)
             if runtime.pipeline is not None:

@@ -76,6 +76,8 @@ _ENTRIES: tuple[AlertDef, ...] = (
              "{actor_tenant_id} accessed {resource_tenant_id}'s {target}"),
     AlertDef("BruteForceAttack", "critical", "security", "auth", ("ip_hash", "rule"),
              "failed logins from one IP ({ip_prefix}) above 50 a minute"),
+    AlertDef("AccountTakeoverSuspected", "critical", "security", "auth", ("ip_hash", "rule"),
+             "login succeeded from {ip_prefix} after a brute-force burst from it"),
     AlertDef("FailedLoginSpike", "high", "security", "auth", ("tenant_id", "rule"),
              "failed logins of {tenant_id} above 20 in 5 minutes"),
     AlertDef("UserEnumeration", "medium", "security", "auth", ("ip_hash", "rule"),

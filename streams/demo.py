@@ -5,8 +5,8 @@ fail and succeed at logging in, webhooks arrive, analytics journeys walk the onb
 funnel; some events come in the platform's structured-log shape and a small share of
 messages is malformed on purpose. Every ``incident_every_s`` seconds the schedule replays
 a set of incidents for the detectors: a latency spike on one tenant's route, a
-cross-tenant access, PII inside an analytics payload, a brute-force burst from one IP and
-webhook signature failures.
+cross-tenant access, PII inside an analytics payload, a brute-force burst from one IP
+that then logs in successfully (an account takeover), and webhook signature failures.
 """
 
 from __future__ import annotations
@@ -78,6 +78,7 @@ SCHEDULE: tuple[Incident, ...] = (
     Incident("cross_tenant", 30, 5),
     Incident("pii_in_analytics", 40, 5),
     Incident("brute_force", 50, 10),
+    Incident("account_takeover", 65, 0.1),  # the brute-force IP then logs in: one success
     Incident("webhook_signature", 60, 10),
 )
 
@@ -121,6 +122,8 @@ class DemoTraffic:
             out.append(self._pii(now_ms))
         if self.active("brute_force", elapsed_s):
             out.extend(self._auth_failure(now_ms, ip="203.0.113.66") for _ in range(3))
+        if self.active("account_takeover", elapsed_s):
+            out.append(self._auth_success(now_ms, ip="203.0.113.66"))
         if self.active("webhook_signature", elapsed_s) and rng.random() < 0.5:
             out.append(self._webhook(now_ms, valid=False))
         return out
@@ -198,6 +201,11 @@ class DemoTraffic:
             user_id=f"user-{tenant}-{rng.randrange(5000)}",
         )
         return orjson.dumps(ev), tenant.encode()
+
+    def _auth_success(self, now_ms: int, ip: str) -> tuple[bytes, bytes | None]:
+        ev = self._envelope("security.auth_success", "globex", "auth", now_ms)
+        ev.update(endpoint="/v1/auth/login", ip=ip, user_id="user-globex-42")
+        return orjson.dumps(ev), b"globex"
 
     def _webhook(self, now_ms: int, valid: bool) -> tuple[bytes, bytes | None]:
         rng = self._rng

@@ -22,8 +22,9 @@ from streams.metrics import Metrics
 log = logging.getLogger(__name__)
 
 Headers = list[tuple[str, bytes]]
-#: send(topic, key, value, headers) -> awaitable delivery (the producer, or a stand-in)
-Send = Callable[[str, bytes | None, bytes, Headers], Awaitable[Awaitable[Any]]]
+#: send(topic, key, value, headers[, partition]) -> awaitable delivery (the producer, or
+#: a stand-in; the partition is passed only when a message names one)
+Send = Callable[..., Awaitable[Awaitable[Any]]]
 Sleep = Callable[[float], Awaitable[None]]
 
 
@@ -33,6 +34,7 @@ class Message:
     key: bytes | None
     value: bytes
     headers: Headers
+    partition: int | None = None  # None: the producer's partitioner (by key)
 
 
 def is_too_large(exc: BaseException) -> bool:
@@ -102,7 +104,11 @@ class Publisher:
         deliveries: list[tuple[Message, Awaitable[Any]]] = []
         for m in messages:
             try:
-                deliveries.append((m, await self._send(m.topic, m.key, m.value, m.headers)))
+                if m.partition is None:
+                    delivery = await self._send(m.topic, m.key, m.value, m.headers)
+                else:
+                    delivery = await self._send(m.topic, m.key, m.value, m.headers, m.partition)
+                deliveries.append((m, delivery))
             except Exception as exc:
                 failed.append((m, exc))
         for m, delivery in deliveries:

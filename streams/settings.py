@@ -97,6 +97,9 @@ class Settings(BaseSettings):
     runbook_base_url: str = ""
     rules_file: Path | None = None  # default: the packaged streams/rules.default.yaml
     window_tick_s: float = Field(default=1.0, gt=0)  # how often windows are closed
+    # How often (at most) each partition's security windows are checkpointed to
+    # ClickHouse; commits wait for the checkpoint, so a restart re-reads at most this much.
+    security_checkpoint_interval_s: float = Field(default=5.0, gt=0)
     sketch_relative_accuracy: float = Field(default=0.01, gt=0, lt=0.5)
 
     # Web (metrics, health, local query endpoint)
@@ -137,6 +140,11 @@ class Settings(BaseSettings):
     @property
     def alerts_topic(self) -> str:
         return f"{self.topic_prefix}.alerts"
+
+    @property
+    def security_groups_topic(self) -> str:
+        """Internal: events of security rules grouped across tenants, keyed by group."""
+        return f"{self.topic_prefix}.security.groups"
 
     @property
     def resolved_clickhouse_url(self) -> str:

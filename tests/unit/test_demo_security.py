@@ -44,6 +44,7 @@ async def replay(
     offset = 0
     per_tick = rate * TICK_S
     for second in range(seconds):
+        first = offset
         records: list[Rec] = []
         for k in range(10):
             elapsed = second + k * TICK_S
@@ -52,7 +53,7 @@ async def replay(
                 records.append(Rec("vigil.events", 0, offset, 0, value))
                 offset += 1
         result = ingestor.decode_batch(records, START_MS + seconds * 1000 + 60_000)
-        await detector.process(result, SourceBatch("vigil.events", 0, 0, offset - 1, records))
+        await detector.process(result, SourceBatch("vigil.events", 0, first, offset - 1, records))
         if second % 5 == 0:
             await detector.tick()
     return Counter(
@@ -74,6 +75,7 @@ async def test_each_incident_cycle_raises_exactly_its_alerts(metrics: Metrics) -
         {
             "CrossTenantAccess": 2,  # the cross_tenant incident
             "BruteForceAttack": 2,  # the brute_force incident: one IP ...
+            "AccountTakeoverSuspected": 2,  # ... that then logs in (account_takeover)
             "FailedLoginSpike": 2,  # ... against globex ...
             "UserEnumeration": 2,  # ... for many users
             "WebhookSignatureFailures": 2,  # the webhook_signature incident (stripe) ...

@@ -4,6 +4,7 @@ the platform's thresholds, the built-in cross-tenant rule, overrides, episodes."
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -92,10 +93,11 @@ def test_the_default_correlations_load_in_pysigma_as_they_are() -> None:
         assert rule.type.name.lower() == corr.type
         assert list(rule.group_by or []) == list(corr.group_by)
         assert rule.timespan.seconds == corr.timespan_ms // 1000
-        assert rule.condition.op.name.lower() == corr.condition.op
-        assert rule.condition.count == corr.condition.threshold
-        assert rule.condition.fieldref == corr.condition.field
-        assert sorted(r.rule.name for r in rule.rules) == sorted(corr.rules)
+        # temporal correlations: Sigma's implied condition, every step (gte len(rules))
+        assert rule.condition.op.name.lower() == corr.op
+        assert rule.condition.count == corr.base_threshold
+        assert rule.condition.fieldref == corr.counted_field
+        assert [r.rule.name for r in rule.rules] == list(corr.rules)  # steps in order
 
 
 @pytest.mark.parametrize(
@@ -247,12 +249,89 @@ async def test_tenant_overrides_change_tenant_grouped_thresholds(
     path = tmp_path / "rules.yaml"
     path.write_text(text)
     h = Harness(metrics, load_rules(path).security)
-    for tenant in ("acme", "globex"):
-        await h.feed(
-            [
-                failed_login(tenant, T0 + i * 5_000, i, ip=f"198.51.100.{i}", user=f"u{i}")
-                for i in range(30)
-            ]
-        )
+    await h.feed(  # both tenants at once, in event-time order (one partition)
+        [
+            failed_login(tenant, T0 + i * 5_000, i, ip=f"198.51.100.{i}", user=f"u{i}")
+            for i in range(30)
+            for tenant in ("acme", "globex")
+        ]
+    )
     fired = {a["labels"]["tenant_id"] for a in h.alerts("FailedLoginSpike")}
     assert fired == {"globex"}  # 30 > 20, but acme's threshold is 40
+
+
+def login_ok(tenant: str, at_ms: int, n: int, ip: str = RAW_IP) -> dict[str, Any]:
+    return envelope("security.auth_success", tenant, at_ms, n, ip=ip, user_id="victim")
+
+
+async def test_account_takeover_is_a_success_after_a_brute_force_burst_from_that_ip(
+    metrics: Metrics,
+) -> None:
+    h = Harness(metrics)
+    await h.feed([login_ok("acme", T0, 0)])  # a success before the burst: not a takeover
+    burst = [failed_login("acme", T0 + 1_000 + i * 500, i) for i in range(51)]
+    await h.feed(burst)
+    assert len(h.alerts("BruteForceAttack")) == 1 and h.alerts("AccountTakeoverSuspected") == []
+    # another IP's success is nobody's takeover
+    await h.feed([login_ok("acme", T0 + 60_000, 1, ip="198.51.100.8")])
+    assert h.alerts("AccountTakeoverSuspected") == []
+    await h.feed([login_ok("acme", T0 + 9 * 60_000, 2)])  # within 10 min of the burst
+    [alert] = h.alerts("AccountTakeoverSuspected")
+    assert alert["severity"] == "critical" and alert["labels"]["ip_prefix"] == "203.0.113.0/24"
+    assert alert["labels"]["rule"] == "account_takeover"
+    assert "brute_force then login_success" in alert["annotations"]["summary"]
+    # the chain starts at the burst's first holding window (the 51st failure)
+    first_hold = datetime.fromtimestamp((T0 + 1_000 + 50 * 500) / 1000, UTC)
+    assert alert["evidence"]["first_event"] == first_hold.isoformat()
+    assert "login_ok" not in str(alert) and RAW_IP not in orjson.dumps(alert).decode()
+
+
+async def test_a_success_more_than_ten_minutes_after_the_burst_is_no_takeover(
+    metrics: Metrics,
+) -> None:
+    h = Harness(metrics)
+    await h.feed([failed_login("acme", T0 + i * 500, i) for i in range(51)])
+    hold = T0 + 50 * 500  # the burst's only holding window ends here
+    await h.feed([login_ok("acme", hold + 10 * 60_000, 1)])  # (t - 10 min, t] excludes it
+    assert h.alerts("AccountTakeoverSuspected") == []
+
+
+@pytest.mark.parametrize(
+    ("correlations", "expected"),
+    [
+        (
+            "[{name: bf, alertname: BruteForceAttack, type: event_count, rules: [x],"
+            " group-by: [ip_hash], timespan: 1m, condition: {gt: 5}},"
+            " {name: ato, alertname: AccountTakeoverSuspected, type: temporal_ordered,"
+            " rules: [bf, x], group-by: [tenant_id], timespan: 10m}]",
+            "correlation ato: step 'bf' is grouped by ['ip_hash']",
+        ),
+        (
+            "[{name: ato, alertname: AccountTakeoverSuspected, type: temporal_ordered,"
+            " rules: [x], group-by: [ip_hash], timespan: 10m}]",
+            "temporal_ordered needs two or more rules",
+        ),
+        (
+            "[{name: ato, alertname: AccountTakeoverSuspected, type: temporal,"
+            " rules: [x, x], timespan: 10m, condition: {gt: 1}}]",
+            "temporal takes no condition",
+        ),
+        (
+            "[{name: bf, alertname: BruteForceAttack, type: event_count, rules: [x],"
+            " timespan: 1m, condition: {lt: 5}}, {name: ato, alertname:"
+            " AccountTakeoverSuspected, type: temporal_ordered, rules: [bf, x], timespan: 10m}]",
+            "step 'bf' must be an event_count or value_count correlation with a gt/gte",
+        ),
+    ],
+)
+def test_a_bad_temporal_correlation_fails_at_start_naming_it(
+    tmp_path: Path, correlations: str, expected: str
+) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_text(
+        "security:\n  rules: [{name: x, kind: security.auth_failure}]\n"
+        f"  correlations: {correlations}\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_rules(path)
+    assert expected in str(caught.value)

@@ -1,55 +1,89 @@
-"""The security detector: base rules select events, correlations count them in exact
-sliding windows (:mod:`.window`), episodes become alerts and ``security_detections`` rows.
+"""The security detector's adapter: partitions, checkpoints, forwarding, alerts and rows.
 
-State is per correlation and group, for the whole worker: a group that spans tenants
-(an IP, a webhook provider, a platform-wide count) sees the events of every partition
-the worker reads, ordered by one watermark (newest event time minus grace), so with one
-worker — the embedded stack — every rule is exact. With several workers, rules grouped
-by tenant stay exact (producers key by tenant); rules grouped across tenants see only
-their worker's share until the matching events are repartitioned by group (README,
-*Security rules*, limits).
+Two stages, each a set of partitions running :class:`~.engine.SecurityEngine`:
+
+* :class:`SecurityDetector` — fed every batch of the events topic by the pipeline. It
+  evaluates the rules grouped by tenant and the built-in cross-tenant rule in place, and
+  forwards the matching events of rules grouped across tenants (IP, provider, platform)
+  to the internal *groups* topic, keyed by group; each tick it also sends every groups
+  partition its partitions' progress (watermark records).
+* :class:`SecurityGroups` — fed the groups topic; evaluates the rules grouped across
+  tenants with an aligned watermark (the slowest source's). Every event of one group is
+  in one partition there, so these rules are exact with any number of workers.
+
+Recovery: each partition's engine state is checkpointed to ClickHouse
+(``security_checkpoints``) at most every ``checkpoint_interval_s``, with the last offset
+it reflects; the commit gate holds the partition's commits behind the newest durable
+checkpoint, so Kafka never waits for a whole window (a 10-minute window costs one small
+row, not 10 minutes of re-reading). After a restart (or a rewind) the newest checkpoint
+is loaded and records it already reflects are skipped: the episodes, rows and alerts
+that follow are those of an uninterrupted run. Forwarded records re-sent after a
+restart are recognised by the windows (same event id and time) and count once.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass, field
+import time
+import zlib
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from schemas.alerts import Annotations
-from schemas.normalize import normalise_provider
 from sinks.clickhouse import ClickHouseWriter
 from sinks.sqltext import dt as _dt
 from sinks.sqltext import sql_string as _sql
 from sinks.sqltext import sql_time as _sql_time
 from streams.alerting import AlertPublisher, AlertSpec
 from streams.catalogue import lookup
-from streams.detectors.security.rules import BaseRule, Correlation, SecurityConfig
-from streams.detectors.security.window import Change, Episode, SlidingCount
+from streams.detectors.security.engine import (
+    CROSS_TENANT,
+    CROSS_TENANT_RULE,
+    Changes,
+    Forward,
+    SecurityEngine,
+    Track,
+    encode_forward,
+    encode_watermark,
+)
+from streams.detectors.security.rules import SecurityConfig
+from streams.detectors.security.window import Change, Episode
+from streams.gate import CommitGate
 from streams.ingest import IngestResult
 from streams.metrics import Metrics
 from streams.transport import SourceBatch
 
 log = logging.getLogger(__name__)
 
-CROSS_TENANT = "CrossTenantAccess"
-#: the built-in rule's window: every access is its own holding window
-_INSTANT_MS = 1
+#: send records to the groups topic and wait for the broker's ack:
+#: [(key, value, partition or None = by key)]
+Forwarder = Callable[[list[tuple[bytes | None, bytes, int | None]]], Awaitable[None]]
 
 
 @dataclass(slots=True)
-class _Track:
-    """One correlation at one threshold: the windows and what labels its groups show."""
+class _Part:
+    topic: str
+    partition: int
+    engine: SecurityEngine
+    next_offset: int = -1  # first offset of the next batch, if contiguous
+    processed: int = -1  # last offset fed
+    replay_until: int = -1  # offsets <= this are in the restored state
+    durable_safe: int = -1  # first offset still needed, per the newest durable checkpoint
+    checkpointed: int = -2  # processed offset of the newest checkpoint written
+    checkpoint_wall: float = 0.0
+    last_input_wall_ms: int = 0
+    reported_max_ts: int | None = None  # progress last sent to the groups partitions
 
-    correlation: Correlation | None  # None: the built-in cross-tenant rule
-    threshold: int
-    counter: SlidingCount
-    extra: dict[tuple[str, ...], dict[str, str]] = field(default_factory=dict)
 
+class _Stage:
+    """What both stages share: partitions restored from checkpoints, ticks, output."""
 
-class SecurityDetector:
     name = "security"
+    spanning = False
 
     def __init__(
         self,
@@ -58,124 +92,137 @@ class SecurityDetector:
         writer: ClickHouseWriter | None,
         metrics: Metrics,
         database: str,
+        *,
+        gate: CommitGate | None = None,
+        consumer_group: str = "vigil",
+        checkpoint_interval_s: float = 5.0,
+        clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
     ) -> None:
         self.config = config
         self._alerts = alerts
         self._writer = writer
         self._metrics = metrics
         self._database = database
-        self._grace_ms = config.grace_seconds * 1000
-        self._by_kind: dict[str, list[tuple[BaseRule, list[Correlation]]]] = {}
-        for rule in config.rules:
-            users = [c for c in config.correlations if rule.name in c.rules]
-            if users:
-                self._by_kind.setdefault(rule.kind, []).append((rule, users))
-        self._tracks: dict[tuple[str, int], _Track] = {}
+        self._gate = gate
+        self._group = consumer_group
+        self._interval_s = checkpoint_interval_s
+        self._clock_ms = clock_ms
+        self.parts: dict[int, _Part] = {}
         self.late_events = 0
+        if gate is not None:
+            gate.add_holder(self.first_needed_offset)
 
-    # --- input --------------------------------------------------------------------------
+    # --- the gate's question --------------------------------------------------------------
 
-    async def process(self, result: IngestResult, source: SourceBatch) -> None:
-        changes: list[tuple[_Track, Change]] = []
-        by_kind = self._by_kind
-        cross = self.config.cross_tenant
-        for event, ts in zip(result.events, result.ts_ms, strict=True):
-            kind = event.kind
-            if cross and _crosses(kind, event):
-                self._cross_tenant(event, ts, changes)
-            for rule, users in by_kind.get(kind, ()):
-                if not rule.matches(event):
-                    continue
-                for corr in users:
-                    self._feed(corr, event, ts, changes)
-        await self._publish(changes)
+    def first_needed_offset(self, partition: int) -> int | None:
+        part = self.parts.get(partition)
+        if part is None or self._writer is None:
+            return None
+        return part.durable_safe
 
-    def _feed(
-        self, corr: Correlation, event: Any, ts: int, out: list[tuple[_Track, Change]]
-    ) -> None:
-        values: list[str] = []
-        for name in corr.group_by:
-            value = getattr(event, name, None)
-            if value is None:
-                return  # cannot be grouped (no IP on this event): not counted
-            values.append(normalise_provider(value) if name == "provider" else str(value))
-        group = tuple(values)
-        tenant = event.tenant_id if "tenant_id" in corr.group_by else None
-        threshold = self.config.threshold(corr, tenant, values[0] if values else "")
-        if threshold is None:
-            return
-        track = self._track(corr, threshold)
-        counted = ""
-        if corr.condition.field:
-            counted = str(getattr(event, corr.condition.field, None) or "")
-            if not counted:
-                return
-        late, changes = track.counter.add(group, ts, event.event_id, counted)
-        if late:
-            self.late_events += 1
-            self._metrics.security_late_events.inc()
-            return
-        if "ip_hash" in corr.group_by and getattr(event, "ip_prefix", None):
-            track.extra.setdefault(group, {})["ip_prefix"] = event.ip_prefix
-        out.extend((track, c) for c in changes)
+    # --- partitions -----------------------------------------------------------------------
 
-    def _cross_tenant(self, event: Any, ts: int, out: list[tuple[_Track, Change]]) -> None:
-        where = getattr(event, "model", None) or getattr(event, "route", None) or ""
-        blocked = bool(getattr(event, "blocked", False))
-        group = (
-            str(event.actor_tenant_id),
-            str(event.resource_tenant_id),
-            str(where),
-            "true" if blocked else "false",
+    async def _part(self, topic: str, partition: int, first_offset: int, last_offset: int) -> _Part:
+        part = self.parts.get(partition)
+        if part is None or first_offset < part.next_offset:
+            part = await self._restore(topic, partition)
+        part.next_offset = last_offset + 1
+        part.processed = max(part.processed, last_offset)
+        part.last_input_wall_ms = self._clock_ms()
+        return part
+
+    async def _restore(self, topic: str, partition: int) -> _Part:
+        part = self.parts[partition] = _Part(
+            topic, partition, SecurityEngine(self.config, self.spanning)
         )
-        key = (CROSS_TENANT, 0)
-        track = self._tracks.get(key)
-        if track is None:
-            counter = SlidingCount(_INSTANT_MS, "gte", 1, self.config.quiet_ms, self._grace_ms)
-            track = self._tracks[key] = _Track(None, 1, counter)
-        late, changes = track.counter.add(group, ts, event.event_id)
-        if late:
-            self.late_events += 1
-            self._metrics.security_late_events.inc()
-        out.extend((track, c) for c in changes)
+        if self._writer is None:
+            return part
+        rows = await self._writer.query_rows(
+            "SELECT argMax(tuple(processed_offset, state), processed_offset) "
+            f"FROM {self._database}.security_checkpoints WHERE consumer_group = {{g:String}} "
+            "AND topic = {t:String} AND partition = {p:UInt32}",
+            {"g": self._group, "t": topic, "p": partition},
+        )
+        if not rows or rows[0][0] is None or rows[0][0][0] < 0:
+            return part
+        processed, state = rows[0][0]
+        part.engine.load(state)
+        part.processed = part.replay_until = part.checkpointed = int(processed)
+        part.durable_safe = int(processed) + 1
+        log.info(
+            "security: %s[%d] restored from the checkpoint at offset %d",
+            topic,
+            partition,
+            processed,
+        )
+        return part
 
-    def _track(self, corr: Correlation, threshold: int) -> _Track:
-        key = (corr.name, threshold)
-        track = self._tracks.get(key)
-        if track is None:
-            counter = SlidingCount(
-                corr.timespan_ms,
-                corr.condition.op,
-                threshold,
-                self.config.quiet_ms,
-                self._grace_ms,
-                distinct=corr.type == "value_count",
-            )
-            track = self._tracks[key] = _Track(corr, threshold, counter)
-        return track
+    def forget(self, partition: int) -> None:
+        """The partition was revoked: its next owner restores it from the checkpoint."""
+        self.parts.pop(partition, None)
+        if self._gate is not None:
+            self._gate.forget(partition)
 
     # --- time -----------------------------------------------------------------------------
 
     async def tick(self) -> None:
-        """Advance every window to the newest watermark any correlation has seen, so
-        quiet groups resolve and ``lt``-type windows are decided."""
-        marks = [t.counter.watermark for t in self._tracks.values()]
-        known = [m for m in marks if m is not None]
-        if not known:
-            return
-        wm = max(known)
-        changes: list[tuple[_Track, Change]] = []
-        for track in self._tracks.values():
-            changes.extend((track, c) for c in track.counter.advance(wm))
-        self._metrics.security_active_groups.set(self.active_groups())
+        """Decide what the watermarks have made certain, publish it, checkpoint."""
+        now = self._clock_ms()
+        changes: Changes = []
+        for part in list(self.parts.values()):
+            self._before_advance(part, now)
+            part.engine.advance(changes)
+        await self._before_publish()
         await self._publish(changes)
+        self._metrics.security_active_groups.set(self.active_groups())
+        for part in list(self.parts.values()):
+            await self._checkpoint(part)
+
+    def _before_advance(self, part: _Part, now_ms: int) -> None:
+        return None
+
+    async def _before_publish(self) -> None:
+        return None
+
+    async def _checkpoint(self, part: _Part, force: bool = False) -> None:
+        if self._writer is None or part.processed == part.checkpointed:
+            return
+        wall = time.monotonic()
+        if not force and wall - part.checkpoint_wall < self._interval_s:
+            return
+        part.checkpointed = processed = part.processed
+        part.checkpoint_wall = wall
+        row: dict[str, list[Any]] = {
+            "consumer_group": [self._group],
+            "topic": [part.topic],
+            "partition": [part.partition],
+            "processed_offset": [processed],
+            "state": [part.engine.dump()],
+        }
+
+        def durable() -> None:
+            part.durable_safe = max(part.durable_safe, processed + 1)
+            if self._gate is not None:
+                self._gate.release(part.partition)
+
+        await self._writer.add({"security_checkpoints": row}, on_written=durable)
+
+    async def close(self) -> None:
+        """On a clean stop: a checkpoint of every partition."""
+        for part in list(self.parts.values()):
+            await self._checkpoint(part, force=True)
 
     def active_groups(self) -> int:
-        return sum(t.counter.memory_groups() for t in self._tracks.values())
+        return sum(p.engine.active_groups() for p in self.parts.values())
+
+    def _late(self, n: int) -> None:
+        if n:
+            self.late_events += n
+            self._metrics.security_late_events.inc(n)
 
     # --- output ---------------------------------------------------------------------------
 
-    async def _publish(self, changes: list[tuple[_Track, Change]]) -> None:
+    async def _publish(self, changes: Changes) -> None:
         if not changes:
             return
         rows: list[dict[str, Any]] = []
@@ -204,7 +251,7 @@ class SecurityDetector:
             columns = {name: [r[name] for r in rows] for name in rows[0]}
             await self._writer.add({"security_detections": columns})
 
-    def _spec(self, track: _Track, episode: Episode) -> tuple[AlertSpec, int, float]:
+    def _spec(self, track: Track, episode: Episode) -> tuple[AlertSpec, int, float]:
         corr = track.correlation
         if corr is None:
             actor, resource, where, blocked = episode.group
@@ -231,15 +278,23 @@ class SecurityDetector:
         labels |= track.extra.get(episode.group, {})
         labels["rule"] = corr.name
         shown = ", ".join(f"{k}={v}" for k, v in labels.items() if k != "rule") or "all"
-        what = "distinct " + str(corr.condition.field) if corr.condition.field else "events"
-        note = Annotations(
-            summary=f"{corr.alertname}: {episode.peak} {what} in {corr.timespan} ({shown})",
-            description=(
+        if corr.condition is None:
+            steps = " then " if corr.type == "temporal_ordered" else " and "
+            summary = f"{corr.alertname}: {steps.join(corr.rules)} within {corr.timespan} ({shown})"
+            description = (
+                f"{corr.name}: {corr.type} of {', '.join(corr.rules)} within {corr.timespan} "
+                f"per {', '.join(corr.group_by) or 'platform'}."
+            )
+        else:
+            field = corr.condition.field
+            what = f"distinct {field}" if field else "events"
+            summary = f"{corr.alertname}: {episode.peak} {what} in {corr.timespan} ({shown})"
+            description = (
                 f"{corr.name}: {corr.condition.op} {track.threshold} {what} within "
                 f"{corr.timespan} per {', '.join(corr.group_by) or 'platform'}; peak "
                 f"{episode.peak}."
-            ),
-        )
+            )
+        note = Annotations(summary=summary, description=description)
         return (
             AlertSpec(corr.alertname, entry.severity, labels, note),
             track.threshold,
@@ -247,14 +302,14 @@ class SecurityDetector:
         )
 
     def _row(
-        self, track: _Track, change: Change, spec: AlertSpec, threshold: int, window_s: float
+        self, track: Track, change: Change, spec: AlertSpec, threshold: int, window_s: float
     ) -> dict[str, Any]:
         episode = change.episode
         ident = f"{spec.fingerprint}|{episode.first_hold_ms}"
         return {
             "episode_id": hashlib.sha256(ident.encode()).hexdigest()[:32],
             "alertname": spec.alertname,
-            "rule": track.correlation.name if track.correlation else "cross_tenant",
+            "rule": track.correlation.name if track.correlation else CROSS_TENANT_RULE,
             "status": "firing" if change.action == "fire" else "resolved",
             "tenant_id": spec.labels.get("tenant_id", ""),
             "group_key": "|".join(episode.group),
@@ -271,16 +326,17 @@ class SecurityDetector:
             "version": 1 if change.action == "fire" else 2,
         }
 
-    def _query(self, track: _Track, episode: Episode) -> str:
+    def _query(self, track: Track, episode: Episode) -> str:
         """SQL over the stored events behind an episode."""
-        start = _sql_time(episode.first_event_ms)
-        end = _sql_time(episode.last_hold_ms)
         corr = track.correlation
-        if corr is None:
+        if corr is None or corr.condition is None:
             return (
                 f"SELECT ts, tenant_id, kind, event_id FROM {self._database}.events "
-                f"WHERE event_id IN ({', '.join(_sql(i) for i in episode.sample_ids)})"
+                f"WHERE event_id IN ({', '.join(_sql(i) for i in episode.sample_ids)}) "
+                "ORDER BY ts"
             )
+        start = _sql_time(episode.first_event_ms)
+        end = _sql_time(episode.last_hold_ms)
         kinds = sorted({r.kind for r in self.config.rules if r.name in corr.rules})
         where = [f"kind IN ({', '.join(_sql(k) for k in kinds)})"]
         where += [
@@ -300,11 +356,169 @@ _EVENT_COLUMNS = frozenset(
 )
 
 
-def _crosses(kind: str, event: Any) -> bool:
-    """A tenant violation, or a request whose actor and resource tenants differ."""
-    if kind == "security.tenant_violation":
-        return True
-    if kind != "http.request":
-        return False
-    actor, resource = event.actor_tenant_id, event.resource_tenant_id
-    return bool(actor and resource and actor != resource)
+class SecurityDetector(_Stage):
+    """The events stage (see the module docstring). Without a ``forward`` (unit tests,
+    benchmarks) the rules grouped across tenants are evaluated by ``groups`` in process,
+    through :func:`loopback`."""
+
+    def __init__(
+        self,
+        config: SecurityConfig,
+        alerts: AlertPublisher,
+        writer: ClickHouseWriter | None,
+        metrics: Metrics,
+        database: str,
+        *,
+        forward: Forwarder | None = None,
+        group_partitions: int = 1,
+        gate: CommitGate | None = None,
+        consumer_group: str = "vigil",
+        checkpoint_interval_s: float = 5.0,
+        idle_timeout_s: float = 30.0,
+        clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+    ) -> None:
+        super().__init__(
+            config,
+            alerts,
+            writer,
+            metrics,
+            database,
+            gate=gate,
+            consumer_group=consumer_group,
+            checkpoint_interval_s=checkpoint_interval_s,
+            clock_ms=clock_ms,
+        )
+        self.groups: SecurityGroups | None = None
+        if forward is None:
+            self.groups = SecurityGroups(
+                config, alerts, writer, metrics, database, consumer_group=consumer_group,
+                checkpoint_interval_s=checkpoint_interval_s,
+            )  # fmt: skip
+            forward = loopback(self.groups, group_partitions)
+        self._forward = forward
+        self._group_partitions = group_partitions
+        self._idle_ms = int(idle_timeout_s * 1000)
+        self._group_by = {c.name: c.group_by for c in config.correlations}
+
+    async def process(self, result: IngestResult, source: SourceBatch) -> None:
+        part = await self._part(
+            source.topic, source.partition, source.first_offset, source.last_offset
+        )
+        engine = part.engine
+        changes: Changes = []
+        forwards: list[Forward] = []
+        late = 0
+        skip = part.replay_until
+        out: list[tuple[bytes | None, bytes, int | None]] = []
+        for event, ts, offset in zip(result.events, result.ts_ms, result.offsets, strict=True):
+            if offset <= skip:
+                continue  # reflected in the restored state
+            if engine.feed(event, ts, changes, forwards):
+                late += 1
+            if forwards:
+                max_ts = engine.max_ts
+                assert max_ts is not None
+                for f in forwards:
+                    out.append(
+                        (
+                            f.key(self._group_by[f.correlation]),
+                            encode_forward(f, part.partition, max_ts),
+                            None,
+                        )
+                    )
+                forwards.clear()
+        self._late(late)
+        if out:
+            await self._forward(out)
+            part.reported_max_ts = engine.max_ts
+        await self._publish(changes)
+
+    def _before_advance(self, part: _Part, now_ms: int) -> None:
+        if now_ms - part.last_input_wall_ms >= self._idle_ms:
+            part.engine.follow_clock(now_ms)
+
+    async def _before_publish(self) -> None:
+        """Tell every groups partition how far each events partition has come."""
+        out: list[tuple[bytes | None, bytes, int | None]] = []
+        for part in self.parts.values():
+            max_ts = part.engine.max_ts
+            if max_ts is None or max_ts == part.reported_max_ts:
+                continue
+            part.reported_max_ts = max_ts
+            record = encode_watermark(part.partition, max_ts)
+            out.extend((None, record, g) for g in range(self._group_partitions))
+        if out:
+            await self._forward(out)
+
+    async def tick(self) -> None:
+        await super().tick()
+        if self.groups is not None:
+            await self.groups.tick()
+
+    async def close(self) -> None:
+        await super().close()
+        if self.groups is not None:
+            await self.groups.close()
+
+    def active_groups(self) -> int:
+        own = super().active_groups()
+        return own + (self.groups.active_groups() if self.groups is not None else 0)
+
+
+class SecurityGroups(_Stage):
+    """The groups stage: rules grouped across tenants, over the forwarded records."""
+
+    spanning = True
+
+    async def process(self, source: SourceBatch) -> None:
+        await self.process_records(
+            source.topic,
+            source.partition,
+            source.first_offset,
+            source.last_offset,
+            [(r.offset, r.value) for r in source.records],
+        )
+
+    async def process_records(
+        self,
+        topic: str,
+        partition: int,
+        first_offset: int,
+        last_offset: int,
+        records: Sequence[tuple[int, bytes | None]],
+    ) -> None:
+        part = await self._part(topic, partition, first_offset, last_offset)
+        engine = part.engine
+        changes: Changes = []
+        late = 0
+        for offset, value in records:
+            if offset <= part.replay_until or not value:
+                continue
+            try:
+                record = orjson.loads(value)
+                if engine.feed_forward(record, changes):
+                    late += 1
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+                # only Vigil writes this topic: a bad record is a bug, not input
+                log.error(
+                    "security groups: bad record at %s[%d]@%d: %r", topic, partition, offset, exc
+                )
+        self._late(late)
+        await self._publish(changes)
+
+
+def loopback(groups: SecurityGroups, partitions: int, topic: str = "loopback") -> Forwarder:
+    """A forwarder that hands the records straight to ``groups`` (no broker): routed
+    by key like the producer would, numbered like a topic's offsets."""
+    offsets = [0] * partitions
+
+    async def forward(records: list[tuple[bytes | None, bytes, int | None]]) -> None:
+        by_partition: dict[int, list[tuple[int, bytes | None]]] = {}
+        for key, value, partition in records:
+            p = partition if partition is not None else zlib.crc32(key or b"") % partitions
+            by_partition.setdefault(p, []).append((offsets[p], value))
+            offsets[p] += 1
+        for p, batch in sorted(by_partition.items()):
+            await groups.process_records(topic, p, batch[0][0], batch[-1][0], batch)
+
+    return forward

@@ -95,14 +95,22 @@ class Condition(_Strict):
         return value
 
 
+CorrelationType = Literal["event_count", "value_count", "temporal", "temporal_ordered"]
+TEMPORAL: frozenset[str] = frozenset({"temporal", "temporal_ordered"})
+
+
 class Correlation(_Strict):
+    """A Sigma correlation. ``temporal`` / ``temporal_ordered`` list their steps in
+    ``rules``: base rules, or count correlations (their holding windows are the step's
+    occurrences) grouped by the same fields; they take no ``condition``."""
+
     name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]
     alertname: str
-    type: Literal["event_count", "value_count"]
+    type: CorrelationType
     rules: tuple[str, ...]
     group_by: Annotated[tuple[str, ...], Field(alias="group-by")] = ()
     timespan: str | float
-    condition: Condition
+    condition: Condition | None = None
     #: Vigil's extension: a threshold per value of the first group-by field (e.g. per
     #: webhook provider); Sigma exports use ``condition``
     thresholds_by_group: dict[str, Annotated[int, Field(ge=0)]] = {}
@@ -125,6 +133,17 @@ class Correlation(_Strict):
 
     @model_validator(mode="after")
     def _counted_field(self) -> Correlation:
+        if self.type in TEMPORAL:
+            if self.condition is not None:
+                raise ValueError(
+                    f"correlation {self.name}: {self.type} takes no condition (every step "
+                    "within the timespan)"
+                )
+            if len(self.rules) < 2:
+                raise ValueError(f"correlation {self.name}: {self.type} needs two or more rules")
+            return self
+        if self.condition is None:
+            raise ValueError(f"correlation {self.name}: {self.type} needs a condition")
         if self.type == "value_count" and not self.condition.field:
             raise ValueError(f"correlation {self.name}: value_count needs condition.field")
         if self.type == "event_count" and self.condition.field:
@@ -134,6 +153,23 @@ class Correlation(_Strict):
     @property
     def timespan_ms(self) -> int:
         return int(parse_seconds(self.timespan) * 1000)
+
+    @property
+    def op(self) -> Op:
+        return "gte" if self.condition is None else self.condition.op
+
+    @property
+    def base_threshold(self) -> int:
+        return len(self.rules) if self.condition is None else self.condition.threshold
+
+    @property
+    def counted_field(self) -> str | None:
+        return None if self.condition is None else self.condition.field
+
+    @property
+    def spans_tenants(self) -> bool:
+        """Its groups may hold events of several tenants (so of several partitions)."""
+        return "tenant_id" not in self.group_by
 
 
 class Match(_Strict):
@@ -151,6 +187,8 @@ class Override(_Strict):
 class SecurityConfig(_Strict):
     grace_seconds: Annotated[int, Field(ge=0)] = 10
     quiet_period: str | float = "5m"
+    #: a partition without input this long: its watermark follows the wall clock
+    idle_timeout_seconds: Annotated[int, Field(ge=1)] = 30
     cross_tenant: bool = True  # the built-in CrossTenantAccess rule
     rules: tuple[BaseRule, ...] = ()
     correlations: tuple[Correlation, ...] = ()
@@ -165,16 +203,39 @@ class SecurityConfig(_Strict):
         if len(set(corr)) != len(corr):
             raise ValueError(f"correlation names must be unique: {corr}")
         by_name = {r.name: r for r in self.rules}
+        chained = {c.name: c for c in self.correlations}
         for c in self.correlations:
             for ref in c.rules:
-                if ref not in by_name:
+                if ref in by_name:
+                    continue
+                target = chained.get(ref)
+                if target is None or c.type not in TEMPORAL:
                     raise ValueError(
                         f"correlation {c.name}: rules: no base rule named {ref!r}; "
                         f"base rules: {', '.join(by_name) or '(none)'}"
+                        + (
+                            "; a temporal correlation may also name a count correlation"
+                            if target is None
+                            else "; only temporal correlations chain other correlations"
+                        )
+                    )
+                if target.type in TEMPORAL or target.op not in ("gt", "gte"):
+                    raise ValueError(
+                        f"correlation {c.name}: step {ref!r} must be an event_count or "
+                        "value_count correlation with a gt/gte condition (decided as its "
+                        "events arrive)"
+                    )
+                if target.group_by != c.group_by:
+                    raise ValueError(
+                        f"correlation {c.name}: step {ref!r} is grouped by "
+                        f"{list(target.group_by)}, this correlation by {list(c.group_by)}: "
+                        "chained correlations need the same group-by"
                     )
             for ref in c.rules:
+                if ref not in by_name:
+                    continue
                 model = KIND_MODELS[by_name[ref].kind]
-                for f in (*c.group_by, *([c.condition.field] if c.condition.field else [])):
+                for f in (*c.group_by, *([c.counted_field] if c.counted_field else [])):
                     if f not in model.model_fields:
                         raise ValueError(
                             f"correlation {c.name}: group-by/field {f!r} is not a field of "
@@ -194,9 +255,7 @@ class SecurityConfig(_Strict):
         """The threshold for a group (None: the rule is disabled for it). Tenant overrides
         apply to correlations grouped by tenant; others see only overrides without a
         tenant match."""
-        value = correlation.thresholds_by_group.get(
-            first_group_value, correlation.condition.threshold
-        )
+        value = correlation.thresholds_by_group.get(first_group_value, correlation.base_threshold)
         for o in self.overrides:
             if o.match.tenant is not None and tenant is None:
                 continue

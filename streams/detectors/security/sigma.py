@@ -32,15 +32,15 @@ def to_sigma(config: SecurityConfig) -> str:
             }
         )
     for corr in config.correlations:
-        condition: dict[str, Any] = {corr.condition.op: corr.condition.threshold}
-        if corr.condition.field:
-            condition["field"] = corr.condition.field
         body: dict[str, Any] = {
             "type": corr.type,
             "rules": list(corr.rules),
             "timespan": _timespan(corr.timespan),
-            "condition": condition,
         }
+        if corr.condition is not None:
+            body["condition"] = {corr.condition.op: corr.condition.threshold}
+            if corr.condition.field:
+                body["condition"]["field"] = corr.condition.field
         if corr.group_by:
             body["group-by"] = list(corr.group_by)
         docs.append(

@@ -1,0 +1,362 @@
+"""The security detector's pure core: the state of one partition, events in, alert
+transitions and forwarded records out. No I/O here (the adapter, :mod:`.detector`, reads
+and writes Kafka and ClickHouse).
+
+Two kinds of partition run the same engine:
+
+* an **events** partition (``spanning=False``): producers key events by tenant, so every
+  correlation grouped by ``tenant_id`` — and the built-in cross-tenant rule, which looks
+  at one event — is exact here, with the partition's watermark (its newest event time
+  minus grace). Events that match a correlation whose groups span tenants (an IP, a
+  webhook provider, the whole platform) are not evaluated here: they become
+  :class:`Forward` records, a few dozen bytes each, keyed by group;
+* a **groups** partition (``spanning=True``) of the internal topic those records go to:
+  every record of one group lands in one partition, so the correlations spanning tenants
+  are exact there. Its watermark is *aligned*: the smallest of the source partitions'
+  watermarks (each forwarded record and each periodic watermark record carries its
+  source's newest event time), so a source that lags behind does not make its events
+  late here.
+
+Temporal correlations may chain a count correlation (``account_takeover`` = the
+``brute_force`` condition, then a successful login): the count correlation's holding
+windows are fed to the temporal one as occurrences of that step, in the same engine (a
+chained correlation has the same group-by, so the same key and partition).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from schemas.normalize import normalise_provider
+from streams.detectors.security.rules import TEMPORAL, BaseRule, Correlation, SecurityConfig
+from streams.detectors.security.window import Change, SlidingCount, SlidingSequence
+
+CROSS_TENANT = "CrossTenantAccess"
+CROSS_TENANT_RULE = "cross_tenant"
+#: the built-in rule's window: every access is its own holding window
+_INSTANT_MS = 1
+
+
+@dataclass(slots=True)
+class Track:
+    """One correlation at one threshold: its windows, and extra labels of its groups."""
+
+    correlation: Correlation | None  # None: the built-in cross-tenant rule
+    threshold: int
+    counter: SlidingCount
+    extra: dict[tuple[str, ...], dict[str, str]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Forward:
+    """A matching event of a correlation whose groups span tenants, on its way to the
+    groups partition of its group."""
+
+    correlation: str
+    group: tuple[str, ...]
+    ts_ms: int
+    event_id: str
+    value: str  # the counted field (value_count) or the step index (temporal)
+    ip_prefix: str | None
+
+    def key(self, group_by: tuple[str, ...]) -> bytes:
+        """By group fields and values: chained correlations (same group-by) meet."""
+        return "|".join(f"{n}={v}" for n, v in zip(group_by, self.group, strict=True)).encode()
+
+
+def encode_forward(f: Forward, source: int, source_max_ts: int) -> bytes:
+    return orjson.dumps(
+        {
+            "c": f.correlation,
+            "g": f.group,
+            "t": f.ts_ms,
+            "i": f.event_id,
+            "v": f.value,
+            "p": f.ip_prefix,
+            "s": source,
+            "m": source_max_ts,
+        }
+    )
+
+
+def encode_watermark(source: int, source_max_ts: int) -> bytes:
+    return orjson.dumps({"s": source, "m": source_max_ts})
+
+
+Changes = list[tuple[Track, Change]]
+
+
+class SecurityEngine:
+    def __init__(self, config: SecurityConfig, spanning: bool) -> None:
+        self.config = config
+        self.spanning = spanning
+        self.grace_ms = config.grace_seconds * 1000
+        self.correlations = {c.name: c for c in config.correlations}
+        #: kind -> base rules with (correlation, step) users: step is the index of the
+        #: rule in a temporal correlation, None for a count correlation
+        self.by_kind: dict[str, list[tuple[BaseRule, list[tuple[Correlation, int | None]]]]] = {}
+        for rule in config.rules:
+            users: list[tuple[Correlation, int | None]] = []
+            for c in config.correlations:
+                for step, ref in enumerate(c.rules):
+                    if ref == rule.name:
+                        users.append((c, step if c.type in TEMPORAL else None))
+            if users:
+                self.by_kind.setdefault(rule.kind, []).append((rule, users))
+        #: count correlation name -> temporal correlations chaining it, with the step
+        self.chained: dict[str, list[tuple[Correlation, int]]] = {}
+        for c in config.correlations:
+            if c.type in TEMPORAL:
+                for step, ref in enumerate(c.rules):
+                    if ref in self.correlations:
+                        self.chained.setdefault(ref, []).append((c, step))
+        self.tracks: dict[tuple[str, int], Track] = {}
+        #: newest event time of this partition (events) / of each source (groups)
+        self.max_ts: int | None = None
+        self.sources: dict[int, int] = {}
+        self.late = 0
+
+    # --- watermarks -----------------------------------------------------------------------
+
+    @property
+    def watermark(self) -> int | None:
+        """Events partition: newest event time minus grace. Groups partition: the
+        smallest source watermark (None until a source has reported)."""
+        if self.spanning:
+            if not self.sources:
+                return None
+            return min(self.sources.values()) - self.grace_ms
+        return None if self.max_ts is None else self.max_ts - self.grace_ms
+
+    def source_progress(self, source: int, max_ts: int) -> None:
+        if max_ts > self.sources.get(source, -(2**62)):
+            self.sources[source] = max_ts
+
+    def follow_clock(self, wall_ms: int) -> None:
+        """An idle events partition: its watermark follows the wall clock."""
+        if self.max_ts is not None and wall_ms > self.max_ts:
+            self.max_ts = wall_ms
+
+    # --- events partition -----------------------------------------------------------------
+
+    def feed(self, event: Any, ts: int, changes: Changes, forwards: list[Forward]) -> bool:
+        """One event of an events partition; returns True when it is late for security."""
+        if self.max_ts is None or ts > self.max_ts:
+            self.max_ts = ts
+        wm = self.max_ts - self.grace_ms
+        if ts < wm:
+            relevant = (self.config.cross_tenant and _crosses(event.kind, event)) or any(
+                rule.matches(event) for rule, _ in self.by_kind.get(event.kind, ())
+            )
+            if relevant:
+                self.late += 1
+            return relevant
+        kind = event.kind
+        if self.config.cross_tenant and _crosses(kind, event):
+            self._cross_tenant(event, ts, wm, changes)
+        for rule, users in self.by_kind.get(kind, ()):
+            if not rule.matches(event):
+                continue
+            for corr, step in users:
+                values = _group(corr, event)
+                if values is None:
+                    continue  # cannot be grouped (no IP on this event): not counted
+                value = _value(corr, event, step)
+                if value is None:
+                    continue
+                event_id = event.event_id
+                if corr.spans_tenants:
+                    ip = "ip_hash" in corr.group_by
+                    prefix = getattr(event, "ip_prefix", None) if ip else None
+                    forwards.append(Forward(corr.name, values, ts, event_id, value, prefix))
+                    continue
+                self._add(corr, values, event.tenant_id, ts, event_id, value, None, wm, changes)
+        return False
+
+    def _cross_tenant(self, event: Any, ts: int, wm: int, out: Changes) -> None:
+        where = getattr(event, "model", None) or getattr(event, "route", None) or ""
+        blocked = bool(getattr(event, "blocked", False))
+        group = (
+            str(event.actor_tenant_id),
+            str(event.resource_tenant_id),
+            str(where),
+            "true" if blocked else "false",
+        )
+        key = (CROSS_TENANT_RULE, 0)
+        track = self.tracks.get(key)
+        if track is None:
+            counter = SlidingCount(_INSTANT_MS, "gte", 1, self.config.quiet_ms, self.grace_ms)
+            track = self.tracks[key] = Track(None, 1, counter)
+        _, changes = track.counter.add(group, ts, event.event_id, watermark=wm)
+        out.extend((track, c) for c in changes)
+
+    # --- groups partition -----------------------------------------------------------------
+
+    def feed_forward(self, record: dict[str, Any], changes: Changes) -> bool:
+        """One record of a groups partition; returns True when it is late here."""
+        self.source_progress(int(record["s"]), int(record["m"]))
+        if "c" not in record:
+            return False  # a watermark record
+        corr = self.correlations.get(record["c"])
+        if corr is None:
+            return False  # a correlation removed from the rules since it was forwarded
+        wm = self.watermark
+        assert wm is not None
+        ts = int(record["t"])
+        if ts < wm:
+            self.late += 1
+            return True
+        group = tuple(record["g"])
+        prefix = record.get("p")
+        self._add(corr, group, None, ts, record["i"], record["v"], prefix, wm, changes)
+        return False
+
+    # --- both -----------------------------------------------------------------------------
+
+    def _add(
+        self,
+        corr: Correlation,
+        group: tuple[str, ...],
+        tenant: str | None,
+        ts: int,
+        event_id: str,
+        value: str,
+        ip_prefix: str | None,
+        wm: int,
+        out: Changes,
+    ) -> None:
+        threshold = self.config.threshold(corr, tenant, group[0] if group else "")
+        if threshold is None:
+            return
+        track = self.track(corr, threshold)
+        _, changes = track.counter.add(group, ts, event_id, value, watermark=wm)
+        if ip_prefix:
+            track.extra.setdefault(group, {})["ip_prefix"] = ip_prefix
+        out.extend((track, c) for c in changes)
+        if track.counter.held:
+            self._chain(corr, track, tenant, wm, out)
+
+    def _chain(
+        self, corr: Correlation, track: Track, tenant: str | None, wm: int, out: Changes
+    ) -> None:
+        """A chained correlation's holding windows become steps of its temporal users."""
+        held = track.counter.held
+        assert held is not None
+        track.counter.held = []
+        prefix = None
+        for group, end, event_id in held:
+            prefix = track.extra.get(group, {}).get("ip_prefix")
+            for user, step in self.chained.get(corr.name, ()):
+                self._add(user, group, tenant, end, event_id, str(step), prefix, wm, out)
+
+    def track(self, corr: Correlation, threshold: int) -> Track:
+        key = (corr.name, threshold)
+        track = self.tracks.get(key)
+        if track is None:
+            counter: SlidingCount
+            if corr.type in TEMPORAL:
+                counter = SlidingSequence(
+                    corr.timespan_ms,
+                    len(corr.rules),
+                    corr.type == "temporal_ordered",
+                    self.config.quiet_ms,
+                    self.grace_ms,
+                )
+            else:
+                counter = SlidingCount(
+                    corr.timespan_ms,
+                    corr.op,
+                    threshold,
+                    self.config.quiet_ms,
+                    self.grace_ms,
+                    distinct=corr.type == "value_count",
+                )
+            if corr.name in self.chained:
+                counter.held = []
+            track = self.tracks[key] = Track(corr, threshold, counter)
+        return track
+
+    def advance(self, out: Changes) -> None:
+        """Decide what the watermark has made certain in every group; forget the rest."""
+        wm = self.watermark
+        if wm is None:
+            return
+        for track in list(self.tracks.values()):
+            out.extend((track, c) for c in track.counter.advance(wm))
+            corr = track.correlation
+            if corr is not None and track.counter.held:
+                self._chain(corr, track, None, wm, out)
+
+    def active_groups(self) -> int:
+        return sum(t.counter.memory_groups() for t in self.tracks.values())
+
+    # --- checkpoints ----------------------------------------------------------------------
+
+    def dump(self) -> bytes:
+        return orjson.dumps(
+            {
+                "max_ts": self.max_ts,
+                "sources": {str(k): v for k, v in self.sources.items()},
+                "late": self.late,
+                "tracks": [
+                    [
+                        name,
+                        threshold,
+                        t.counter.dump(),
+                        [[list(g), labels] for g, labels in t.extra.items()],
+                    ]
+                    for (name, threshold), t in self.tracks.items()
+                ],
+            }
+        )
+
+    def load(self, blob: bytes | str) -> None:
+        state = orjson.loads(blob)
+        self.max_ts = state["max_ts"]
+        self.sources = {int(k): int(v) for k, v in state["sources"].items()}
+        self.late = state["late"]
+        self.tracks = {}
+        for name, threshold, counter_state, extra in state["tracks"]:
+            if name == CROSS_TENANT_RULE:
+                counter = SlidingCount(_INSTANT_MS, "gte", 1, self.config.quiet_ms, self.grace_ms)
+                track = self.tracks[(name, threshold)] = Track(None, 1, counter)
+            else:
+                corr = self.correlations.get(name)
+                if corr is None:
+                    continue  # removed from the rules: its windows are dropped
+                track = self.track(corr, threshold)
+            track.counter.load(counter_state)
+            track.extra = {tuple(g): labels for g, labels in extra}
+
+
+def _group(corr: Correlation, event: Any) -> tuple[str, ...] | None:
+    values: list[str] = []
+    for name in corr.group_by:
+        value = getattr(event, name, None)
+        if value is None:
+            return None
+        values.append(normalise_provider(value) if name == "provider" else str(value))
+    return tuple(values)
+
+
+def _value(corr: Correlation, event: Any, step: int | None) -> str | None:
+    if step is not None:
+        return str(step)
+    counted = corr.counted_field
+    if not counted:
+        return ""
+    value = getattr(event, counted, None)
+    return str(value) if value else None
+
+
+def _crosses(kind: str, event: Any) -> bool:
+    """A tenant violation, or a request whose actor and resource tenants differ."""
+    if kind == "security.tenant_violation":
+        return True
+    if kind != "http.request":
+        return False
+    actor, resource = event.actor_tenant_id, event.resource_tenant_id
+    return bool(actor and resource and actor != resource)
