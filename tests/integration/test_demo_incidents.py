@@ -21,6 +21,7 @@ pytestmark = pytest.mark.integration
 SECURITY = {
     "CrossTenantAccess",
     "BruteForceAttack",
+    "AccountTakeoverSuspected",
     "FailedLoginSpike",
     "UserEnumeration",
     "WebhookSignatureFailures",
@@ -157,3 +158,44 @@ def test_the_demo_incidents_page_and_pii_is_stored_nowhere_raw(tmp_path: Path) -
         cwd=tmp_path,
     )
     assert json.loads(redacted.stdout)["n"] >= 1
+
+    # The engine's episodes equal what SQL over the stored events finds: every failed
+    # login ends a window (t - 60 s, t] of its IP; the windows counting more than 50 hold,
+    # and holding windows within the quiet period (5 min) form one episode.
+    holds = vigil(
+        "query",
+        "SELECT ip_hash, t, c FROM (SELECT ip_hash, toUnixTimestamp64Milli(ts) AS t, "
+        "count() OVER (PARTITION BY ip_hash ORDER BY toUnixTimestamp64Milli(ts) "
+        "RANGE BETWEEN 59999 PRECEDING AND CURRENT ROW) AS c FROM vigil.events "
+        "WHERE kind = 'security.auth_failure' AND ip_hash != '') WHERE c > 50 "
+        "ORDER BY ip_hash, t",
+        "--format",
+        "csv",
+        env=env,
+        cwd=tmp_path,
+    )
+    assert holds.returncode == 0, holds.stderr
+    expected: list[tuple[str, int, int, int]] = []  # (ip_hash, first hold, last hold, peak)
+    for line in holds.stdout.strip().splitlines()[1:]:
+        ip, t, c = line.replace('"', "").split(",")
+        if expected and expected[-1][0] == ip and int(t) - expected[-1][2] <= 300_000:
+            first = expected[-1]
+            expected[-1] = (ip, first[1], int(t), max(first[3], int(c)))
+        else:
+            expected.append((ip, int(t), int(t), int(c)))
+    rows = vigil(
+        "query",
+        "SELECT group_key, toUnixTimestamp64Milli(first_hold), "
+        "toUnixTimestamp64Milli(last_hold), peak, status FROM vigil.security_detections FINAL "
+        "WHERE alertname = 'BruteForceAttack' ORDER BY group_key, first_hold",
+        "--format",
+        "csv",
+        env=env,
+        cwd=tmp_path,
+    ).stdout
+    got = [line.replace('"', "").split(",") for line in rows.strip().splitlines()[1:]]
+    assert expected and len(got) == len(expected), (got, expected)
+    for (ip, first, last, peak, status), want in zip(got, expected, strict=True):
+        assert (ip, int(first)) == want[:2]
+        if status == "resolved":  # a firing row was written at its first holding window
+            assert (int(last), int(peak)) == want[2:]

@@ -77,6 +77,9 @@ class _Part:
     checkpoint_wall: float = 0.0
     last_input_wall_ms: int = 0
     reported_max_ts: int | None = None  # progress last sent to the groups partitions
+    #: progress that may be reported: every record forwarded up to it is delivered (the
+    #: timer must not announce a time whose forwards are still being sent)
+    forwarded_max_ts: int | None = None
 
 
 class _Stage:
@@ -132,29 +135,27 @@ class _Stage:
         return part
 
     async def _restore(self, topic: str, partition: int) -> _Part:
-        part = self.parts[partition] = _Part(
-            topic, partition, SecurityEngine(self.config, self.spanning)
-        )
-        if self._writer is None:
-            return part
-        rows = await self._writer.query_rows(
-            "SELECT argMax(tuple(processed_offset, state), processed_offset) "
-            f"FROM {self._database}.security_checkpoints WHERE consumer_group = {{g:String}} "
-            "AND topic = {t:String} AND partition = {p:UInt32}",
-            {"g": self._group, "t": topic, "p": partition},
-        )
-        if not rows or rows[0][0] is None or rows[0][0][0] < 0:
-            return part
-        processed, state = rows[0][0]
-        part.engine.load(state)
-        part.processed = part.replay_until = part.checkpointed = int(processed)
-        part.durable_safe = int(processed) + 1
-        log.info(
-            "security: %s[%d] restored from the checkpoint at offset %d",
-            topic,
-            partition,
-            processed,
-        )
+        part = _Part(topic, partition, SecurityEngine(self.config, self.spanning))
+        if self._writer is not None:
+            rows = await self._writer.query_rows(
+                "SELECT processed_offset, state "
+                f"FROM {self._database}.security_checkpoints WHERE consumer_group = "
+                "{g:String} AND topic = {t:String} AND partition = {p:UInt32} "
+                "ORDER BY processed_offset DESC LIMIT 1",
+                {"g": self._group, "t": topic, "p": partition},
+            )
+            if rows:
+                processed, state = rows[0]
+                part.engine.load(state)
+                part.processed = part.replay_until = part.checkpointed = int(processed)
+                part.durable_safe = int(processed) + 1
+                log.info(
+                    "security: %s[%d] restored from the checkpoint at offset %d",
+                    topic,
+                    partition,
+                    processed,
+                )
+        self.parts[partition] = part  # only once restored: a failed read is retried
         return part
 
     def forget(self, partition: int) -> None:
@@ -428,20 +429,25 @@ class SecurityDetector(_Stage):
                     )
                 forwards.clear()
         self._late(late)
+        reached = engine.max_ts
         if out:
             await self._forward(out)
-            part.reported_max_ts = engine.max_ts
+        if reached is not None and (
+            part.forwarded_max_ts is None or reached > part.forwarded_max_ts
+        ):
+            part.forwarded_max_ts = reached
         await self._publish(changes)
 
     def _before_advance(self, part: _Part, now_ms: int) -> None:
         if now_ms - part.last_input_wall_ms >= self._idle_ms:
-            part.engine.follow_clock(now_ms)
+            part.engine.follow_clock(now_ms)  # nothing in flight: idle for a while
+            part.forwarded_max_ts = part.engine.max_ts
 
     async def _before_publish(self) -> None:
         """Tell every groups partition how far each events partition has come."""
         out: list[tuple[bytes | None, bytes, int | None]] = []
         for part in self.parts.values():
-            max_ts = part.engine.max_ts
+            max_ts = part.forwarded_max_ts
             if max_ts is None or max_ts == part.reported_max_ts:
                 continue
             part.reported_max_ts = max_ts
