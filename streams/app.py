@@ -407,6 +407,14 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
 
     @app.on_partitions_assigned.connect  # type: ignore[untyped-decorator]
     async def on_assigned(sender: Any, assigned: set[Any], **_: Any) -> None:
+        if runtime.security is not None:
+            try:  # the events topic's real partition count (it may predate the settings)
+                total = app.consumer.topic_partitions(settings.events_topic)
+            except Exception:
+                total = None
+            runtime.security.assigned(
+                [tp.partition for tp in assigned if tp.topic == settings.events_topic], total
+            )
         if runtime.latency is not None:
             runtime.latency.prefetch(
                 settings.events_topic,

@@ -52,7 +52,7 @@ def demo_events(seconds: int) -> list[tuple[Any, int, int]]:
 
 
 def reload(engine: SecurityEngine, config: SecurityConfig) -> SecurityEngine:
-    fresh = SecurityEngine(config, engine.spanning)
+    fresh = SecurityEngine(config, engine.spanning, engine.expected_sources)
     fresh.load(engine.dump())
     return fresh
 
@@ -64,7 +64,7 @@ def run(
     and the forwards of the 100 events before it are delivered a second time (what an
     events partition re-sends after a restart)."""
     sources = {p: SecurityEngine(config, spanning=False) for p in range(PARTITIONS)}
-    groups = SecurityEngine(config, spanning=True)
+    groups = SecurityEngine(config, spanning=True, sources=PARTITIONS)
     sent: list[bytes] = []
     out: list[tuple[Any, ...]] = []
     for k, (event, ts, p) in enumerate(events):
@@ -120,7 +120,7 @@ def test_a_checkpoint_anywhere_continues_exactly(events: list[tuple[Any, int, in
 
 def test_the_groups_watermark_waits_for_the_slowest_source() -> None:
     config = load_rules(None).security
-    groups = SecurityEngine(config, spanning=True)
+    groups = SecurityEngine(config, spanning=True, sources=2)
     changes: Changes = []
 
     def login(source: int, source_max: int, ts: int, n: int) -> bool:

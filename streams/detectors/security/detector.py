@@ -99,9 +99,11 @@ class _Stage:
         gate: CommitGate | None = None,
         consumer_group: str = "vigil",
         checkpoint_interval_s: float = 5.0,
+        sources: int = 1,
         clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
     ) -> None:
         self.config = config
+        self._sources = sources
         self._alerts = alerts
         self._writer = writer
         self._metrics = metrics
@@ -135,7 +137,7 @@ class _Stage:
         return part
 
     async def _restore(self, topic: str, partition: int) -> _Part:
-        part = _Part(topic, partition, SecurityEngine(self.config, self.spanning))
+        part = _Part(topic, partition, SecurityEngine(self.config, self.spanning, self._sources))
         if self._writer is not None:
             rows = await self._writer.query_rows(
                 "SELECT processed_offset, state "
@@ -198,7 +200,7 @@ class _Stage:
             "topic": [part.topic],
             "partition": [part.partition],
             "processed_offset": [processed],
-            "state": [part.engine.dump()],
+            "state": [part.engine.dump().decode()],
         }
 
         def durable() -> None:
@@ -390,6 +392,7 @@ class SecurityDetector(_Stage):
             clock_ms=clock_ms,
         )
         self.groups: SecurityGroups | None = None
+        self._assigned: dict[int, int] = {}  # partition -> wall time of its assignment
         if forward is None:
             self.groups = SecurityGroups(
                 config, alerts, writer, metrics, database, consumer_group=consumer_group,
@@ -423,7 +426,7 @@ class SecurityDetector(_Stage):
                     out.append(
                         (
                             f.key(self._group_by[f.correlation]),
-                            encode_forward(f, part.partition, max_ts),
+                            encode_forward(f, part.partition, max_ts, self._sources),
                             None,
                         )
                     )
@@ -443,15 +446,32 @@ class SecurityDetector(_Stage):
             part.engine.follow_clock(now_ms)  # nothing in flight: idle for a while
             part.forwarded_max_ts = part.engine.max_ts
 
+    def assigned(self, partitions: Sequence[int], total: int | None = None) -> None:
+        """Partitions assigned to this worker: one that stays empty for the idle timeout
+        reports the wall clock to the groups partitions (which wait for every source)."""
+        now = self._clock_ms()
+        for p in partitions:
+            self._assigned.setdefault(p, now)
+        self._sources = max(self._sources, total or 0, *(p + 1 for p in partitions))
+
+    def forget(self, partition: int) -> None:
+        self._assigned.pop(partition, None)
+        super().forget(partition)
+
     async def _before_publish(self) -> None:
         """Tell every groups partition how far each events partition has come."""
         out: list[tuple[bytes | None, bytes, int | None]] = []
+        now = self._clock_ms()
+        for p, since in self._assigned.items():
+            if p not in self.parts and now - since >= self._idle_ms:
+                record = encode_watermark(p, now, self._sources)
+                out.extend((None, record, g) for g in range(self._group_partitions))
         for part in self.parts.values():
             max_ts = part.forwarded_max_ts
             if max_ts is None or max_ts == part.reported_max_ts:
                 continue
             part.reported_max_ts = max_ts
-            record = encode_watermark(part.partition, max_ts)
+            record = encode_watermark(part.partition, max_ts, self._sources)
             out.extend((None, record, g) for g in range(self._group_partitions))
         if out:
             await self._forward(out)

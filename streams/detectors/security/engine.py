@@ -67,7 +67,7 @@ class Forward:
         return "|".join(f"{n}={v}" for n, v in zip(group_by, self.group, strict=True)).encode()
 
 
-def encode_forward(f: Forward, source: int, source_max_ts: int) -> bytes:
+def encode_forward(f: Forward, source: int, source_max_ts: int, sources: int = 1) -> bytes:
     return orjson.dumps(
         {
             "c": f.correlation,
@@ -78,21 +78,27 @@ def encode_forward(f: Forward, source: int, source_max_ts: int) -> bytes:
             "p": f.ip_prefix,
             "s": source,
             "m": source_max_ts,
+            "n": sources,
         }
     )
 
 
-def encode_watermark(source: int, source_max_ts: int) -> bytes:
-    return orjson.dumps({"s": source, "m": source_max_ts})
+def encode_watermark(source: int, source_max_ts: int, sources: int = 1) -> bytes:
+    """``sources``: how many events partitions there are (the groups stage waits for
+    each of them)."""
+    return orjson.dumps({"s": source, "m": source_max_ts, "n": sources})
 
 
 Changes = list[tuple[Track, Change]]
 
 
 class SecurityEngine:
-    def __init__(self, config: SecurityConfig, spanning: bool) -> None:
+    def __init__(self, config: SecurityConfig, spanning: bool, sources: int = 1) -> None:
+        """``sources``: the number of events partitions (a groups partition's watermark
+        waits until each has reported)."""
         self.config = config
         self.spanning = spanning
+        self.expected_sources = sources
         self.grace_ms = config.grace_seconds * 1000
         self.correlations = {c.name: c for c in config.correlations}
         #: kind -> base rules with (correlation, step) users: step is the index of the
@@ -126,8 +132,8 @@ class SecurityEngine:
         """Events partition: newest event time minus grace. Groups partition: the
         smallest source watermark (None until a source has reported)."""
         if self.spanning:
-            if not self.sources:
-                return None
+            if not self.sources or len(self.sources) < self.expected_sources:
+                return None  # a source not heard of yet may still send anything
             return min(self.sources.values()) - self.grace_ms
         return None if self.max_ts is None else self.max_ts - self.grace_ms
 
@@ -198,13 +204,14 @@ class SecurityEngine:
     def feed_forward(self, record: dict[str, Any], changes: Changes) -> bool:
         """One record of a groups partition; returns True when it is late here."""
         self.source_progress(int(record["s"]), int(record["m"]))
+        self.expected_sources = max(self.expected_sources, int(record.get("n", 1)))
         if "c" not in record:
             return False  # a watermark record
         corr = self.correlations.get(record["c"])
         if corr is None:
             return False  # a correlation removed from the rules since it was forwarded
-        wm = self.watermark
-        assert wm is not None
+        known = self.watermark
+        wm = -(2**62) if known is None else known  # None: nothing is late or decided yet
         ts = int(record["t"])
         if ts < wm:
             self.late += 1
@@ -247,10 +254,12 @@ class SecurityEngine:
         assert held is not None
         track.counter.held = []
         prefix = None
-        for group, end, event_id in held:
+        for group, end, _ in held:
             prefix = track.extra.get(group, {}).get("ip_prefix")
             for user, step in self.chained.get(corr.name, ()):
-                self._add(user, group, tenant, end, event_id, str(step), prefix, wm, out)
+                # a holding window is identified by its end alone (no event id): the same
+                # window judged again, whatever the arrival order, is one occurrence
+                self._add(user, group, tenant, end, "", str(step), prefix, wm, out)
 
     def track(self, corr: Correlation, threshold: int) -> Track:
         key = (corr.name, threshold)

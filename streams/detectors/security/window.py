@@ -152,6 +152,8 @@ class SlidingCount:
         while k >= 0 and g.times[k] == ts_ms:
             if g.ids[k] == event_id and (not self.distinct or g.values[k] == value):
                 return False, []  # a duplicate (at-least-once delivery upstream)
+            if g.ids[k] > event_id:
+                i = k  # events of one instant in id order: samples do not depend on arrival
             k -= 1
         g.times.insert(i, ts_ms)
         g.ids.insert(i, event_id)
@@ -225,7 +227,7 @@ class SlidingCount:
         if self.held is not None:
             self.held.append((group, end, g.ids[j]))
         start = g.times[first]
-        ids = g.ids[first : j + 1][:SAMPLE_IDS]
+        ids = [x for x in g.ids[first : j + 1] if x][:SAMPLE_IDS]  # "": a chained window
         active = g.active
         if active is None:
             g.active = Episode(group, start, end, end, count, ids)
