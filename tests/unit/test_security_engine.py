@@ -4,7 +4,6 @@ once, and the groups stage's watermark waits for its slowest source."""
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -22,18 +21,10 @@ from streams.detectors.security.engine import (
 )
 from streams.detectors.security.rules import SecurityConfig
 from streams.ingest import Ingestor
+from tests.unit.test_demo_security import Rec
 
 START_MS = 1_780_000_000_000
 PARTITIONS = 3
-
-
-@dataclass(frozen=True)
-class Rec:
-    topic: str
-    partition: int
-    offset: int
-    timestamp: int
-    value: bytes
 
 
 def demo_events(seconds: int) -> list[tuple[Any, int, int]]:

@@ -21,6 +21,17 @@ class Ev:
     value: str = ""
 
 
+def on_time(events: list[Ev], grace: int) -> list[Ev]:
+    """The events not late on arrival (older than the newest event time minus grace)."""
+    newest: int | None = None
+    kept: list[Ev] = []
+    for e in events:
+        if newest is None or e.ts >= newest - grace:
+            kept.append(e)
+            newest = e.ts if newest is None else max(newest, e.ts)
+    return kept
+
+
 def reference(
     events: list[Ev], span: int, op: Op, threshold: int, quiet: int, grace: int, distinct: bool
 ) -> set[tuple[tuple[str, ...], int, int, int, int]]:
@@ -28,12 +39,7 @@ def reference(
     events (older than the newest event time minus grace when they arrive) are left out;
     every distinct instant of a group ends a window; holding windows within ``quiet`` of
     each other form one episode."""
-    newest: int | None = None
-    kept: list[Ev] = []
-    for e in events:
-        if newest is None or e.ts >= newest - grace:
-            kept.append(e)
-            newest = e.ts if newest is None else max(newest, e.ts)
+    kept = on_time(events, grace)
     out: set[tuple[tuple[str, ...], int, int, int, int]] = set()
     for group in {e.group for e in kept}:
         mine = sorted((e for e in kept if e.group == group), key=lambda e: e.ts)
@@ -179,12 +185,7 @@ def chain_start(inside: list[Ev], steps: int, ordered: bool) -> int | None:
 def reference_sequence(
     events: list[Ev], span: int, steps: int, ordered: bool, quiet: int, grace: int
 ) -> set[tuple[tuple[str, ...], int, int, int, int]]:
-    newest: int | None = None
-    kept: list[Ev] = []
-    for e in events:
-        if newest is None or e.ts >= newest - grace:
-            kept.append(e)
-            newest = e.ts if newest is None else max(newest, e.ts)
+    kept = on_time(events, grace)
     out: set[tuple[tuple[str, ...], int, int, int, int]] = set()
     for group in {e.group for e in kept}:
         mine = [e for e in kept if e.group == group]
