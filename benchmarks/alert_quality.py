@@ -86,7 +86,7 @@ class PointEstimate(SloEvaluator):
             sample.count,
         )
 
-    def evaluate_burn(
+    def evaluate_tenant(
         self,
         tenant: str,
         start_ms: int,
@@ -95,6 +95,7 @@ class PointEstimate(SloEvaluator):
         budget: BudgetTracker,
         errors: int,
     ) -> tuple[list[Verdict], list[Transition]]:
+        """Burn rates only: the tenant-level window rule came with the evidence."""
         rates = budget.add(tenant, end_ms, count, errors)
         key: Key = (tenant, ALL, ALL)
         verdicts: list[Verdict] = []
@@ -192,7 +193,7 @@ def replay(
 ) -> Run:
     """Judge ``samples`` consecutive samples of the model with ``evaluator``."""
     sample_s = model.sample_s
-    budget = BudgetTracker(rules.slo.availability, sample_s)
+    budget = BudgetTracker(rules.slo.availability, sample_s, rules.slo.tenant_windows_s)
     pages: Counter[str] = Counter()
     fires: dict[tuple[str, Key], list[float]] = {}
     statuses: Counter[str] = Counter()
@@ -227,7 +228,7 @@ def replay(
             transitions.extend(fired)
             statuses.update(v.status for v in verdicts)
             if key[1] == ALL:
-                verdicts, fired = evaluator.evaluate_burn(
+                verdicts, fired = evaluator.evaluate_tenant(
                     key[0], start_ms, end_ms, stats.count, budget, stats.c5xx
                 )
                 transitions.extend(fired)

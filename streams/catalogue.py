@@ -62,6 +62,8 @@ _ENTRIES: tuple[AlertDef, ...] = (
              "4xx rate elevated on {tenant_id} {route}"),
     AlertDef("ThroughputDrop", "high", "availability", "throughput", _LAT,
              "throughput below the declared minimum on {tenant_id} {route}"),
+    AlertDef("TenantErrorRateHigh", "high", "availability", "errors", _T,
+             "5xx share of {tenant_id} above 5 % over 5 minutes"),
     AlertDef("ErrorBudgetBurnFast", "critical", "availability", "budget", _T,
              "error budget of {tenant_id} burning fast"),
     AlertDef("ErrorBudgetBurnSlow", "high", "availability", "budget", _T,

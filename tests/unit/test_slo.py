@@ -156,12 +156,12 @@ def test_streaks_survive_a_dump_and_load() -> None:
 
 def test_burn_rates_follow_the_documented_math() -> None:
     config = default()
-    budget = BudgetTracker(config.availability, 30)
+    budget = BudgetTracker(config.availability, 30, config.tenant_windows_s)
     evaluator = SloEvaluator(config)
     fired: list[Transition] = []
     # one hour of samples at 2 % errors: burn rate 0.02 / 0.001 = 20 > 14.4 on 1 h and 5 m
     for i in range(120):
-        _, t = evaluator.evaluate_burn("acme", i * S, (i + 1) * S, 1000, budget, errors=20)
+        _, t = evaluator.evaluate_tenant("acme", i * S, (i + 1) * S, 1000, budget, errors=20)
         fired.extend(t)
     rates = budget.add("acme", 121 * S, 1000, 20).rates
     assert rates[3600] == pytest.approx(20.0) and rates[300] == pytest.approx(20.0)
@@ -172,14 +172,72 @@ def test_burn_rates_follow_the_documented_math() -> None:
 
 def test_a_burn_rate_needs_its_short_window_covered() -> None:
     config = default()
-    budget = BudgetTracker(config.availability, 30)
+    budget = BudgetTracker(config.availability, 30, config.tenant_windows_s)
     evaluator = SloEvaluator(config)
     # the first, partial sample: 1 error in 30 requests would be a 33x burn
-    verdicts, fired = evaluator.evaluate_burn("hooli", 0, S, 30, budget, errors=1)
+    verdicts, fired = evaluator.evaluate_tenant("hooli", 0, S, 30, budget, errors=1)
     assert fired == [] and {v.status for v in verdicts} == {"insufficient"}
     for i in range(1, 10):  # 5 minutes of history: the fast alert can now judge
-        verdicts, fired = evaluator.evaluate_burn("hooli", i * S, (i + 1) * S, 30, budget, 1)
-    by_rule = {v.rule: v.status for v in verdicts}
+        verdicts, fired = evaluator.evaluate_tenant("hooli", i * S, (i + 1) * S, 30, budget, 1)
+    by_rule = {v.rule: v.status for v in verdicts if v.sli == "burn_rate"}
     assert by_rule == {"ErrorBudgetBurnFast": "fail", "ErrorBudgetBurnSlow": "insufficient"}
     assert [t.alertname for t in fired] == ["ErrorBudgetBurnFast"]
     assert "burning 33.3x over 1h" in fired[0].description
+
+
+def tenant_run(
+    config: SloConfig, shares: list[tuple[int, int]], tenant: str = "acme"
+) -> tuple[list[list[str]], list[Transition]]:
+    """(requests, 5xx) of one tenant per 30 s sample; TenantErrorRateHigh's status after
+    each sample, and the transitions of that rule."""
+    budget = BudgetTracker(config.availability, 30, config.tenant_windows_s)
+    evaluator = SloEvaluator(config)
+    statuses: list[list[str]] = []
+    fired: list[Transition] = []
+    for i, (count, errors) in enumerate(shares):
+        verdicts, t = evaluator.evaluate_tenant(tenant, i * S, (i + 1) * S, count, budget, errors)
+        statuses.append([v.status for v in verdicts if v.rule == "TenantErrorRateHigh"])
+        fired.extend(x for x in t if x.alertname == "TenantErrorRateHigh")
+    return statuses, fired
+
+
+def test_a_tenant_above_5_percent_5xx_over_5_minutes_fires_the_tenant_rule() -> None:
+    """Judged on the trailing 5 minutes (10 samples) of the tenant as a whole: the first
+    nine samples cannot cover the window; 8 % of 1000 requests a sample is shown above
+    5 %; it resolves after three passing evaluations once the share falls back."""
+    config = default()
+    statuses, fired = tenant_run(config, [(1000, 80)] * 12 + [(1000, 0)] * 30)
+    assert statuses[:9] == [["insufficient"]] * 9 and statuses[9] == ["fail"]
+    assert (fired[0].action, fired[0].at_ms) == ("fire", 10 * S)
+    assert fired[0].key == ("acme", ALL, ALL) and fired[0].severity == "high"
+    assert "8.00% (800 of 10000 requests" in fired[0].description
+    # after the errors stop (sample 12) the window still holds k failing samples: 80 * k
+    # of 10,000 requests; k = 6 (sample 15, 4.8 %) is the first within 5 %
+    first_pass = next(i for i, s in enumerate(statuses) if i >= 12 and s == ["pass"])
+    assert first_pass == 15 and statuses[14] == ["fail"]
+    assert [t.action for t in fired] == ["fire", "resolve"]
+    assert fired[1].at_ms == (first_pass + 3) * S  # resolve_after = 3 passing
+
+
+def test_the_tenant_rule_needs_evidence_and_ignores_a_tenant_at_4_percent() -> None:
+    config = default()
+    statuses, fired = tenant_run(config, [(1000, 40)] * 40)
+    assert fired == [] and statuses[-1] == ["pass"]
+    # 6 % of 100 requests in the window (6 of them 5xx): above the limit, not shown above it
+    statuses, fired = tenant_run(config, [(10, 1 if i % 10 < 6 else 0) for i in range(30)])
+    assert fired == [] and statuses[-1] == ["insufficient"]
+
+
+def test_the_tenant_rule_is_not_judged_per_route_and_needs_a_rate() -> None:
+    config = default()
+    evaluator = SloEvaluator(config)
+    verdicts, _ = evaluator.evaluate(sample(0, error_rate=0.5))
+    assert "TenantErrorRateHigh" not in {v.rule for v in verdicts}
+    assert "ErrorRateSpike" in {v.rule for v in verdicts}
+
+
+def test_over_is_refused_for_an_sli_other_than_the_error_rate(tmp_path: Path) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_text("slo:\n  rules:\n    - {id: T, sli: p95_ms, op: '>', threshold: 5, over: 5m}\n")
+    with pytest.raises(ConfigError, match=r"rule T: 'over'.*error_rate only, not p95_ms"):
+        load_rules(path)

@@ -179,13 +179,13 @@ def test_percentile_verdicts_agree_with_the_sketch_value() -> None:
 def test_burn_rates_need_evidence_on_both_windows() -> None:
     config = load_rules(None).slo
     evaluator = SloEvaluator(config)
-    budget = BudgetTracker(config.availability, 30)
+    budget = BudgetTracker(config.availability, 30, config.tenant_windows_s)
     # a small tenant at 0.3 % errors: 1 error in 100 every third sample burns 3.3x on
     # average, but single samples with one error would show 10x "burns"
     statuses_seen: set[str] = set()
     fired: list[Transition] = []
     for i in range(240):
-        verdicts, t = evaluator.evaluate_burn(
+        verdicts, t = evaluator.evaluate_tenant(
             "hooli", i * S, (i + 1) * S, 100, budget, errors=1 if i % 3 == 0 else 0
         )
         statuses_seen |= {v.status for v in verdicts}
@@ -193,7 +193,7 @@ def test_burn_rates_need_evidence_on_both_windows() -> None:
     assert fired == []
     # a real outage: 20 % errors for 10 minutes fires the fast burn alert
     for i in range(240, 260):
-        _, t = evaluator.evaluate_burn("hooli", i * S, (i + 1) * S, 100, budget, errors=20)
+        _, t = evaluator.evaluate_tenant("hooli", i * S, (i + 1) * S, 100, budget, errors=20)
         fired.extend(t)
     fast = [x for x in fired if x.action == "fire" and x.alertname == "ErrorBudgetBurnFast"]
     assert len(fast) == 1 and "requests failed over 1h" in fast[0].description

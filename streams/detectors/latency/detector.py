@@ -402,8 +402,10 @@ class LatencyDetector:
             )
             rows.verdicts(verdicts)
             transitions.extend(fired)
-            if key[1] == ALL and self.config.availability.burn_alerts:
-                verdicts, fired = evaluator.evaluate_burn(
+            if key[1] == ALL and (
+                self.config.availability.burn_alerts or self.config.tenant_windows_s
+            ):
+                verdicts, fired = evaluator.evaluate_tenant(
                     key[0], start, end, stats.count, part.budget, stats.c5xx
                 )
                 rows.verdicts(verdicts)
@@ -476,7 +478,11 @@ class LatencyDetector:
             partition,
             Watermark(self.spec.grace_ms),
             SloEvaluator(self.config),
-            BudgetTracker(self.config.availability, self.config.windows.sample_seconds),
+            BudgetTracker(
+                self.config.availability,
+                self.config.windows.sample_seconds,
+                self.config.tenant_windows_s,
+            ),
         )
         part.rollups = {size: {} for size in self.spec.rollups_ms}
         self._parts[partition] = part

@@ -32,7 +32,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from schemas.alerts import Severity
 from streams.catalogue import register_rule_alert
@@ -98,6 +105,29 @@ class Rule(_Strict):
     only_declared: bool = False  # evaluated only for keys with a declared minimum
     confidence: Confidence | None = None  # default: slo.confidence
     min_bad_events: Annotated[int, Field(ge=1)] | None = None  # default: slo.min_bad_events
+    #: a tenant-level rule: judged per tenant on the trailing window of this length (the
+    #: tenant's samples in it, summed) at every sample's end, not per (service, route)
+    over: str | None = None
+
+    @field_validator("over")
+    @classmethod
+    def _over(cls, v: str | None) -> str | None:
+        if v is not None and parse_seconds(v) <= 0:
+            raise ValueError("over must be a positive duration such as 5m")
+        return v
+
+    @model_validator(mode="after")
+    def _over_needs_a_rate(self) -> Rule:
+        if self.over is not None and self.sli != "error_rate":
+            raise ValueError(
+                f"rule {self.id}: 'over' (a tenant-level window) is supported for sli "
+                f"error_rate only, not {self.sli}"
+            )
+        return self
+
+    @property
+    def over_s(self) -> int:
+        return int(parse_seconds(self.over)) if self.over is not None else 0
 
     def breached(self, value: float, threshold: float) -> bool:
         return value > threshold if self.op == ">" else value < threshold
@@ -206,6 +236,11 @@ class SloConfig(_Strict):
             rule.min_bad_events if rule.min_bad_events is not None else self.min_bad_events,
         )
 
+    @property
+    def tenant_windows_s(self) -> tuple[int, ...]:
+        """The trailing windows of the tenant-level rules (``over``)."""
+        return tuple(sorted({r.over_s for r in self.rules if r.over is not None}))
+
     def min_count(self, sli: str) -> int:
         """Events a sample needs before a verdict on ``sli``."""
         q = QUANTILE_OF.get(sli)
@@ -243,7 +278,8 @@ def load_rules(path: Path | None) -> RulesFile:
         raise ConfigError(f"{where}: {problems}") from None
     for rule in rules.slo.rules:  # a rules file's own alert names join the catalogue
         if rule.alert is not None:
-            register_rule_alert(rule.alert, rule.severity, ("tenant_id", "service", "route"))
+            labels = ("tenant_id",) if rule.over else ("tenant_id", "service", "route")
+            register_rule_alert(rule.alert, rule.severity, labels)
     for burn in rules.slo.availability.burn_alerts:
         register_rule_alert(burn.alert, burn.severity, ("tenant_id",))
     return rules
@@ -432,6 +468,8 @@ class SloEvaluator:
         verdicts: list[Verdict] = []
         transitions: list[Transition] = []
         for rule, threshold in self.rules_for(sample.key):
+            if rule.over is not None:
+                continue  # tenant-level: evaluate_tenant
             verdict = self.judge(rule, threshold, sample)
             verdicts.append(verdict)
             if rule.alert is not None and verdict.status in ("pass", "fail"):
@@ -585,7 +623,7 @@ class SloEvaluator:
             f"{confidence:.0%} confidence"
         )
 
-    def evaluate_burn(
+    def evaluate_tenant(
         self,
         tenant: str,
         start_ms: int,
@@ -594,10 +632,82 @@ class SloEvaluator:
         budget: BudgetTracker,
         errors: int,
     ) -> tuple[list[Verdict], list[Transition]]:
-        """Availability of tenant ``tenant`` for one sample: its burn-rate alerts. A
-        window burns when its error share is shown (at the alert's confidence) to be
-        above ``factor * (1 - objective)``; the alert needs both windows burning."""
+        """Tenant ``tenant`` as a whole at the end of one sample: its burn-rate alerts
+        and its tenant-level rules (``over``: the 5xx share of the trailing window)."""
         rates = budget.add(tenant, end_ms, count, errors)
+        verdicts, transitions = self._burn(tenant, start_ms, end_ms, count, budget, rates)
+        key: Key = (tenant, ALL, ALL)
+        for rule, threshold in self.rules_for(key):
+            if rule.over is None:
+                continue
+            verdict = self._judge_window(rule, threshold, key, start_ms, end_ms, rates, budget)
+            verdicts.append(verdict)
+            if rule.alert is None or verdict.status not in ("pass", "fail"):
+                continue
+            sample = Sample(key, start_ms, end_ms, verdict.count, {rule.sli: verdict.value})
+            t = self._step(rule, threshold, sample, verdict)
+            if t is not None:
+                window = rule.over
+                text = (
+                    f"5xx share of {tenant} over the last {window}: {verdict.value:.2%} "
+                    f"({verdict.hits} of {verdict.count} requests; above {threshold:.2%} "
+                    f"with at least {verdict.lower_bound:.2%} at "
+                    f"{self.config.evidence(rule).confidence:.0%} confidence)"
+                    if t.action == "fire"
+                    else f"5xx share of {tenant} over the last {window} back within "
+                    f"{threshold:.2%} ({verdict.value:.2%})"
+                )
+                transitions.append(replace(t, description=text))
+        return verdicts, transitions
+
+    def _judge_window(
+        self,
+        rule: Rule,
+        threshold: float,
+        key: Key,
+        start_ms: int,
+        end_ms: int,
+        rates: BurnRates,
+        budget: BudgetTracker,
+    ) -> Verdict:
+        """A tenant-level rule on its trailing window: the window must be covered by
+        samples and hold ``min_events`` requests; it fails when the 5xx share is shown
+        above the threshold at the rule's confidence."""
+        window_s = rule.over_s
+        requests = rates.requests[window_s]
+        errors = rates.errors[window_s]
+        value = errors / requests if requests else math.nan
+        low = math.nan
+        status: Status
+        if not requests:
+            status = "no_data"
+        elif (
+            rates.samples[window_s] * budget.sample_s < window_s
+            or requests < self.config.min_events
+        ):
+            status = "insufficient"
+        elif value <= threshold:
+            status = "pass"
+        else:
+            decision, low = self.config.evidence(rule).share_above(errors, requests, threshold)
+            status = "fail" if decision == "fail" else "insufficient"
+        return Verdict(
+            key, start_ms, end_ms, rule.id, rule.sli, rule.op, value, threshold, status,
+            requests, errors, low,
+        )  # fmt: skip
+
+    def _burn(
+        self,
+        tenant: str,
+        start_ms: int,
+        end_ms: int,
+        count: int,
+        budget: BudgetTracker,
+        rates: BurnRates,
+    ) -> tuple[list[Verdict], list[Transition]]:
+        """The burn-rate alerts. A window burns when its error share is shown (at the
+        alert's confidence) to be above ``factor * (1 - objective)``; the alert needs
+        both windows burning."""
         key: Key = (tenant, ALL, ALL)
         verdicts: list[Verdict] = []
         transitions: list[Transition] = []
@@ -690,11 +800,14 @@ class BurnRates:
 class BudgetTracker:
     """Per-tenant error ratio history (one entry per sample) and burn rates over it."""
 
-    def __init__(self, availability: Availability, sample_s: int) -> None:
+    def __init__(
+        self, availability: Availability, sample_s: int, windows_s: tuple[int, ...] = ()
+    ) -> None:
+        """``windows_s``: further trailing windows (the tenant-level rules')."""
         self.availability = availability
         self.sample_s = sample_s
         self.windows_s = sorted(
-            {w for b in availability.burn_alerts for w in (b.long_s, b.short_s)}
+            {w for b in availability.burn_alerts for w in (b.long_s, b.short_s)} | set(windows_s)
         )
         self.horizon_samples = max([*self.windows_s, sample_s]) // sample_s
         self.history: dict[str, deque[tuple[int, int, int]]] = {}
