@@ -110,12 +110,14 @@ class AlertPublisher:
     ) -> Alert | None:
         """Publish the resolution of a firing alert (``endsAt`` = ``at``). An alert this
         process does not know is resolved only when the caller says when it started (a
-        detector whose state survived a restart); otherwise there is nothing to resolve."""
+        detector whose state survived a restart); otherwise there is nothing to resolve.
+        The caller's ``starts_at`` wins: a detector may have learnt since the page that
+        the condition began earlier (input out of order)."""
         lookup(spec.alertname)
         state = self._active.pop(spec.fingerprint, None)
         if state is None and starts_at is None:
             return None
-        began = state.starts_at if state is not None else starts_at
+        began = starts_at if starts_at is not None else state.starts_at if state else None
         assert began is not None
         return await self._emit(spec, "resolved", value, threshold, began, at, {})
 

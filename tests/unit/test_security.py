@@ -335,3 +335,50 @@ def test_a_bad_temporal_correlation_fails_at_start_naming_it(
     with pytest.raises(ConfigError) as caught:
         load_rules(path)
     assert expected in str(caught.value)
+
+
+class Captured:
+    """The writer's side of the adapter: the rows it is handed, per table."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, list[dict[str, Any]]] = {}
+
+    async def query_rows(self, sql: str, params: dict[str, Any]) -> list[Any]:
+        return []  # no checkpoint yet
+
+    async def add(self, tables: dict[str, dict[str, list[Any]]], **_: Any) -> None:
+        for table, columns in tables.items():
+            names = list(columns)
+            for values in zip(*columns.values(), strict=True):
+                self.rows.setdefault(table, []).append(dict(zip(names, values, strict=True)))
+
+
+async def test_a_late_event_is_counted_and_flagged_once_per_rule_it_matches(
+    metrics: Metrics,
+) -> None:
+    """Behind the watermark (newest event time minus the 10 s grace) an event is not
+    judged: the metric counts it and a security_late_events row per rule it matches says
+    what it would have counted for; events no rule selects are not flagged."""
+    h = Harness(metrics)
+    writer = Captured()
+    h.detector._writer = writer  # type: ignore[assignment]
+    await h.feed([failed_login("acme", T0 + 60_000, 0)])
+    assert "security_late_events" not in writer.rows
+    ok = envelope("http.request", "acme", T0, 2, method="GET", route="/r", status=200,
+                  duration_ms=3.0)  # fmt: skip
+    crossing = envelope("security.tenant_violation", "acme", T0 + 1, 3,
+                        actor_tenant_id="globex", resource_tenant_id="acme", model="Invoice",
+                        blocked=True)  # fmt: skip
+    await h.feed([failed_login("acme", T0, 1, user="v"), ok, crossing])  # 60 s behind
+    late = writer.rows["security_late_events"]
+    assert sorted((r["rule"], r["alertname"], r["event_id"]) for r in late) == [
+        ("brute_force", "BruteForceAttack", failed_login("acme", T0, 1)["event_id"]),
+        ("cross_tenant", "CrossTenantAccess", crossing["event_id"]),
+        ("failed_login_spike", "FailedLoginSpike", failed_login("acme", T0, 1)["event_id"]),
+        ("user_enumeration", "UserEnumeration", failed_login("acme", T0, 1)["event_id"]),
+    ]
+    assert {r["watermark"] for r in late} == {(T0 + 60_000 - 10_000) / 1000}
+    assert {r["group_key"] for r in late if r["rule"] == "failed_login_spike"} == {"acme"}
+    assert RAW_IP not in orjson.dumps(late).decode()
+    assert h.detector.late_events == 2  # the failed login and the access: not the request
+    assert h.alerts("CrossTenantAccess") == []  # not judged

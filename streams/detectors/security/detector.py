@@ -129,6 +129,14 @@ class _Stage:
 
     async def _part(self, topic: str, partition: int, first_offset: int, last_offset: int) -> _Part:
         part = self.parts.get(partition)
+        if part is not None and first_offset < part.next_offset:
+            log.info(
+                "security: %s[%d] rewound to offset %d (expected %d): restoring",
+                topic,
+                partition,
+                first_offset,
+                part.next_offset,
+            )
         if part is None or first_offset < part.next_offset:
             part = await self._restore(topic, partition)
         part.next_offset = last_offset + 1
@@ -148,7 +156,21 @@ class _Stage:
             )
             if rows:
                 processed, state = rows[0]
-                part.engine.load(state)
+                try:
+                    part.engine.load(state)
+                except ValueError as exc:  # an older layout: start empty (logged)
+                    log.warning(
+                        "security: %s[%d] checkpoint at offset %d not loaded (%s): the "
+                        "partition starts empty from its committed offset",
+                        topic,
+                        partition,
+                        processed,
+                        exc,
+                    )
+                    part.engine = SecurityEngine(self.config, self.spanning, self._sources)
+                    rows = []
+            if rows:
+                processed, state = rows[0]
                 part.processed = part.replay_until = part.checkpointed = int(processed)
                 part.durable_safe = int(processed) + 1
                 log.info(
@@ -157,6 +179,8 @@ class _Stage:
                     partition,
                     processed,
                 )
+            else:
+                log.info("security: %s[%d] starts empty (no checkpoint)", topic, partition)
         self.parts[partition] = part  # only once restored: a failed read is retried
         return part
 
@@ -218,10 +242,27 @@ class _Stage:
     def active_groups(self) -> int:
         return sum(p.engine.active_groups() for p in self.parts.values())
 
-    def _late(self, n: int) -> None:
+    async def _late(self, n: int, engine: SecurityEngine) -> None:
+        """Count late events, and flag each (a ``security_late_events`` row per rule)."""
         if n:
             self.late_events += n
             self._metrics.security_late_events.inc(n)
+        if not engine.flagged:
+            return
+        flagged, engine.flagged = engine.flagged, []
+        if self._writer is None:
+            return
+        correlations = {c.name: c.alertname for c in self.config.correlations}
+        rows: dict[str, list[Any]] = {
+            "rule": [f.rule for f in flagged],
+            "alertname": [correlations.get(f.rule, CROSS_TENANT) for f in flagged],
+            "tenant_id": [f.tenant_id for f in flagged],
+            "group_key": ["|".join(f.group) for f in flagged],
+            "event_id": [f.event_id for f in flagged],
+            "ts": [f.ts_ms / 1000 for f in flagged],
+            "watermark": [f.watermark_ms / 1000 for f in flagged],
+        }
+        await self._writer.add({"security_late_events": rows})
 
     # --- output ---------------------------------------------------------------------------
 
@@ -234,6 +275,9 @@ class _Stage:
             episode = change.episode
             at = _dt(change.at_ms)
             starts = _dt(episode.first_hold_ms)
+            if change.action == "open":  # its start is certain: the firing row
+                rows.append(self._row(track, change, spec, threshold, window_s))
+                continue
             if change.action == "fire":
                 evidence = {
                     "window_seconds": window_s,
@@ -248,8 +292,9 @@ class _Stage:
                     spec, episode.peak, threshold, at, evidence, starts_at=starts
                 )
             else:
-                await self._alerts.resolve(spec, episode.peak, threshold, at, starts_at=starts)
-            rows.append(self._row(track, change, spec, threshold, window_s))
+                if change.alert:  # (not while another episode of the group is firing)
+                    await self._alerts.resolve(spec, episode.peak, threshold, at, starts_at=starts)
+                rows.append(self._row(track, change, spec, threshold, window_s))
         if self._writer is not None and rows:
             columns = {name: [r[name] for r in rows] for name in rows[0]}
             await self._writer.add({"security_detections": columns})
@@ -313,7 +358,7 @@ class _Stage:
             "episode_id": hashlib.sha256(ident.encode()).hexdigest()[:32],
             "alertname": spec.alertname,
             "rule": track.correlation.name if track.correlation else CROSS_TENANT_RULE,
-            "status": "firing" if change.action == "fire" else "resolved",
+            "status": "resolved" if change.action == "resolve" else "firing",
             "tenant_id": spec.labels.get("tenant_id", ""),
             "group_key": "|".join(episode.group),
             "labels": dict(spec.labels),
@@ -326,7 +371,7 @@ class _Stage:
             "window_s": window_s,
             "sample_event_ids": list(episode.sample_ids),
             "fingerprint": spec.fingerprint,
-            "version": 1 if change.action == "fire" else 2,
+            "version": 2 if change.action == "resolve" else 1,
         }
 
     def _query(self, track: Track, episode: Episode) -> str:
@@ -431,7 +476,7 @@ class SecurityDetector(_Stage):
                         )
                     )
                 forwards.clear()
-        self._late(late)
+        await self._late(late, engine)
         reached = engine.max_ts
         if out:
             await self._forward(out)
@@ -529,7 +574,7 @@ class SecurityGroups(_Stage):
                 log.error(
                     "security groups: bad record at %s[%d]@%d: %r", topic, partition, offset, exc
                 )
-        self._late(late)
+        await self._late(late, engine)
         await self._publish(changes)
 
 

@@ -36,6 +36,9 @@ from streams.detectors.security.window import Change, SlidingCount, SlidingSeque
 
 CROSS_TENANT = "CrossTenantAccess"
 CROSS_TENANT_RULE = "cross_tenant"
+#: the checkpoint layout (:meth:`SecurityEngine.dump`); a checkpoint of another one is
+#: not loaded (the partition starts empty, from its committed offset)
+STATE_FORMAT = 2
 #: the built-in rule's window: every access is its own holding window
 _INSTANT_MS = 1
 
@@ -92,6 +95,19 @@ def encode_watermark(source: int, source_max_ts: int, sources: int = 1) -> bytes
 Changes = list[tuple[Track, Change]]
 
 
+@dataclass(frozen=True, slots=True)
+class Late:
+    """A matching event that arrived behind the watermark: counted, not judged, and
+    flagged (a ``security_late_events`` row) so nobody has to guess what was missed."""
+
+    rule: str  # the correlation, or the built-in cross_tenant rule
+    group: tuple[str, ...]
+    tenant_id: str  # "" in the groups stage (the forwarded record does not carry it)
+    ts_ms: int
+    event_id: str
+    watermark_ms: int
+
+
 class SecurityEngine:
     def __init__(self, config: SecurityConfig, spanning: bool, sources: int = 1) -> None:
         """``sources``: the number of events partitions (a groups partition's watermark
@@ -124,6 +140,9 @@ class SecurityEngine:
         self.max_ts: int | None = None
         self.sources: dict[int, int] = {}
         self.late = 0
+        #: late matching events since the caller last drained it (not checkpointed: a
+        #: replay flags them again, and the table keeps one row per rule and event)
+        self.flagged: list[Late] = []
 
     # --- watermarks -----------------------------------------------------------------------
 
@@ -154,12 +173,7 @@ class SecurityEngine:
             self.max_ts = ts
         wm = self.max_ts - self.grace_ms
         if ts < wm:
-            relevant = (self.config.cross_tenant and _crosses(event.kind, event)) or any(
-                rule.matches(event) for rule, _ in self.by_kind.get(event.kind, ())
-            )
-            if relevant:
-                self.late += 1
-            return relevant
+            return self._flag_late(event, ts, wm)
         kind = event.kind
         if self.config.cross_tenant and _crosses(kind, event):
             self._cross_tenant(event, ts, wm, changes)
@@ -182,15 +196,27 @@ class SecurityEngine:
                 self._add(corr, values, event.tenant_id, ts, event_id, value, None, wm, changes)
         return False
 
+    def _flag_late(self, event: Any, ts: int, wm: int) -> bool:
+        """A late event: flagged once per rule it matches; True when it matches any."""
+        before = len(self.flagged)
+        tenant = str(event.tenant_id)
+        if self.config.cross_tenant and _crosses(event.kind, event):
+            group = _cross_group(event)
+            self.flagged.append(Late(CROSS_TENANT_RULE, group, tenant, ts, event.event_id, wm))
+        for rule, users in self.by_kind.get(event.kind, ()):
+            if not rule.matches(event):
+                continue
+            for corr, _ in users:
+                values = _group(corr, event)
+                if values is not None:
+                    self.flagged.append(Late(corr.name, values, tenant, ts, event.event_id, wm))
+        if len(self.flagged) == before:
+            return False
+        self.late += 1
+        return True
+
     def _cross_tenant(self, event: Any, ts: int, wm: int, out: Changes) -> None:
-        where = getattr(event, "model", None) or getattr(event, "route", None) or ""
-        blocked = bool(getattr(event, "blocked", False))
-        group = (
-            str(event.actor_tenant_id),
-            str(event.resource_tenant_id),
-            str(where),
-            "true" if blocked else "false",
-        )
+        group = _cross_group(event)
         key = (CROSS_TENANT_RULE, 0)
         track = self.tracks.get(key)
         if track is None:
@@ -215,6 +241,10 @@ class SecurityEngine:
         ts = int(record["t"])
         if ts < wm:
             self.late += 1
+            if not str(record["i"]):
+                return True  # a chained window: its events were flagged where they were late
+            group = tuple(record["g"])
+            self.flagged.append(Late(corr.name, group, "", ts, str(record["i"]), wm))
             return True
         group = tuple(record["g"])
         prefix = record.get("p")
@@ -307,6 +337,7 @@ class SecurityEngine:
     def dump(self) -> bytes:
         return orjson.dumps(
             {
+                "v": STATE_FORMAT,
                 "max_ts": self.max_ts,
                 "sources": {str(k): v for k, v in self.sources.items()},
                 "late": self.late,
@@ -324,6 +355,10 @@ class SecurityEngine:
 
     def load(self, blob: bytes | str) -> None:
         state = orjson.loads(blob)
+        if state.get("v") != STATE_FORMAT:
+            raise ValueError(
+                f"a checkpoint of format {state.get('v', 1)}; this version reads {STATE_FORMAT}"
+            )
         self.max_ts = state["max_ts"]
         self.sources = {int(k): int(v) for k, v in state["sources"].items()}
         self.late = state["late"]
@@ -339,6 +374,18 @@ class SecurityEngine:
                 track = self.track(corr, threshold)
             track.counter.load(counter_state)
             track.extra = {tuple(g): labels for g, labels in extra}
+
+
+def _cross_group(event: Any) -> tuple[str, ...]:
+    """The built-in rule's group: actor tenant, resource tenant, model or route, blocked."""
+    where = getattr(event, "model", None) or getattr(event, "route", None) or ""
+    blocked = bool(getattr(event, "blocked", False))
+    return (
+        str(event.actor_tenant_id),
+        str(event.resource_tenant_id),
+        str(where),
+        "true" if blocked else "false",
+    )
 
 
 def _group(corr: Correlation, event: Any) -> tuple[str, ...] | None:

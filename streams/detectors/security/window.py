@@ -24,6 +24,13 @@ brute-force reference they are checked against):
   window, last holding window's end, peak count, threshold, group, sample event ids.
   ``quiet`` must be at least ``grace``; then an event arriving out of order can never
   merge or split episodes already decided.
+* **Transitions.** ``fire`` (page now) comes with the first holding window *seen*; with
+  input out of order (the groups stage merges several partitions) an earlier window of
+  the same episode may still turn up, so the episode's start is only certain once the
+  watermark has passed it: then comes ``open`` (its firing row, whose identity and
+  start no longer depend on arrival order). ``resolve`` ends it. Episodes of one group
+  found out of order are kept apart or merged exactly as the whole input decides; the
+  alert of a group fires once and resolves when its last open episode does.
 
 State per group is the events of the last ``timespan + grace`` plus the episode in
 progress; a group with neither is forgotten.
@@ -65,21 +72,34 @@ class Episode:
     peak: int
     sample_ids: list[str]
 
-    def extend(self, start_ms: int, end_ms: int, count: int) -> None:
-        if end_ms < self.first_hold_ms:
+    announced: bool = False  # its ``fire`` was emitted
+    opened: bool = False  # its ``open`` was emitted (its start is certain)
+
+    def extend(self, start_ms: int, end_ms: int, count: int, ids: list[str]) -> None:
+        if end_ms <= self.first_hold_ms:  # an earlier window, or the first one judged again
             self.first_hold_ms = end_ms
+            self.sample_ids = ids
         self.first_event_ms = min(self.first_event_ms, start_ms)
         self.last_hold_ms = max(self.last_hold_ms, end_ms)
         self.peak = max(self.peak, count)
 
+    def absorb(self, other: Episode) -> None:
+        """``other`` (later) turned out to be part of this episode."""
+        self.first_event_ms = min(self.first_event_ms, other.first_event_ms)
+        self.last_hold_ms = max(self.last_hold_ms, other.last_hold_ms)
+        self.peak = max(self.peak, other.peak)
+
 
 @dataclass(frozen=True, slots=True)
 class Change:
-    """An alert transition: ``fire`` when an episode begins, ``resolve`` when it ends."""
+    """An alert transition. ``fire``: an episode begins (page now); ``open``: its start
+    is certain (write its firing row); ``resolve``: it ended (``alert`` False when
+    another episode of the group is still firing, so the alert stays up)."""
 
-    action: Literal["fire", "resolve"]
+    action: Literal["fire", "open", "resolve"]
     at_ms: int
     episode: Episode
+    alert: bool = True
 
 
 @dataclass(slots=True)
@@ -88,11 +108,11 @@ class _Group:
     ids: list[str] = field(default_factory=list)  # event ids, in the same order
     values: list[str] = field(default_factory=list)  # the counted field (value_count)
     undecided: list[int] = field(default_factory=list)  # window ends (lt/lte/eq/neq)
-    active: Episode | None = None
-    pending: list[tuple[int, int, int, list[str]]] = field(default_factory=list)
+    #: open episodes by start, more than ``quiet`` apart; the first is the one firing
+    episodes: list[Episode] = field(default_factory=list)
 
     def idle(self) -> bool:
-        return not (self.times or self.active or self.pending or self.undecided)
+        return not (self.times or self.episodes or self.undecided)
 
 
 class SlidingCount:
@@ -228,30 +248,50 @@ class SlidingCount:
             self.held.append((group, end, g.ids[j]))
         start = g.times[first]
         ids = [x for x in g.ids[first : j + 1] if x][:SAMPLE_IDS]  # "": a chained window
-        active = g.active
-        if active is None:
-            g.active = Episode(group, start, end, end, count, ids)
-            changes.append(Change("fire", end, g.active))
-        elif end <= active.last_hold_ms + self.quiet:
-            active.extend(start, end, count)
-        else:
-            insort(g.pending, (end, start, count, ids))
+        quiet = self.quiet
+        touching = [
+            e for e in g.episodes if e.first_hold_ms - quiet <= end <= e.last_hold_ms + quiet
+        ]
+        if not touching:
+            episode = Episode(group, start, end, end, count, ids)
+            g.episodes.append(episode)
+            g.episodes.sort(key=lambda e: e.first_hold_ms)
+            if g.episodes[0] is episode:  # the first (or an earlier one found late)
+                episode.announced = True
+                changes.append(Change("fire", end, episode))
+            return
+        keep = touching[0]
+        keep.extend(start, end, count, ids)
+        for other in touching[1:]:  # this window bridges them: one episode after all
+            keep.absorb(other)
+            g.episodes.remove(other)
+            if other.announced and not keep.announced:
+                keep.announced = True
+                changes.append(Change("fire", end, keep))
 
     def _settle(self, g: _Group, watermark: int, changes: list[Change]) -> None:
-        """Close the episode in progress once no window can extend it any more."""
-        while g.active is not None:
-            active = g.active
-            while g.pending and g.pending[0][0] <= active.last_hold_ms + self.quiet:
-                end, start, count, _ = g.pending.pop(0)
-                active.extend(start, end, count)
-            if watermark <= active.last_hold_ms + self.quiet:
+        """Open the episodes whose start is certain; close those no window can extend."""
+        for episode in g.episodes:
+            if episode.opened:
+                continue
+            if watermark <= episode.first_hold_ms:
+                break  # later episodes start later still
+            episode.opened = True
+            changes.append(Change("open", episode.first_hold_ms, episode))
+        while g.episodes:
+            head = g.episodes[0]
+            if watermark <= head.last_hold_ms + self.quiet:
                 return
-            changes.append(Change("resolve", active.last_hold_ms + self.quiet, active))
-            g.active = None
-            if g.pending:
-                end, start, count, ids = g.pending.pop(0)
-                g.active = Episode(active.group, start, end, end, count, ids)
-                changes.append(Change("fire", end, g.active))
+            g.episodes.pop(0)
+            rest = g.episodes[0] if g.episodes else None
+            if not head.opened:  # (the watermark is past its start too)
+                head.opened = True
+                changes.append(Change("open", head.first_hold_ms, head))
+            still = rest is not None and rest.announced
+            changes.append(Change("resolve", head.last_hold_ms + self.quiet, head, not still))
+            if rest is not None and not rest.announced:
+                rest.announced = True
+                changes.append(Change("fire", rest.first_hold_ms, rest))
 
     def memory_groups(self) -> int:
         return len(self.groups)
@@ -270,8 +310,7 @@ class SlidingCount:
                     g.ids,
                     g.values,
                     g.undecided,
-                    None if g.active is None else _dump_episode(g.active),
-                    [[end, start, count, ids] for end, start, count, ids in g.pending],
+                    [_dump_episode(e) for e in g.episodes],
                 ]
                 for key, g in self.groups.items()
             ],
@@ -281,25 +320,28 @@ class SlidingCount:
         self.max_ts = state["max_ts"]
         self.late = state["late"]
         self.groups = {}
-        for key, times, ids, values, undecided, active, pending in state["groups"]:
+        for key, times, ids, values, undecided, episodes in state["groups"]:
             group = tuple(key)
             self.groups[group] = _Group(
-                times,
-                ids,
-                values,
-                undecided,
-                None if active is None else _load_episode(group, active),
-                [(end, start, count, list(sample)) for end, start, count, sample in pending],
+                times, ids, values, undecided, [_load_episode(group, e) for e in episodes]
             )
 
 
 def _dump_episode(e: Episode) -> list[Any]:
-    return [e.first_event_ms, e.first_hold_ms, e.last_hold_ms, e.peak, e.sample_ids]
+    return [
+        e.first_event_ms,
+        e.first_hold_ms,
+        e.last_hold_ms,
+        e.peak,
+        e.sample_ids,
+        e.announced,
+        e.opened,
+    ]
 
 
 def _load_episode(group: tuple[str, ...], saved: list[Any]) -> Episode:
-    first_event, first_hold, last_hold, peak, ids = saved
-    return Episode(group, first_event, first_hold, last_hold, peak, list(ids))
+    first_event, first_hold, last_hold, peak, ids, announced, opened = saved
+    return Episode(group, first_event, first_hold, last_hold, peak, list(ids), announced, opened)
 
 
 class SlidingSequence(SlidingCount):
