@@ -19,12 +19,19 @@ from typing import Any
 import orjson
 from prometheus_client import CollectorRegistry
 
-from benchmarks.common import latency_detector, mixed_events, ndjson_messages, single_messages
+from benchmarks.common import (
+    latency_detector,
+    mixed_events,
+    ndjson_messages,
+    security_detector,
+    single_messages,
+)
 from schemas.events import EVENT_ADAPTER
 from schemas.normalize import Pseudonymizer
 from sinks.clickhouse import connect, is_all_default
 from sinks.migrate import migrate
 from streams.app import tune_gc
+from streams.detectors.latency.slo import load_rules
 from streams.detectors.pii.config import PiiConfig
 from streams.detectors.pii.guard import PiiGuard
 from streams.detectors.pii.scanner import Scanner
@@ -65,13 +72,24 @@ def detectors(client: object, metrics: Metrics) -> list[tuple[str, Callable[[Any
     """Every detector of the pipeline, each fed the batch as the next offsets of a
     partition (a later detector adds itself here: its budget is measured like these)."""
     latency = latency_detector(client, metrics)
+    rules = load_rules(None).security
     batches = iter(range(10**9))
 
     def run_latency(result: Any) -> None:
         b = next(batches)
         asyncio.run(latency.process(result, SourceBatch("t", 0, b * N, b * N + N - 1, [])))
 
-    return [("latency windows + SLOs", run_latency)]
+    def run_security(result: Any) -> None:
+        # a fresh detector each time: fed the same events again, its windows would
+        # recognise them as replayed copies and skip them (cheaper than the real thing)
+        security = security_detector(metrics, rules)
+        asyncio.run(security.process(result, SourceBatch("t", 0, 0, N - 1, [])))
+        asyncio.run(security.tick())
+
+    return [
+        ("latency windows + SLOs", run_latency),
+        ("security rules (all defaults, both stages)", run_security),
+    ]
 
 
 def main() -> None:

@@ -15,6 +15,8 @@ from streams.alerting import AlertPublisher
 from streams.detectors.latency.detector import LatencyDetector
 from streams.detectors.latency.sketch import gamma_for
 from streams.detectors.latency.slo import load_rules
+from streams.detectors.security.detector import SecurityDetector
+from streams.detectors.security.rules import SecurityConfig
 from streams.gate import CommitGate
 from streams.metrics import Metrics
 from streams.procs import free_port
@@ -89,7 +91,9 @@ def mixed_events(n: int, seed: int = 1, tenants: int = 20) -> tuple[list[bytes],
             continue
         kind = rng.choices(kinds, weights)[0]
         if kind == "http.request":
-            envelopes.append(next(http))
+            request = orjson.loads(next(http))
+            request["ts"] = ts  # on the corpus's clock, with every other kind
+            envelopes.append(orjson.dumps(request))
             continue
         event: dict[str, object] = {
             "event_id": f"{seed:04d}-{i:012d}-{rng.getrandbits(48):012x}",
@@ -123,10 +127,17 @@ def _kind_fields(rng: random.Random, kind: str, tenant: str) -> dict[str, object
                 "feedback": message,
             },
         }
-    if kind == "security.auth_failure":
-        return {"endpoint": "/v1/auth/login", "reason": "bad_password"}
-    if kind == "security.auth_success":
-        return {"endpoint": "/v1/auth/login"}
+    if kind in ("security.auth_failure", "security.auth_success"):
+        # from a pool of 5,000 client IPs and 20,000 users (pseudonymised by the ingestor):
+        # the security rules grouped by IP and distinct users have groups to keep
+        login: dict[str, object] = {
+            "endpoint": "/v1/auth/login",
+            "ip": f"198.18.{rng.randrange(20)}.{rng.randrange(250)}",
+            "user_id": f"user-{rng.randrange(20_000)}",
+        }
+        if kind == "security.auth_failure":
+            login["reason"] = "bad_password"
+        return login
     if kind == "security.webhook_signature":
         return {"provider": "stripe", "endpoint": "/webhooks/stripe", "valid": rng.random() > 0.1}
     if kind == "security.access_denied":
@@ -160,20 +171,33 @@ def _log_line(rng: random.Random, tenant: str, ts_ms: int) -> dict[str, object]:
     }
 
 
-def ndjson_messages(envelopes: list[bytes], logs: list[bytes], per: int = 100) -> list[bytes]:
-    """NDJSON messages of ``per`` lines, envelopes and log lines in messages of their own."""
-    out = []
-    for lines in (envelopes, logs):
-        out.extend(b"\n".join(lines[i : i + per]) for i in range(0, len(lines), per))
-    random.Random(0).shuffle(out)
+def _interleave(major: list[bytes], minor: list[bytes]) -> list[bytes]:
+    """Both lists (each in event-time order, drawn from one sequence) merged back into
+    that order: ``minor``'s k-th item after ``major``'s share of the way."""
+    out: list[bytes] = []
+    step = len(major) / len(minor) if minor else 0.0
+    k = 0
+    for i, item in enumerate(major):
+        while k < len(minor) and k * step <= i:
+            out.append(minor[k])
+            k += 1
+        out.append(item)
+    out.extend(minor[k:])
     return out
+
+
+def ndjson_messages(envelopes: list[bytes], logs: list[bytes], per: int = 100) -> list[bytes]:
+    """NDJSON messages of ``per`` lines, envelopes and log lines in messages of their own,
+    the messages in event-time order (as SDKs and a shipper send them, interleaved)."""
+    chunks = [b"\n".join(envelopes[i : i + per]) for i in range(0, len(envelopes), per)]
+    log_chunks = [b"\n".join(logs[i : i + per]) for i in range(0, len(logs), per)]
+    return _interleave(chunks, log_chunks)
 
 
 def single_messages(envelopes: list[bytes], logs: list[bytes]) -> list[bytes]:
-    """One event per message, the kinds interleaved."""
-    out = envelopes + logs
-    random.Random(0).shuffle(out)
-    return out
+    """One event per message, the kinds interleaved in event-time order (a stream is
+    mostly in order; the detectors' out-of-order handling has its own tests)."""
+    return _interleave(envelopes, logs)
 
 
 def worker(
@@ -194,17 +218,29 @@ def worker(
     return WorkerProcess(env, port, data_dir / "worker.log", cwd=ROOT)
 
 
+async def send_nowhere(*_: object) -> asyncio.Future[None]:
+    """A producer's send that completes at once (alerts of in-process benchmarks)."""
+    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    done.set_result(None)
+    return done
+
+
 def latency_detector(client: object, metrics: Metrics) -> LatencyDetector:
     """The latency detector with the default rules over an open chDB client, alone: its
     alerts go nowhere (a send that completes at once)."""
 
-    async def send(*_: object) -> asyncio.Future[None]:
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        done.set_result(None)
-        return done
-
     writer = ClickHouseWriter(client, "vigil", metrics)
-    alerts = AlertPublisher(None, send, "alerts", metrics, 300)
+    alerts = AlertPublisher(None, send_nowhere, "alerts", metrics, 300)
     return LatencyDetector(
         load_rules(None).slo, gamma_for(0.01), writer, alerts, CommitGate(), metrics, "vigil", "b"
     )
+
+
+def security_detector(metrics: Metrics, config: SecurityConfig | None = None) -> SecurityDetector:
+    """The security detector with every default rule (or ``config``), both stages in
+    process (the groups stage through the loopback forwarder), no ClickHouse; alerts go
+    nowhere."""
+
+    alerts = AlertPublisher(None, send_nowhere, "bench.alerts", metrics, 300)
+    rules = config if config is not None else load_rules(None).security
+    return SecurityDetector(rules, alerts, None, metrics, "vigil")

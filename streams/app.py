@@ -121,10 +121,50 @@ class Runtime:
             s.clickhouse_database,
             s.consumer_group,
         )
+        if s.security_detection:
+            self._start_security(s, self.alerts, publisher, gate)
+        guard = None
+        if s.pii_scan:
+            scanner = await asyncio.to_thread(Scanner, s.hash_key_bytes, s.pii_engine)
+            guard = PiiGuard(scanner, self.rules.pii, self.metrics)
+            self.pii_alerts = PiiAlerts(
+                self.alerts, self.rules.pii.quiet_period_s, s.clickhouse_database
+            )
+        dead_letters = DeadLetters(
+            publisher,
+            s.dlq_topic,
+            self.pseudonymizer,
+            self.metrics,
+            s.dlq_max_payload_bytes,
+            redact=guard.redact_payload if guard is not None else None,
+        )
+        self.pipeline = IngestPipeline(
+            ingestor,
+            self.writer,
+            dead_letters,
+            self.metrics,
+            detectors=[d for d in (self.latency, self.security) if d is not None],
+            gate=gate,
+            guard=guard,
+            pii_alerts=self.pii_alerts,
+            health=self.health,
+        )
+        self.writer.on_rejected(self.pipeline.storage_rejected)
+        writer = self.writer
+        app.consumer_hooks = ConsumerHooks(
+            stored_offsets=writer.stored_offsets,
+            on_skipped=self.metrics.replay_skipped.inc,
+        )
+        self.ready.set()
+
+    def _start_security(
+        self, s: Settings, alerts: AlertPublisher, publisher: Publisher, gate: CommitGate
+    ) -> None:
+        """Both stages of the security detector (``VIGIL_SECURITY_DETECTION``)."""
         security = self.rules.security
         self.security_groups = SecurityGroups(
             security,
-            self.alerts,
+            alerts,
             self.writer,
             self.metrics,
             s.clickhouse_database,
@@ -146,7 +186,7 @@ class Runtime:
 
         self.security = SecurityDetector(
             security,
-            self.alerts,
+            alerts,
             self.writer,
             self.metrics,
             s.clickhouse_database,
@@ -157,39 +197,6 @@ class Runtime:
             checkpoint_interval_s=s.security_checkpoint_interval_s,
             idle_timeout_s=security.idle_timeout_seconds,
         )
-        guard = None
-        if s.pii_scan:
-            scanner = await asyncio.to_thread(Scanner, s.hash_key_bytes, s.pii_engine)
-            guard = PiiGuard(scanner, self.rules.pii, self.metrics)
-            self.pii_alerts = PiiAlerts(
-                self.alerts, self.rules.pii.quiet_period_s, s.clickhouse_database
-            )
-        dead_letters = DeadLetters(
-            publisher,
-            s.dlq_topic,
-            self.pseudonymizer,
-            self.metrics,
-            s.dlq_max_payload_bytes,
-            redact=guard.redact_payload if guard is not None else None,
-        )
-        self.pipeline = IngestPipeline(
-            ingestor,
-            self.writer,
-            dead_letters,
-            self.metrics,
-            detectors=[self.latency, self.security],
-            gate=gate,
-            guard=guard,
-            pii_alerts=self.pii_alerts,
-            health=self.health,
-        )
-        self.writer.on_rejected(self.pipeline.storage_rejected)
-        writer = self.writer
-        app.consumer_hooks = ConsumerHooks(
-            stored_offsets=writer.stored_offsets,
-            on_skipped=self.metrics.replay_skipped.inc,
-        )
-        self.ready.set()
 
     async def tick(self) -> None:
         """Close the windows the watermarks have passed (the window timer). A detector
@@ -219,7 +226,9 @@ class Runtime:
         """A batch of the internal groups topic: the security rules grouped across
         tenants. Its commit waits for the stage's checkpoint (the gate's holder)."""
         written = self.groups_gate.track(batch.partition, batch.last_offset, ack)
-        assert self.security_groups is not None
+        if self.security_groups is None:  # detection off: nothing is forwarded any more
+            written()
+            return
         try:
             await self.security_groups.process(batch)
         except Exception as exc:

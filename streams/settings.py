@@ -97,6 +97,9 @@ class Settings(BaseSettings):
     runbook_base_url: str = ""
     rules_file: Path | None = None  # default: the packaged streams/rules.default.yaml
     window_tick_s: float = Field(default=1.0, gt=0)  # how often windows are closed
+    # Security and tenant-isolation rules (the rules file's security section); off: no
+    # security detection at all (the groups topic stays idle), e.g. to measure its cost.
+    security_detection: bool = True
     # How often (at most) each partition's security windows are checkpointed to
     # ClickHouse; commits wait for the checkpoint, so a restart re-reads at most this much.
     security_checkpoint_interval_s: float = Field(default=5.0, gt=0)

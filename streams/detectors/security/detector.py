@@ -323,7 +323,8 @@ class _Stage:
             return AlertSpec(CROSS_TENANT, entry.severity, labels, note), 0, 0.0
         entry = lookup(corr.alertname)
         labels = dict(zip(corr.group_by, episode.group, strict=True))
-        labels |= track.extra.get(episode.group, {})
+        if episode.tag:
+            labels["ip_prefix"] = episode.tag
         labels["rule"] = corr.name
         shown = ", ".join(f"{k}={v}" for k, v in labels.items() if k != "rule") or "all"
         if corr.condition is None:
@@ -459,9 +460,17 @@ class SecurityDetector(_Stage):
         late = 0
         skip = part.replay_until
         out: list[tuple[bytes | None, bytes, int | None]] = []
+        kinds = engine.kinds
+        start = engine.max_ts
+        top = -(2**62) if start is None else start
         for event, ts, offset in zip(result.events, result.ts_ms, result.offsets, strict=True):
             if offset <= skip:
                 continue  # reflected in the restored state
+            if ts > top:
+                top = ts
+            if event.kind not in kinds:
+                continue  # no rule looks at it: it only moves the watermark (top)
+            engine.max_ts = top
             if engine.feed(event, ts, changes, forwards):
                 late += 1
             if forwards:
@@ -476,6 +485,8 @@ class SecurityDetector(_Stage):
                         )
                     )
                 forwards.clear()
+        if start is not None or top > -(2**62):
+            engine.max_ts = top
         await self._late(late, engine)
         reached = engine.max_ts
         if out:

@@ -25,7 +25,8 @@ chained correlation has the same group-by, so the same key and partition).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from sys import intern
 from typing import Any
 
 import orjson
@@ -38,19 +39,19 @@ CROSS_TENANT = "CrossTenantAccess"
 CROSS_TENANT_RULE = "cross_tenant"
 #: the checkpoint layout (:meth:`SecurityEngine.dump`); a checkpoint of another one is
 #: not loaded (the partition starts empty, from its committed offset)
-STATE_FORMAT = 2
+STATE_FORMAT = 3
 #: the built-in rule's window: every access is its own holding window
 _INSTANT_MS = 1
 
 
 @dataclass(slots=True)
 class Track:
-    """One correlation at one threshold: its windows, and extra labels of its groups."""
+    """One correlation at one threshold: its windows (each group tagged with its IP
+    prefix where it has one)."""
 
     correlation: Correlation | None  # None: the built-in cross-tenant rule
     threshold: int
     counter: SlidingCount
-    extra: dict[tuple[str, ...], dict[str, str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +129,23 @@ class SecurityEngine:
                         users.append((c, step if c.type in TEMPORAL else None))
             if users:
                 self.by_kind.setdefault(rule.kind, []).append((rule, users))
+        #: kind -> (field, values) when every base rule of the kind selects on that field:
+        #: an event with another value matches none of them (one lookup, not every rule;
+        #: most http.request events are not 401, 403 or 429)
+        self.gates: dict[str, tuple[str, frozenset[Any]]] = {}
+        for kind, entries in self.by_kind.items():
+            shared = set.intersection(*(set(rule.where) for rule, _ in entries))
+            if shared:
+                name = min(shared)
+                wanted: set[Any] = set()
+                for rule, _ in entries:
+                    v = rule.where[name]
+                    wanted.update(v if isinstance(v, tuple) else (v,))
+                self.gates[kind] = (name, frozenset(wanted))
+        #: the kinds feed() looks at; every other event only moves the watermark
+        self.kinds = frozenset(self.by_kind) | (
+            {"security.tenant_violation", "http.request"} if config.cross_tenant else set()
+        )
         #: count correlation name -> temporal correlations chaining it, with the step
         self.chained: dict[str, list[tuple[Correlation, int]]] = {}
         for c in config.correlations:
@@ -177,7 +195,13 @@ class SecurityEngine:
         kind = event.kind
         if self.config.cross_tenant and _crosses(kind, event):
             self._cross_tenant(event, ts, wm, changes)
-        for rule, users in self.by_kind.get(kind, ()):
+        entries = self.by_kind.get(kind)
+        if entries is None:
+            return False
+        gate = self.gates.get(kind)
+        if gate is not None and getattr(event, gate[0], None) not in gate[1]:
+            return False
+        for rule, users in entries:
             if not rule.matches(event):
                 continue
             for corr, step in users:
@@ -246,8 +270,12 @@ class SecurityEngine:
             group = tuple(record["g"])
             self.flagged.append(Late(corr.name, group, "", ts, str(record["i"]), wm))
             return True
-        group = tuple(record["g"])
+        # one copy of a group's strings for every correlation grouping by them (an IP is
+        # a group of brute_force, user_enumeration and account_takeover)
+        group = tuple(intern(str(v)) for v in record["g"])
         prefix = record.get("p")
+        if prefix:
+            prefix = intern(prefix)
         self._add(corr, group, None, ts, record["i"], record["v"], prefix, wm, changes)
         return False
 
@@ -269,9 +297,7 @@ class SecurityEngine:
         if threshold is None:
             return
         track = self.track(corr, threshold)
-        _, changes = track.counter.add(group, ts, event_id, value, watermark=wm)
-        if ip_prefix:
-            track.extra.setdefault(group, {})["ip_prefix"] = ip_prefix
+        _, changes = track.counter.add(group, ts, event_id, value, wm, ip_prefix or "")
         out.extend((track, c) for c in changes)
         if track.counter.held:
             self._chain(corr, track, tenant, wm, out)
@@ -283,9 +309,7 @@ class SecurityEngine:
         held = track.counter.held
         assert held is not None
         track.counter.held = []
-        prefix = None
-        for group, end, _ in held:
-            prefix = track.extra.get(group, {}).get("ip_prefix")
+        for group, end, prefix in held:
             for user, step in self.chained.get(corr.name, ()):
                 # a holding window is identified by its end alone (no event id): the same
                 # window judged again, whatever the arrival order, is one occurrence
@@ -346,7 +370,6 @@ class SecurityEngine:
                         name,
                         threshold,
                         t.counter.dump(),
-                        [[list(g), labels] for g, labels in t.extra.items()],
                     ]
                     for (name, threshold), t in self.tracks.items()
                 ],
@@ -363,7 +386,7 @@ class SecurityEngine:
         self.sources = {int(k): int(v) for k, v in state["sources"].items()}
         self.late = state["late"]
         self.tracks = {}
-        for name, threshold, counter_state, extra in state["tracks"]:
+        for name, threshold, counter_state in state["tracks"]:
             if name == CROSS_TENANT_RULE:
                 counter = SlidingCount(_INSTANT_MS, "gte", 1, self.config.quiet_ms, self.grace_ms)
                 track = self.tracks[(name, threshold)] = Track(None, 1, counter)
@@ -373,7 +396,6 @@ class SecurityEngine:
                     continue  # removed from the rules: its windows are dropped
                 track = self.track(corr, threshold)
             track.counter.load(counter_state)
-            track.extra = {tuple(g): labels for g, labels in extra}
 
 
 def _cross_group(event: Any) -> tuple[str, ...]:

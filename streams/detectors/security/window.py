@@ -74,11 +74,15 @@ class Episode:
 
     announced: bool = False  # its ``fire`` was emitted
     opened: bool = False  # its ``open`` was emitted (its start is certain)
+    tag: str = ""  # its group's tag when it began (an IP's prefix)
 
-    def extend(self, start_ms: int, end_ms: int, count: int, ids: list[str]) -> None:
+    def extend(
+        self, start_ms: int, end_ms: int, count: int, ids: list[str], lo: int, hi: int
+    ) -> None:
+        """A holding window ``ids[lo..hi]`` (start, end, count) of this episode."""
         if end_ms <= self.first_hold_ms:  # an earlier window, or the first one judged again
             self.first_hold_ms = end_ms
-            self.sample_ids = ids
+            self.sample_ids = _samples(ids, lo, hi)
         self.first_event_ms = min(self.first_event_ms, start_ms)
         self.last_hold_ms = max(self.last_hold_ms, end_ms)
         self.peak = max(self.peak, count)
@@ -88,6 +92,18 @@ class Episode:
         self.first_event_ms = min(self.first_event_ms, other.first_event_ms)
         self.last_hold_ms = max(self.last_hold_ms, other.last_hold_ms)
         self.peak = max(self.peak, other.peak)
+
+
+def _samples(ids: list[str], lo: int, hi: int) -> list[str]:
+    """The first ``SAMPLE_IDS`` event ids of ``ids[lo..hi]`` ("" is a chained window, not
+    an event), without copying the window."""
+    out: list[str] = []
+    for k in range(lo, hi + 1):
+        if ids[k]:
+            out.append(ids[k])
+            if len(out) == SAMPLE_IDS:
+                break
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,14 +118,22 @@ class Change:
     alert: bool = True
 
 
+_EMPTY: Any = ()  # a group's list it never needed (shared; replaced on first write)
+
+
 @dataclass(slots=True)
 class _Group:
+    """One group's state. ``values`` exists for value_count, ``undecided`` for
+    lt/lte/eq/neq, ``episodes`` once a window held: the rest share an empty tuple (at
+    100,000 IPs the empty lists were a third of the memory)."""
+
     times: list[int] = field(default_factory=list)  # event times, ascending
     ids: list[str] = field(default_factory=list)  # event ids, in the same order
-    values: list[str] = field(default_factory=list)  # the counted field (value_count)
-    undecided: list[int] = field(default_factory=list)  # window ends (lt/lte/eq/neq)
+    values: list[str] = _EMPTY  # the counted field (value_count)
+    undecided: list[int] = _EMPTY  # window ends (lt/lte/eq/neq)
     #: open episodes by start, more than ``quiet`` apart; the first is the one firing
-    episodes: list[Episode] = field(default_factory=list)
+    episodes: list[Episode] = _EMPTY
+    tag: str = ""  # shown with the group's episodes (an IP's prefix)
 
     def idle(self) -> bool:
         return not (self.times or self.episodes or self.undecided)
@@ -139,8 +163,8 @@ class SlidingCount:
         self.groups: dict[tuple[str, ...], _Group] = {}
         self.max_ts: int | None = None
         self.late = 0
-        #: (group, window end, id of the event ending it) of every holding window judged,
-        #: when a temporal correlation chains this one (the caller drains it)
+        #: (group, window end, the group's tag) of every holding window judged, when a
+        #: temporal correlation chains this one (the caller drains it)
         self.held: list[tuple[tuple[str, ...], int, str]] | None = None
 
     @property
@@ -154,6 +178,7 @@ class SlidingCount:
         event_id: str,
         value: str = "",
         watermark: int | None = None,
+        tag: str = "",
     ) -> tuple[bool, list[Change]]:
         """Feed one event; returns (late, transitions). A late event changes nothing; an
         event already in its window (same id and time: a replayed copy) is ignored.
@@ -167,6 +192,12 @@ class SlidingCount:
         g = self.groups.get(group)
         if g is None:
             g = self.groups[group] = _Group()
+            if self.distinct:
+                g.values = []
+            if self.op not in IMMEDIATE:
+                g.undecided = []
+        if tag:
+            g.tag = tag
         i = bisect_right(g.times, ts_ms)
         k = i - 1
         while k >= 0 and g.times[k] == ts_ms:
@@ -245,15 +276,17 @@ class SlidingCount:
         if not holds(self.op, count, self.threshold):
             return
         if self.held is not None:
-            self.held.append((group, end, g.ids[j]))
+            self.held.append((group, end, g.tag))
         start = g.times[first]
-        ids = [x for x in g.ids[first : j + 1] if x][:SAMPLE_IDS]  # "": a chained window
         quiet = self.quiet
         touching = [
             e for e in g.episodes if e.first_hold_ms - quiet <= end <= e.last_hold_ms + quiet
         ]
         if not touching:
-            episode = Episode(group, start, end, end, count, ids)
+            episode = Episode(group, start, end, end, count, _samples(g.ids, first, j))
+            episode.tag = g.tag
+            if not g.episodes:
+                g.episodes = []
             g.episodes.append(episode)
             g.episodes.sort(key=lambda e: e.first_hold_ms)
             if g.episodes[0] is episode:  # the first (or an earlier one found late)
@@ -261,7 +294,7 @@ class SlidingCount:
                 changes.append(Change("fire", end, episode))
             return
         keep = touching[0]
-        keep.extend(start, end, count, ids)
+        keep.extend(start, end, count, g.ids, first, j)
         for other in touching[1:]:  # this window bridges them: one episode after all
             keep.absorb(other)
             g.episodes.remove(other)
@@ -311,6 +344,7 @@ class SlidingCount:
                     g.values,
                     g.undecided,
                     [_dump_episode(e) for e in g.episodes],
+                    g.tag,
                 ]
                 for key, g in self.groups.items()
             ],
@@ -320,11 +354,20 @@ class SlidingCount:
         self.max_ts = state["max_ts"]
         self.late = state["late"]
         self.groups = {}
-        for key, times, ids, values, undecided, episodes in state["groups"]:
+        for key, times, ids, values, undecided, episodes, tag in state["groups"]:
             group = tuple(key)
             self.groups[group] = _Group(
-                times, ids, values, undecided, [_load_episode(group, e) for e in episodes]
+                times,
+                ids,
+                values or _EMPTY,
+                undecided or _EMPTY,
+                [_load_episode(group, e) for e in episodes] or _EMPTY,
+                tag,
             )
+            if self.distinct and not values:
+                self.groups[group].values = []
+            if self.op not in IMMEDIATE and not undecided:
+                self.groups[group].undecided = []
 
 
 def _dump_episode(e: Episode) -> list[Any]:
@@ -336,12 +379,15 @@ def _dump_episode(e: Episode) -> list[Any]:
         e.sample_ids,
         e.announced,
         e.opened,
+        e.tag,
     ]
 
 
 def _load_episode(group: tuple[str, ...], saved: list[Any]) -> Episode:
-    first_event, first_hold, last_hold, peak, ids, announced, opened = saved
-    return Episode(group, first_event, first_hold, last_hold, peak, list(ids), announced, opened)
+    first_event, first_hold, last_hold, peak, ids, announced, opened, tag = saved
+    return Episode(
+        group, first_event, first_hold, last_hold, peak, list(ids), announced, opened, tag
+    )
 
 
 class SlidingSequence(SlidingCount):
