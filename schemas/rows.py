@@ -60,11 +60,12 @@ _EVENT_FIELDS: tuple[tuple[str, str, Any], ...] = (
     ("event_name", "event_name", ""),
     ("properties", "properties", ""),
     ("signature_valid", "valid", 1),
+    ("signature_provided", "signature_provided", 1),
     ("blocked", "blocked", 0),
 )
 SOURCE_COLUMNS: tuple[str, ...] = ("src_topic", "src_partition", "src_offset", "src_line")
 EVENT_COLUMNS: tuple[str, ...] = tuple(c for c, _, _ in _EVENT_FIELDS) + SOURCE_COLUMNS
-_BOOL_COLUMNS = frozenset({"signature_valid", "blocked"})
+_BOOL_COLUMNS = frozenset({"signature_valid", "signature_provided", "blocked"})
 
 
 @dataclass(frozen=True, slots=True)

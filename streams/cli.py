@@ -224,6 +224,23 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rules(args: argparse.Namespace) -> int:
+    """Print what the rules file's security rules mean elsewhere: SQL or Sigma."""
+    from streams.detectors.latency.slo import load_rules
+
+    settings = load_settings()
+    security = load_rules(settings.rules_file).security
+    if args.rules_command == "sql":
+        from streams.detectors.security.sql import rule_sql
+
+        print(rule_sql(security, args.name, settings.clickhouse_database))
+    else:
+        from streams.detectors.security.sigma import to_sigma
+
+        print(to_sigma(security), end="")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vigil", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -301,6 +318,17 @@ def build_parser() -> argparse.ArgumentParser:
     export.set_defaults(func=cmd_schema_export)
 
     sub.add_parser("migrate", help="apply ClickHouse DDL migrations").set_defaults(func=cmd_migrate)
+
+    rules = sub.add_parser("rules", help="the security rules as ClickHouse SQL or Sigma")
+    rules_sub = rules.add_subparsers(dest="rules_command", required=True)
+    sql = rules_sub.add_parser(
+        "sql", help="the ClickHouse SQL that finds a rule's events (and its windows)"
+    )
+    sql.add_argument("name", help="a base rule, a correlation, or cross_tenant")
+    sql.set_defaults(func=cmd_rules)
+    rules_sub.add_parser(
+        "sigma", help="every base rule and correlation as Sigma YAML"
+    ).set_defaults(func=cmd_rules)
     return parser
 
 

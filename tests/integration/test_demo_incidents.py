@@ -159,16 +159,16 @@ def test_the_demo_incidents_page_and_pii_is_stored_nowhere_raw(tmp_path: Path) -
     )
     assert json.loads(redacted.stdout)["n"] >= 1
 
-    # The engine's episodes equal what SQL over the stored events finds: every failed
-    # login ends a window (t - 60 s, t] of its IP; the windows counting more than 50 hold,
-    # and holding windows within the quiet period (5 min) form one episode.
+    # The engine's episodes equal what SQL over the stored events finds — the SQL that
+    # `vigil rules sql brute_force` prints: every failed login ends a window (t - 60 s, t]
+    # of its IP; the windows counting more than 50 hold, and holding windows within the
+    # quiet period (5 min) form one episode.
+    windows = vigil("rules", "sql", "brute_force", env=env, cwd=tmp_path).stdout
+    assert "RANGE BETWEEN 59999 PRECEDING AND CURRENT ROW" in windows
     holds = vigil(
         "query",
-        "SELECT ip_hash, t, c FROM (SELECT ip_hash, toUnixTimestamp64Milli(ts) AS t, "
-        "count() OVER (PARTITION BY ip_hash ORDER BY toUnixTimestamp64Milli(ts) "
-        "RANGE BETWEEN 59999 PRECEDING AND CURRENT ROW) AS c FROM vigil.events "
-        "WHERE kind = 'security.auth_failure' AND ip_hash != '') WHERE c > 50 "
-        "ORDER BY ip_hash, t",
+        "SELECT ip_hash, toUnixTimestamp64Milli(window_end) AS t, in_window AS c "
+        f"FROM ({windows}\n) WHERE holds ORDER BY ip_hash, t",
         "--format",
         "csv",
         env=env,

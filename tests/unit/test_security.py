@@ -382,3 +382,23 @@ async def test_a_late_event_is_counted_and_flagged_once_per_rule_it_matches(
     assert RAW_IP not in orjson.dumps(late).decode()
     assert h.detector.late_events == 2  # the failed login and the access: not the request
     assert h.alerts("CrossTenantAccess") == []  # not judged
+
+
+def test_rules_sql_prints_the_windows_of_a_correlation_and_names_what_it_cannot() -> None:
+    from streams.detectors.security.sql import rule_sql
+
+    config = load_rules(None).security
+    brute = rule_sql(config, "brute_force", "analytics")
+    assert "count() OVER (PARTITION BY ip_hash ORDER BY toUnixTimestamp64Milli(ts) RANGE " \
+        "BETWEEN 59999 PRECEDING AND CURRENT ROW)" in brute  # fmt: skip
+    assert "in_window > 50 AS holds" in brute and "FROM analytics.events" in brute
+    users = rule_sql(config, "user_enumeration")
+    assert "uniqExact(user_id_hash) OVER (PARTITION BY ip_hash" in users
+    assert "299999 PRECEDING" in users and "in_window > 10" in users
+    webhooks = rule_sql(config, "webhook_signature_failures")
+    assert "signature_valid = 0" in webhooks and "stripe > 1" in webhooks
+    platform = rule_sql(config, "forbidden_spike")  # no group-by: one window over all
+    assert "count() OVER (ORDER BY" in platform and "status = 403" in platform
+    assert "actor_tenant_id != resource_tenant_id" in rule_sql(config, "cross_tenant")
+    with pytest.raises(ConfigError, match=r"no security rule 'nope'; known: .*brute_force"):
+        rule_sql(config, "nope")

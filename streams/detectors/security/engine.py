@@ -87,6 +87,26 @@ def encode_forward(f: Forward, source: int, source_max_ts: int, sources: int = 1
     )
 
 
+#: forwarded records per message of the groups topic (a message stays far below 1 MiB)
+PER_MESSAGE = 2000
+
+
+def encode_forwards(entries: list[tuple[Forward, int]], source: int, sources: int) -> bytes:
+    """The forwards of one batch bound for one groups partition, as one message: each
+    with its source's newest event time when it was forwarded (a record per event cost
+    a produce and a consume each, a third of the ingest loop)."""
+    return orjson.dumps(
+        {
+            "s": source,
+            "n": sources,
+            "r": [
+                [f.correlation, f.group, f.ts_ms, f.event_id, f.value, f.ip_prefix, m]
+                for f, m in entries
+            ],
+        }
+    )
+
+
 def encode_watermark(source: int, source_max_ts: int, sources: int = 1) -> bytes:
     """``sources``: how many events partitions there are (the groups stage waits for
     each of them)."""
@@ -185,14 +205,23 @@ class SecurityEngine:
 
     # --- events partition -----------------------------------------------------------------
 
-    def feed(self, event: Any, ts: int, changes: Changes, forwards: list[Forward]) -> bool:
-        """One event of an events partition; returns True when it is late for security."""
+    def feed(
+        self,
+        event: Any,
+        ts: int,
+        changes: Changes,
+        forwards: list[Forward],
+        kind: str | None = None,
+    ) -> bool:
+        """One event of an events partition (``kind``: its kind, if the caller has it);
+        returns True when it is late for security."""
         if self.max_ts is None or ts > self.max_ts:
             self.max_ts = ts
         wm = self.max_ts - self.grace_ms
         if ts < wm:
             return self._flag_late(event, ts, wm)
-        kind = event.kind
+        if kind is None:
+            kind = event.kind
         if self.config.cross_tenant and _crosses(kind, event):
             self._cross_tenant(event, ts, wm, changes)
         entries = self.by_kind.get(kind)
@@ -251,32 +280,57 @@ class SecurityEngine:
 
     # --- groups partition -----------------------------------------------------------------
 
+    def feed_message(self, message: dict[str, Any], changes: Changes) -> int:
+        """One message of a groups partition — a batch of forwards
+        (:func:`encode_forwards`), one forward or a watermark record; returns how many
+        of its records were late here."""
+        if "r" not in message:
+            return int(self.feed_forward(message, changes))
+        source = int(message["s"])
+        self.expected_sources = max(self.expected_sources, int(message.get("n", 1)))
+        late = 0
+        for name, group, ts, event_id, value, prefix, source_max in message["r"]:
+            self.source_progress(source, int(source_max))
+            late += self._forwarded(name, group, int(ts), event_id, value, prefix, changes)
+        return late
+
     def feed_forward(self, record: dict[str, Any], changes: Changes) -> bool:
         """One record of a groups partition; returns True when it is late here."""
         self.source_progress(int(record["s"]), int(record["m"]))
         self.expected_sources = max(self.expected_sources, int(record.get("n", 1)))
         if "c" not in record:
             return False  # a watermark record
-        corr = self.correlations.get(record["c"])
+        return self._forwarded(
+            record["c"], record["g"], int(record["t"]), record["i"], record["v"],
+            record.get("p"), changes,
+        )  # fmt: skip
+
+    def _forwarded(
+        self,
+        name: str,
+        values: list[str],
+        ts: int,
+        event_id: str,
+        value: str,
+        prefix: str | None,
+        changes: Changes,
+    ) -> bool:
+        corr = self.correlations.get(name)
         if corr is None:
             return False  # a correlation removed from the rules since it was forwarded
         known = self.watermark
         wm = -(2**62) if known is None else known  # None: nothing is late or decided yet
-        ts = int(record["t"])
         if ts < wm:
             self.late += 1
-            if not str(record["i"]):
-                return True  # a chained window: its events were flagged where they were late
-            group = tuple(record["g"])
-            self.flagged.append(Late(corr.name, group, "", ts, str(record["i"]), wm))
+            if event_id:  # (a chained window's events were flagged where they were late)
+                self.flagged.append(Late(corr.name, tuple(values), "", ts, event_id, wm))
             return True
         # one copy of a group's strings for every correlation grouping by them (an IP is
         # a group of brute_force, user_enumeration and account_takeover)
-        group = tuple(intern(str(v)) for v in record["g"])
-        prefix = record.get("p")
+        group = tuple(intern(str(v)) for v in values)
         if prefix:
             prefix = intern(prefix)
-        self._add(corr, group, None, ts, record["i"], record["v"], prefix, wm, changes)
+        self._add(corr, group, None, ts, event_id, value, prefix, wm, changes)
         return False
 
     # --- both -----------------------------------------------------------------------------

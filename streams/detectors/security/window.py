@@ -39,7 +39,7 @@ progress; a group with neither is forgotten.
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right, insort
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 Op = Literal["gt", "gte", "lt", "lte", "eq", "neq"]
@@ -121,19 +121,31 @@ class Change:
 _EMPTY: Any = ()  # a group's list it never needed (shared; replaced on first write)
 
 
-@dataclass(slots=True)
 class _Group:
     """One group's state. ``values`` exists for value_count, ``undecided`` for
     lt/lte/eq/neq, ``episodes`` once a window held: the rest share an empty tuple (at
-    100,000 IPs the empty lists were a third of the memory)."""
+    100,000 IPs the empty lists were a third of the memory). A plain class: a new IP
+    makes one, and a dataclass's generated ``__init__`` with list factories was a
+    visible share of the groups stage."""
 
-    times: list[int] = field(default_factory=list)  # event times, ascending
-    ids: list[str] = field(default_factory=list)  # event ids, in the same order
-    values: list[str] = _EMPTY  # the counted field (value_count)
-    undecided: list[int] = _EMPTY  # window ends (lt/lte/eq/neq)
-    #: open episodes by start, more than ``quiet`` apart; the first is the one firing
-    episodes: list[Episode] = _EMPTY
-    tag: str = ""  # shown with the group's episodes (an IP's prefix)
+    __slots__ = ("episodes", "ids", "tag", "times", "undecided", "values")
+
+    def __init__(
+        self,
+        times: list[int],
+        ids: list[str],
+        values: list[str] = _EMPTY,
+        undecided: list[int] = _EMPTY,
+        episodes: list[Episode] = _EMPTY,
+        tag: str = "",
+    ) -> None:
+        self.times = times  # event times, ascending
+        self.ids = ids  # event ids, in the same order
+        self.values = values  # the counted field (value_count)
+        self.undecided = undecided  # window ends (lt/lte/eq/neq)
+        #: open episodes by start, more than ``quiet`` apart; the first is the one firing
+        self.episodes = episodes
+        self.tag = tag  # shown with the group's episodes (an IP's prefix)
 
     def idle(self) -> bool:
         return not (self.times or self.episodes or self.undecided)
@@ -191,11 +203,12 @@ class SlidingCount:
             return True, []
         g = self.groups.get(group)
         if g is None:
-            g = self.groups[group] = _Group()
-            if self.distinct:
-                g.values = []
-            if self.op not in IMMEDIATE:
-                g.undecided = []
+            g = self.groups[group] = _Group(
+                [],
+                [],
+                [] if self.distinct else _EMPTY,
+                _EMPTY if self.op in IMMEDIATE else [],
+            )
         if tag:
             g.tag = tag
         i = bisect_right(g.times, ts_ms)
