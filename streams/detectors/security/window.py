@@ -128,7 +128,7 @@ class _Group:
     makes one, and a dataclass's generated ``__init__`` with list factories was a
     visible share of the groups stage."""
 
-    __slots__ = ("episodes", "ids", "tag", "times", "undecided", "values")
+    __slots__ = ("advanced_to", "episodes", "ids", "tag", "times", "undecided", "values")
 
     def __init__(
         self,
@@ -146,6 +146,7 @@ class _Group:
         #: open episodes by start, more than ``quiet`` apart; the first is the one firing
         self.episodes = episodes
         self.tag = tag  # shown with the group's episodes (an IP's prefix)
+        self.advanced_to: int | None = None  # the watermark it was last brought up to
 
     def idle(self) -> bool:
         return not (self.times or self.episodes or self.undecided)
@@ -235,9 +236,11 @@ class SlidingCount:
             insort(g.undecided, ts_ms)
         if self.max_ts is None or ts_ms > self.max_ts:
             self.max_ts = ts_ms
-        self._advance_group(
-            group, g, self.max_ts - self.grace if watermark is None else watermark, changes
-        )
+        wm_now = self.max_ts - self.grace if watermark is None else watermark
+        if wm_now != g.advanced_to:
+            # (with the watermark where this group last stood, the event changed nothing
+            # the watermark decides: its windows end at or after it)
+            self._advance_group(group, g, wm_now, changes)
         return False, changes
 
     def advance(self, watermark: int | None = None) -> list[Change]:
@@ -255,6 +258,7 @@ class SlidingCount:
     def _advance_group(
         self, group: tuple[str, ...], g: _Group, watermark: int, changes: list[Change]
     ) -> None:
+        g.advanced_to = watermark
         while g.undecided and g.undecided[0] < watermark:
             end = g.undecided.pop(0)
             j = bisect_right(g.times, end) - 1
