@@ -25,7 +25,10 @@ _READ_ONLY = re.compile(r"^\s*(SELECT|WITH|SHOW|DESCRIBE|DESC|EXPLAIN|EXISTS)\b"
 
 
 def check_read_only(sql: str) -> str:
-    statement = sql.strip().rstrip(";").strip()
+    """The statement to run, without its whole-line ``--`` comments (``vigil rules sql``
+    prints one on top); QueryRejected unless it is one read-only statement."""
+    lines = [ln for ln in sql.splitlines() if not ln.lstrip().startswith("--")]
+    statement = "\n".join(lines).strip().rstrip(";").strip()
     if ";" in statement:
         raise QueryRejected("only one statement per query")
     if not _READ_ONLY.match(statement):

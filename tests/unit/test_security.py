@@ -386,6 +386,7 @@ async def test_a_late_event_is_counted_and_flagged_once_per_rule_it_matches(
 
 def test_rules_sql_prints_the_windows_of_a_correlation_and_names_what_it_cannot() -> None:
     from streams.detectors.security.sql import rule_sql
+    from streams.web import check_read_only
 
     config = load_rules(None).security
     brute = rule_sql(config, "brute_force", "analytics")
@@ -402,3 +403,7 @@ def test_rules_sql_prints_the_windows_of_a_correlation_and_names_what_it_cannot(
     assert "actor_tenant_id != resource_tenant_id" in rule_sql(config, "cross_tenant")
     with pytest.raises(ConfigError, match=r"no security rule 'nope'; known: .*brute_force"):
         rule_sql(config, "nope")
+    # `vigil query "$(vigil rules sql NAME)"` is accepted: one read-only statement
+    names = [r.name for r in config.rules] + [c.name for c in config.correlations]
+    for name in [*names, "cross_tenant"]:
+        assert check_read_only(rule_sql(config, name)).startswith("SELECT")

@@ -101,7 +101,7 @@ def _correlation_sql(config: SecurityConfig, corr: Correlation, events: str) -> 
     groups = ", ".join(group)
     nonempty = "".join(f" AND {c} != ''" for c in group if c != "tenant_id")
     if corr.type in TEMPORAL:
-        note = f"; chained: {', '.join(chained)} (see its own SQL)" if chained else ""
+        note = f", chaining {', '.join(chained)} (see its own SQL)" if chained else ""
         return (
             f"-- {corr.name} ({corr.alertname}): {corr.type} of {', '.join(corr.rules)} "
             f"within {corr.timespan} per {groups or 'platform'}{note}\n"
@@ -126,7 +126,7 @@ def _correlation_sql(config: SecurityConfig, corr: Correlation, events: str) -> 
         )
     return (
         f"-- {corr.name} ({corr.alertname}): windows (t - {corr.timespan}, t] per "
-        f"{groups or 'platform'}; a window holds when {measure} {op} {threshold}{per_group}\n"
+        f"{groups or 'platform'}, holding when {measure} {op} {threshold}{per_group}\n"
         f"SELECT {groups + ', ' if groups else ''}ts AS window_end, event_id, in_window, "
         f"in_window {op} {threshold} AS holds\n"
         f"FROM (SELECT {groups + ', ' if groups else ''}ts, event_id, {measure} OVER "
