@@ -478,7 +478,6 @@ class SecurityDetector(_Stage):
         self._forward = forward
         self._group_partitions = group_partitions
         self._idle_ms = int(idle_timeout_s * 1000)
-        self._group_by = {c.name: c.group_by for c in config.correlations}
 
     async def process(self, result: IngestResult, source: SourceBatch) -> None:
         part = await self._part(
@@ -507,9 +506,7 @@ class SecurityDetector(_Stage):
                 late += 1
             if forwards:
                 for f in forwards:
-                    key = f.key(self._group_by[f.correlation])
-                    target = zlib.crc32(key) % self._group_partitions
-                    bound.setdefault(target, []).append((f, top))
+                    bound.setdefault(f.route(self._group_partitions), []).append((f, top))
                 forwards.clear()
         out: list[tuple[bytes | None, bytes, int | None]] = []
         for target, entries in sorted(bound.items()):

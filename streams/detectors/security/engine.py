@@ -25,6 +25,7 @@ chained correlation has the same group-by, so the same key and partition).
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 from sys import intern
 from typing import Any
@@ -66,9 +67,10 @@ class Forward:
     value: str  # the counted field (value_count) or the step index (temporal)
     ip_prefix: str | None
 
-    def key(self, group_by: tuple[str, ...]) -> bytes:
-        """By group fields and values: chained correlations (same group-by) meet."""
-        return "|".join(f"{n}={v}" for n, v in zip(group_by, self.group, strict=True)).encode()
+    def route(self, partitions: int) -> int:
+        """The groups partition of its group: by the group's values alone, so chained
+        correlations (same group-by, same values) meet."""
+        return zlib.crc32("\x1f".join(self.group).encode()) % partitions
 
 
 def encode_forward(f: Forward, source: int, source_max_ts: int, sources: int = 1) -> bytes:
