@@ -22,11 +22,11 @@ import os
 import statistics
 import time
 import tracemalloc
-from dataclasses import dataclass
 
 import orjson
 from prometheus_client import CollectorRegistry
 
+from benchmarks.bench_hotpath import Record
 from benchmarks.bench_ingest import bare_consumer, prepare_ceiling, vigil_end_to_end
 from benchmarks.common import mixed_events, ndjson_messages, security_detector, single_messages
 from schemas.normalize import Pseudonymizer
@@ -40,15 +40,6 @@ N = 20_000
 E2E_EVENTS = int(os.environ.get("BENCH_EVENTS", "200000"))
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))
 IPS = 100_000
-
-
-@dataclass(frozen=True)
-class Record:
-    topic: str
-    partition: int
-    offset: int
-    timestamp: int
-    value: bytes
 
 
 def decoded(values: list[bytes], first_offset: int = 0) -> IngestResult:
