@@ -198,3 +198,35 @@ def test_kill_9_mid_stream_then_restart_keeps_exactly_n_rows(
     assert scalar(second, "SELECT uniqExact(event_id) FROM vigil.events") == n
     skipped = metric(second.metrics_text(), "vigil_replay_skipped_messages_total")
     assert skipped > 0, "the restart should have re-read rows the crash left uncommitted"
+
+
+def test_security_detection_off_stores_events_and_judges_none(
+    broker: EmbeddedBroker, prefix: str, worker_for: Any
+) -> None:
+    """VIGIL_SECURITY_DETECTION=false: every event is still stored, but a cross-tenant
+    access (which pages at once when the rules are on) raises nothing, and no security
+    state is kept."""
+    violation = {
+        **event(1, "acme"),
+        "event_id": "x-1",
+        "kind": "security.tenant_violation",
+        "actor_tenant_id": "globex",
+        "resource_tenant_id": "acme",
+        "model": "Invoice",
+        "blocked": False,
+    }
+    for key in ("method", "route", "status", "duration_ms"):
+        violation.pop(key)
+    values = [orjson.dumps(event(i)) for i in range(50)] + [orjson.dumps(violation)]
+    values += [orjson.dumps({**event(100 + i), "ts": NOW_MS - 30_000 + i}) for i in range(50)]
+    worker = worker_for(broker.bootstrap, prefix, VIGIL_SECURITY_DETECTION="false")
+    worker.start()
+    asyncio.run(produce(broker.bootstrap, f"{prefix}.events", values))
+    wait_for(lambda: scalar(worker, "SELECT count() FROM vigil.events") >= len(values))
+    assert scalar(worker, "SELECT count() FROM vigil.events WHERE kind = "
+                  "'security.tenant_violation'") == 1  # fmt: skip
+    time.sleep(2.0)  # with the rules on, the page is on its way within a tick
+    assert scalar(worker, "SELECT count() FROM vigil.alerts WHERE alertname = "
+                  "'CrossTenantAccess'") == 0  # fmt: skip
+    assert scalar(worker, "SELECT count() FROM vigil.security_checkpoints") == 0
+    assert metric(worker.metrics_text(), "vigil_security_active_groups") == 0
