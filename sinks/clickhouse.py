@@ -167,6 +167,10 @@ def is_all_default(values: list[Any]) -> bool:
     return False
 
 
+def _checkpoints_last(item: tuple[str, Any]) -> bool:
+    return item[0].endswith("checkpoints")
+
+
 class ClickHouseWriter:
     """Buffered, retrying, backpressuring writer; see the module docstring."""
 
@@ -305,7 +309,10 @@ class ClickHouseWriter:
             buffers, self._buffers = self._buffers, {}
             acks, self._acks = self._acks, []
             self._flush_now = False
-            for table, buf in buffers.items():
+            # checkpoint tables last: a checkpoint records state whose rows (windows,
+            # alerts, detections) were buffered with it or before; written first, a kill
+            # between the INSERTs would restore a state whose rows were never stored
+            for table, buf in sorted(buffers.items(), key=_checkpoints_last):
                 await self._write(table, buf)
                 self._metrics.sink_rows_buffered.labels(table=table).set(0)
             for ack in acks:

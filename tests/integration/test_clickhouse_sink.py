@@ -253,3 +253,38 @@ async def test_stored_offsets_follow_the_rows(
 def test_passwords_are_redacted_in_messages() -> None:
     assert redact_url("https://bob:s3cret@ch:8443/vigil") == "https://bob:***@ch:8443/vigil"
     assert redact_url("chdb:///tmp/x") == "chdb:///tmp/x"
+
+
+async def test_a_flush_writes_checkpoint_tables_last(
+    ch_client: Any, database: str, metrics: Metrics
+) -> None:
+    """A checkpoint buffered before the rows it stands for (a firing streak before its
+    alert) is still inserted after them: a kill between two INSERTs never leaves a
+    checkpoint whose rows are missing."""
+    written: list[str] = []
+
+    class Recording(ClickHouseWriter):
+        async def _write(self, table: str, buf: Any) -> None:
+            written.append(table)
+            await super()._write(table, buf)
+
+    writer = Recording(ch_client, database, metrics, flush_rows=10_000, flush_interval_s=30)
+    await writer.add(
+        {
+            "security_checkpoints": {
+                "consumer_group": ["g"],
+                "topic": ["t"],
+                "partition": [0],
+                "processed_offset": [1],
+                "state": ["{}"],
+            }
+        }
+    )
+    await writer.add({"security_late_events": {"rule": ["r"], "event_id": ["e"], "ts": [1.0]}})
+    await writer.flush()
+    assert written == ["security_late_events", "security_checkpoints"]
+    assert (
+        ch_client.query(f"SELECT count() FROM {database}.security_checkpoints").result_rows[0][0]
+        == 1
+    )
+    await writer.stop()

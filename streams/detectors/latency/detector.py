@@ -341,9 +341,11 @@ class LatencyDetector:
             part.durable_safe = max(part.durable_safe, safe)
             self._gate.release(part.partition)
 
-        await self._writer.add(rows.tables(), on_written=durable)
+        # the alerts first: a checkpoint that records a streak as firing must never be
+        # stored without its alert (after kill -9 the restored streak would not fire again)
         for t in transitions:
             await self._publish(t)
+        await self._writer.add(rows.tables(), on_written=durable)
 
     def _due_samples(self, part: PartitionState, wm: int) -> list[int]:
         """Starts of the samples to close now, oldest first: every open sample the
