@@ -20,6 +20,7 @@ import asyncio
 import gc
 import os
 import statistics
+import tempfile
 import time
 import tracemalloc
 
@@ -28,8 +29,16 @@ from prometheus_client import CollectorRegistry
 
 from benchmarks.bench_hotpath import Record
 from benchmarks.bench_ingest import bare_consumer, prepare_ceiling, vigil_end_to_end
-from benchmarks.common import mixed_events, ndjson_messages, security_detector, single_messages
+from benchmarks.common import (
+    latency_detector,
+    mixed_events,
+    ndjson_messages,
+    security_detector,
+    single_messages,
+)
 from schemas.normalize import Pseudonymizer
+from sinks.clickhouse import connect
+from sinks.migrate import migrate
 from streams.broker import EmbeddedBroker
 from streams.detectors.latency.slo import load_rules
 from streams.ingest import Ingestor, IngestResult
@@ -52,7 +61,7 @@ def decoded(values: list[bytes], first_offset: int = 0) -> IngestResult:
 
 def per_event_us(result: IngestResult, repeat: int = 7) -> tuple[float, int, int]:
     """Median microseconds per event of a fresh detector fed ``result`` and ticked once;
-    with the late events and the records forwarded to the groups stage."""
+    with the late events and the messages sent to the groups stage."""
     rules = load_rules(None).security
     metrics = Metrics(CollectorRegistry())
     times: list[float] = []
@@ -71,12 +80,6 @@ def per_event_us(result: IngestResult, repeat: int = 7) -> tuple[float, int, int
 
 
 def latency_us(result: IngestResult, repeat: int = 7) -> float:
-    import tempfile
-
-    from benchmarks.common import latency_detector
-    from sinks.clickhouse import connect
-    from sinks.migrate import migrate
-
     client = connect(f"chdb://{tempfile.mkdtemp(prefix='vigil-secbench-')}", "vigil")
     migrate(client, "vigil", 3650)
     detector = latency_detector(client, Metrics(CollectorRegistry()))
@@ -101,7 +104,7 @@ def rule_cost() -> None:
     us, late, forwarded = per_event_us(ordered)
     print(
         f"   security rules, both stages                : {us:6.2f} us  ({forwarded:,} "
-        f"records forwarded to the groups stage, {late:,} late)",
+        f"messages to the groups stage, {late:,} late)",
         flush=True,
     )
     print(f"   latency windows + SLOs (for scale)         : {latency_us(ordered):6.2f} us")

@@ -175,13 +175,10 @@ class Runtime:
         self.health.register(GROUPS)
         groups_topic = s.security_groups_topic
 
-        async def forward(records: list[tuple[bytes | None, bytes, int | None]]) -> None:
+        async def forward(records: list[tuple[int, bytes]]) -> None:
             await publisher.publish(
                 "security",
-                [
-                    Message(groups_topic, key, value, [], partition)
-                    for key, value, partition in records
-                ],
+                [Message(groups_topic, None, value, [], partition) for partition, value in records],
             )
 
         self.security = SecurityDetector(

@@ -16,7 +16,7 @@ from streams.detectors.security.engine import (
     Changes,
     Forward,
     SecurityEngine,
-    encode_forward,
+    encode_forwards,
     encode_watermark,
 )
 from streams.detectors.security.rules import SecurityConfig
@@ -42,6 +42,11 @@ def demo_events(seconds: int) -> list[tuple[Any, int, int]]:
     return out
 
 
+def forward(f: Forward, source: int, source_max: int) -> bytes:
+    """One forward as the events stage sends it: a message of one record."""
+    return encode_forwards([(f, source_max)], source, 1)
+
+
 def reload(engine: SecurityEngine, config: SecurityConfig) -> SecurityEngine:
     fresh = SecurityEngine(config, engine.spanning, engine.expected_sources)
     fresh.load(engine.dump())
@@ -64,17 +69,17 @@ def run(
             sources = {q: reload(e, config) for q, e in sources.items()}
             groups = reload(groups, config)
             for record in sent[-100:]:
-                groups.feed_forward(orjson.loads(record), changes)
+                groups.feed_message(orjson.loads(record), changes)
         forwards: list[Forward] = []
         sources[p].feed(event, ts, changes, forwards)
         for f in forwards:
-            record = encode_forward(f, p, ts if sources[p].max_ts is None else sources[p].max_ts)
+            record = forward(f, p, ts if sources[p].max_ts is None else sources[p].max_ts)
             sent.append(record)
-            groups.feed_forward(orjson.loads(record), changes)
+            groups.feed_message(orjson.loads(record), changes)
         if k % 500 == 0:
             for q, e in sources.items():
                 if e.max_ts is not None:
-                    groups.feed_forward(orjson.loads(encode_watermark(q, e.max_ts)), changes)
+                    groups.feed_message(orjson.loads(encode_watermark(q, e.max_ts)), changes)
                 e.advance(changes)
             groups.advance(changes)
         out.extend(
@@ -116,13 +121,13 @@ def test_the_groups_watermark_waits_for_the_slowest_source() -> None:
 
     def login(source: int, source_max: int, ts: int, n: int) -> bool:
         f = Forward("brute_force", ("iphash",), ts, f"e{n}", "", "203.0.113.0/24")
-        return groups.feed_forward(orjson.loads(encode_forward(f, source, source_max)), changes)
+        return bool(groups.feed_message(orjson.loads(forward(f, source, source_max)), changes))
 
     assert not login(0, 100_000, 100_000, 0)
     assert not login(1, 50_000, 45_000, 1)  # 55 s behind source 0: source 1 is slower
     assert groups.watermark == 50_000 - config.grace_seconds * 1000
     assert login(1, 50_000, 30_000, 2)  # behind the slowest source's watermark: late
-    groups.feed_forward(orjson.loads(encode_watermark(1, 200_000)), changes)
+    groups.feed_message(orjson.loads(encode_watermark(1, 200_000)), changes)
     assert groups.watermark == 100_000 - config.grace_seconds * 1000
 
 
@@ -132,10 +137,10 @@ def test_a_forwarded_copy_counts_once() -> None:
     changes: Changes = []
     for n in range(50):
         f = Forward("brute_force", ("iphash",), 1_000 + n, f"e{n}", "", None)
-        record = orjson.loads(encode_forward(f, 0, 1_000 + n))
-        groups.feed_forward(record, changes)
-        groups.feed_forward(record, changes)  # delivered twice
+        record = orjson.loads(forward(f, 0, 1_000 + n))
+        groups.feed_message(record, changes)
+        groups.feed_message(record, changes)  # delivered twice
     assert changes == []  # 50 distinct failures: not more than 50
     f = Forward("brute_force", ("iphash",), 2_000, "e50", "", None)
-    groups.feed_forward(orjson.loads(encode_forward(f, 0, 2_000)), changes)
+    groups.feed_message(orjson.loads(forward(f, 0, 2_000)), changes)
     assert [c.action for _, c in changes] == ["fire"] and changes[0][1].episode.peak == 51

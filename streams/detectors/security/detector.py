@@ -27,7 +27,6 @@ import asyncio
 import hashlib
 import logging
 import time
-import zlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -62,9 +61,11 @@ from streams.transport import SourceBatch
 
 log = logging.getLogger(__name__)
 
-#: send records to the groups topic and wait for the broker's ack:
-#: [(key, value, partition or None = by key)]
-Forwarder = Callable[[list[tuple[bytes | None, bytes, int | None]]], Awaitable[None]]
+#: a message for the groups topic: (partition, value); the partition is chosen by the
+#: sender (:meth:`Forward.route`, or every partition for a watermark record)
+Outgoing = tuple[int, bytes]
+#: send messages to the groups topic and wait for the broker's ack
+Forwarder = Callable[[list[Outgoing]], Awaitable[None]]
 
 
 @dataclass(slots=True)
@@ -117,6 +118,7 @@ class _Stage:
         self._clock_ms = clock_ms
         self.parts: dict[int, _Part] = {}
         self.late_events = 0
+        self._alertname_of = {c.name: c.alertname for c in config.correlations}
         if gate is not None:
             gate.add_holder(self.first_needed_offset)
 
@@ -149,43 +151,50 @@ class _Stage:
 
     async def _restore(self, topic: str, partition: int) -> _Part:
         part = _Part(topic, partition, SecurityEngine(self.config, self.spanning, self._sources))
-        if self._writer is not None:
-            rows = await self._writer.query_rows(
-                "SELECT processed_offset, state "
-                f"FROM {self._database}.security_checkpoints WHERE consumer_group = "
-                "{g:String} AND topic = {t:String} AND partition = {p:UInt32} "
-                "ORDER BY processed_offset DESC LIMIT 1",
-                {"g": self._group, "t": topic, "p": partition},
+        processed = await self._load_checkpoint(part)
+        if processed is None:
+            log.info("security: %s[%d] starts empty (no checkpoint)", topic, partition)
+        else:
+            part.processed = part.replay_until = part.checkpointed = processed
+            part.durable_safe = processed + 1
+            log.info(
+                "security: %s[%d] restored from the checkpoint at offset %d",
+                topic,
+                partition,
+                processed,
             )
-            if rows:
-                processed, state = rows[0]
-                try:
-                    part.engine.load(state)
-                except ValueError as exc:  # an older layout: start empty (logged)
-                    log.warning(
-                        "security: %s[%d] checkpoint at offset %d not loaded (%s): the "
-                        "partition starts empty from its committed offset",
-                        topic,
-                        partition,
-                        processed,
-                        exc,
-                    )
-                    part.engine = SecurityEngine(self.config, self.spanning, self._sources)
-                    rows = []
-            if rows:
-                processed, state = rows[0]
-                part.processed = part.replay_until = part.checkpointed = int(processed)
-                part.durable_safe = int(processed) + 1
-                log.info(
-                    "security: %s[%d] restored from the checkpoint at offset %d",
-                    topic,
-                    partition,
-                    processed,
-                )
-            else:
-                log.info("security: %s[%d] starts empty (no checkpoint)", topic, partition)
         self.parts[partition] = part  # only once restored: a failed read is retried
         return part
+
+    async def _load_checkpoint(self, part: _Part) -> int | None:
+        """Load the partition's newest checkpoint into its engine; the offset it reflects,
+        or None (no checkpoint, or one of an older layout: the partition starts empty
+        from its committed offset)."""
+        if self._writer is None:
+            return None
+        rows = await self._writer.query_rows(
+            "SELECT processed_offset, state "
+            f"FROM {self._database}.security_checkpoints WHERE consumer_group = "
+            "{g:String} AND topic = {t:String} AND partition = {p:UInt32} "
+            "ORDER BY processed_offset DESC LIMIT 1",
+            {"g": self._group, "t": part.topic, "p": part.partition},
+        )
+        if not rows:
+            return None
+        processed, state = rows[0]
+        try:
+            part.engine.load(state)
+        except ValueError as exc:
+            log.warning(
+                "security: %s[%d] checkpoint at offset %d not loaded (%s)",
+                part.topic,
+                part.partition,
+                processed,
+                exc,
+            )
+            part.engine = SecurityEngine(self.config, self.spanning, self._sources)
+            return None
+        return int(processed)
 
     def forget(self, partition: int) -> None:
         """The partition was revoked: its next owner restores it from the checkpoint."""
@@ -274,10 +283,10 @@ class _Stage:
         flagged, engine.flagged = engine.flagged, []
         if self._writer is None:
             return
-        correlations = {c.name: c.alertname for c in self.config.correlations}
+        alertname = self._alertname_of
         rows: dict[str, list[Any]] = {
             "rule": [f.rule for f in flagged],
-            "alertname": [correlations.get(f.rule, CROSS_TENANT) for f in flagged],
+            "alertname": [alertname.get(f.rule, CROSS_TENANT) for f in flagged],
             "tenant_id": [f.tenant_id for f in flagged],
             "group_key": ["|".join(f.group) for f in flagged],
             "event_id": [f.event_id for f in flagged],
@@ -508,11 +517,11 @@ class SecurityDetector(_Stage):
                 for f in forwards:
                     bound.setdefault(f.route(self._group_partitions), []).append((f, top))
                 forwards.clear()
-        out: list[tuple[bytes | None, bytes, int | None]] = []
+        out: list[Outgoing] = []
         for target, entries in sorted(bound.items()):
             for k in range(0, len(entries), PER_MESSAGE):
                 chunk = entries[k : k + PER_MESSAGE]
-                out.append((None, encode_forwards(chunk, part.partition, self._sources), target))
+                out.append((target, encode_forwards(chunk, part.partition, self._sources)))
         if start is not None or top > -(2**62):
             engine.max_ts = top
         await self._late(late, engine)
@@ -544,19 +553,19 @@ class SecurityDetector(_Stage):
 
     async def _before_publish(self) -> None:
         """Tell every groups partition how far each events partition has come."""
-        out: list[tuple[bytes | None, bytes, int | None]] = []
+        out: list[Outgoing] = []
         now = self._clock_ms()
         for p, since in self._assigned.items():
             if p not in self.parts and now - since >= self._idle_ms:
                 record = encode_watermark(p, now, self._sources)
-                out.extend((None, record, g) for g in range(self._group_partitions))
+                out.extend((g, record) for g in range(self._group_partitions))
         for part in self.parts.values():
             max_ts = part.forwarded_max_ts
             if max_ts is None or max_ts == part.reported_max_ts:
                 continue
             part.reported_max_ts = max_ts
             record = encode_watermark(part.partition, max_ts, self._sources)
-            out.extend((None, record, g) for g in range(self._group_partitions))
+            out.extend((g, record) for g in range(self._group_partitions))
         if out:
             await self._send(out)
 
@@ -622,8 +631,8 @@ class SecurityGroups(_Stage):
 class OrderedSender:
     """Records for the groups topic, delivered in submission order without holding up
     the batch that produced them: each submission is sent (and acknowledged) after the
-    previous one, in the background. Awaiting the broker's ack inline cost the ingest
-    loop a round trip per batch (end to end, a third of its throughput). ``flush`` waits
+    previous one, in the background, so the ingest loop does not wait a broker round
+    trip per batch. ``flush`` waits
     for everything submitted so far (checkpoints do, so they only cover delivered
     records); more than ``max_pending`` submissions in flight make ``submit`` wait."""
 
@@ -633,29 +642,23 @@ class OrderedSender:
         self._tail: asyncio.Future[None] | None = None
         self._pending = 0
 
-    async def submit(self, records: list[tuple[bytes | None, bytes, int | None]]) -> None:
+    async def submit(self, records: list[Outgoing]) -> None:
         if self._pending >= self._max and self._tail is not None:
             await asyncio.shield(self._tail)
         self._pending += 1
         self._tail = asyncio.ensure_future(self._after(self._tail, records))
 
-    async def _after(
-        self,
-        previous: asyncio.Future[None] | None,
-        records: list[tuple[bytes | None, bytes, int | None]],
-    ) -> None:
+    async def _after(self, previous: asyncio.Future[None] | None, records: list[Outgoing]) -> None:
+        # (the publisher retries until the broker takes the records: it raises only on a
+        # bug, which must not stop the records queued behind, so neither does this)
         try:
             if previous is not None:
                 await previous
+            await self._forward(records)
+        except Exception:
+            log.exception("security: forwarding %d record(s) failed", len(records))
         finally:
-            # (the publisher retries until the broker takes the records; it raises only
-            # on a bug, which must not stop the records queued behind)
-            try:
-                await self._forward(records)
-            except Exception:
-                log.exception("security: forwarding %d record(s) failed", len(records))
-            finally:
-                self._pending -= 1
+            self._pending -= 1
 
     async def flush(self) -> None:
         if self._tail is not None:
@@ -663,14 +666,13 @@ class OrderedSender:
 
 
 def loopback(groups: SecurityGroups, partitions: int, topic: str = "loopback") -> Forwarder:
-    """A forwarder that hands the records straight to ``groups`` (no broker): routed
-    by key like the producer would, numbered like a topic's offsets."""
+    """A forwarder that hands the records straight to ``groups`` (no broker), numbered
+    like a topic's offsets."""
     offsets = [0] * partitions
 
-    async def forward(records: list[tuple[bytes | None, bytes, int | None]]) -> None:
+    async def forward(records: list[Outgoing]) -> None:
         by_partition: dict[int, list[tuple[int, bytes | None]]] = {}
-        for key, value, partition in records:
-            p = partition if partition is not None else zlib.crc32(key or b"") % partitions
+        for p, value in records:
             by_partition.setdefault(p, []).append((offsets[p], value))
             offsets[p] += 1
         for p, batch in sorted(by_partition.items()):

@@ -376,15 +376,11 @@ class SlidingCount:
             self.groups[group] = _Group(
                 times,
                 ids,
-                values or _EMPTY,
-                undecided or _EMPTY,
+                values if self.distinct else _EMPTY,
+                _EMPTY if self.op in IMMEDIATE else undecided,
                 [_load_episode(group, e) for e in episodes] or _EMPTY,
                 tag,
             )
-            if self.distinct and not values:
-                self.groups[group].values = []
-            if self.op not in IMMEDIATE and not undecided:
-                self.groups[group].undecided = []
 
 
 def _dump_episode(e: Episode) -> list[Any]:
