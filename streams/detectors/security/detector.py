@@ -34,7 +34,6 @@ from typing import Any
 import orjson
 
 from schemas.alerts import Annotations
-from schemas.fastpath import FAST_STRUCTS
 from sinks.clickhouse import ClickHouseWriter
 from sinks.sqltext import dt as _dt
 from sinks.sqltext import sql_string as _sql
@@ -430,9 +429,6 @@ class _Stage:
         )
 
 
-#: the kind of each fast-path struct (``event.kind`` computes it on every access)
-_KIND_OF: dict[type, str] = {struct: kind for kind, struct in FAST_STRUCTS.items()}
-
 #: grouping fields that are columns of the events table
 _EVENT_COLUMNS = frozenset(
     {"tenant_id", "ip_hash", "route", "service", "user_id_hash", "endpoint", "attack_type"}
@@ -507,7 +503,7 @@ class SecurityDetector(_Stage):
                 continue  # reflected in the restored state
             if ts > top:
                 top = ts
-            kind = _KIND_OF.get(type(event)) or event.kind  # (a property on fast structs)
+            kind = event.kind
             if kind not in kinds:
                 continue  # no rule looks at it: it only moves the watermark (top)
             engine.max_ts = top
