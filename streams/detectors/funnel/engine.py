@@ -1,0 +1,432 @@
+"""One partition's funnels: persons, journeys, cohorts and stage conversions (no I/O).
+
+Per event of a funnel's step names (``analytics``, with a person): an event older than
+the partition's watermark (newest event time seen before it, minus the grace) is *late*:
+counted and flagged, never applied (the shared policy). Others become points of the
+person (:mod:`.journey`). :meth:`FunnelPartition.advance` — the detector's tick — then
+re-derives the changed persons' journeys and yields:
+
+* a ``funnel_progress`` row per journey whose entry is certain (entered at or before the
+  watermark: no earlier step-1 event can be accepted any more) each time its level,
+  reached times or status change: ``pending`` while its window is open, ``converted`` at
+  the last step, ``dropped`` once its window closed short of it — a person inside the
+  window is never reported dropped;
+* cohort counters (entry hour and day, per tenant and ``*``) kept equal to the sum of the
+  journeys' latest rows, and rows for the cohorts that changed;
+* stage-conversion counters per entry-minute of the previous step, for the timely alerts:
+  among journeys that reached step ``k-1`` in the judged period, those that reached step
+  ``k`` within the stage's time ``X``. They are judged at fixed event-time marks once the
+  watermark has passed them, so a replay judges the same counts at the same marks.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from streams.detectors.funnel.journey import NOT_REACHED, SHIFT, Person, journeys, point, scan
+from streams.detectors.funnel.rules import Funnel, FunnelConfig
+from streams.detectors.latency.sketch import bucket_value
+
+HOUR_MS = 3_600_000
+DAY_MS = 86_400_000
+GRAINS = (("hour", HOUR_MS), ("day", DAY_MS))
+ALL_TENANTS = "*"
+NO_TIME = -(2**62)
+#: (funnel index, tenant, person)
+PersonKey = tuple[int, str, str]
+#: a journey's row: (level, reached ms per step, status)
+Summary = tuple[int, tuple[int, ...], str]
+#: (funnel index, tenant, stage 2..N+1) -> minute -> [reached the previous step, converted]
+ConvKey = tuple[int, str, int]
+MAX_MARKS = 24 * 60  # marks judged per tick at most (after a long gap: the newest)
+
+
+@dataclass(slots=True)
+class Cohort:
+    entered: int = 0
+    reached: list[int] = field(default_factory=list)
+    pending: list[int] = field(default_factory=list)  # open journeys at level k (index k-1)
+    dropped: list[int] = field(default_factory=list)  # closed journeys at level k < N
+    #: per stage 2..N (index k-2): time-to-convert sketch buckets (key -> count)
+    ttc: list[dict[int, int]] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Late:
+    tenant_id: str
+    event_id: str
+    event_name: str
+    ts_ms: int
+    offset: int
+    watermark_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Judged:
+    """One stage judged at one mark: counts over the period ending ``X`` before it."""
+
+    funnel: int
+    tenant: str
+    stage: int  # 2..N; N+1 = overall (step 1 -> N within the window)
+    mark_ms: int
+    since_ms: int  # previous step reached in [since, until)
+    until_ms: int
+    within_ms: int
+    n: int
+    converted: int
+
+
+class FunnelPartition:
+    def __init__(self, config: FunnelConfig, gamma: float) -> None:
+        self.config = config
+        self.funnels = config.definitions
+        self.gamma = gamma
+        self._log_gamma = math.log(gamma)
+        self.grace_ms = config.grace_seconds * 1000
+        self.max_ts = NO_TIME
+        self.watermark = NO_TIME
+        self.persons: dict[PersonKey, Person] = {}
+        self._dirty: set[PersonKey] = set()
+        self._due: list[tuple[int, PersonKey]] = []  # (time a person needs a look, key)
+        self.cohorts: dict[tuple[int, str, str, int], Cohort] = {}
+        self._cohorts_dirty: set[tuple[int, str, str, int]] = set()
+        self.conv: dict[ConvKey, dict[int, list[int]]] = {}
+        self.evaluated_ms = NO_TIME  # the last judged mark
+        #: step lookups: event name -> [(funnel index, [(step number, Step)])]
+        self._by_name: dict[str, list[tuple[int, list[tuple[int, Any]]]]] = {}
+        for fi, f in enumerate(self.funnels):
+            for name in f.event_names:
+                steps = [(i + 1, s) for i, s in enumerate(f.steps) if s.event == name]
+                self._by_name.setdefault(name, []).append((fi, steps))
+        #: per funnel, the stages that raise an alert (2..N; N+1 = overall)
+        self.judged: list[tuple[int, ...]] = [
+            tuple(k for k in range(2, len(f.steps) + 1) if f.steps[k - 1].alert_below is not None)
+            + ((len(f.steps) + 1,) if f.overall.enabled else ())
+            for f in self.funnels
+        ]
+        self.late: list[Late] = []
+        self.rows: list[dict[str, Any]] = []  # funnel_progress rows since the last take
+        #: journeys rebuilt after a restart: their rows as stored (tenant, funnel, person,
+        #: entered) -> summary; consulted the first time the journey is seen again
+        self.prior: dict[tuple[str, int, str, int], Summary] = {}
+
+    # --- input ----------------------------------------------------------------------------
+
+    def feed(
+        self,
+        tenant: str,
+        person: str | None,
+        event_name: str,
+        properties: dict[str, Any],
+        ts_ms: int,
+        *,
+        check_late: bool = True,
+        event_id: str = "",
+        offset: int = -1,
+    ) -> bool:
+        """One analytics event (in offset order; :meth:`observe` its time after). False
+        if it was late (and flagged)."""
+        entries = self._by_name.get(event_name)
+        if entries is None or not person:
+            return True
+        if check_late and ts_ms < self.watermark:
+            self.late.append(Late(tenant, event_id, event_name, ts_ms, offset, self.watermark))
+            return False
+        for fi, steps in entries:
+            funnel = self.funnels[fi]
+            matched = [n for n, s in steps if s.matches(properties)]
+            if not matched:
+                if funnel.order != "strict":
+                    continue
+                matched = [0]
+            key = (fi, tenant, person)
+            p = self.persons.get(key)
+            if p is None:
+                p = self.persons[key] = Person()
+            changed = False
+            for n in matched:
+                changed |= p.add(point(ts_ms, n))
+            if changed:
+                self._dirty.add(key)
+        return True
+
+    def observe(self, ts_ms: int) -> None:
+        if ts_ms > self.max_ts:
+            self.max_ts = ts_ms
+            if ts_ms - self.grace_ms > self.watermark:
+                self.watermark = ts_ms - self.grace_ms
+
+    def advance_to(self, watermark_ms: int) -> None:
+        """Let the watermark follow the wall clock (an idle partition)."""
+        if watermark_ms > self.watermark:
+            self.watermark = watermark_ms
+
+    # --- the tick ----------------------------------------------------------------------
+
+    def advance(self) -> list[Judged]:
+        """Bring journeys, cohorts and conversions up to the watermark; the stages judged
+        at the marks it passed."""
+        w = self.watermark
+        due = self._due
+        while due and due[0][0] < w:
+            _, key = heapq.heappop(due)
+            self._dirty.add(key)
+        dirty, self._dirty = self._dirty, set()
+        for key in dirty:
+            self._update(key, w)
+        return self._judge(w)
+
+    def _update(self, key: PersonKey, w: int) -> None:
+        p = self.persons.get(key)
+        if p is None:
+            return
+        fi, tenant, person = key
+        funnel = self.funnels[fi]
+        n_steps = len(funnel.steps)
+        strict = funnel.order == "strict"
+        window = funnel.window_ms
+        pts = p.points
+        spans: list[tuple[int, int, bool]] = []  # (first, stop, still needed) per journey
+        wake = NO_TIME
+        for j in journeys(pts, window):
+            end = j.end_ms
+            closed = end < w
+            if j.entered_ms > w:  # entry not certain yet: wait for the watermark
+                spans.append((j.first, j.stop, True))
+                wake = max(wake, j.entered_ms)
+                continue
+            lvl = scan(pts[j.first : j.stop], n_steps, window, strict)
+            status = "converted" if lvl.level == n_steps else "dropped" if closed else "pending"
+            summary: Summary = (lvl.level, lvl.reached, status)
+            emitted = p.emitted
+            if emitted is None:
+                emitted = p.emitted = {}
+            before = emitted.get(j.entered_ms)
+            if before is None and self.prior:
+                before = self.prior.pop((tenant, fi, person, j.entered_ms), None)
+            if before != summary:
+                self._account(fi, tenant, j.entered_ms, before, -1)
+                self._account(fi, tenant, j.entered_ms, summary, +1)
+                self.rows.append(
+                    {
+                        "tenant_id": tenant,
+                        "funnel": funnel.name,
+                        "user_id_hash": person,
+                        "entered_at": j.entered_ms / 1000,
+                        "level": lvl.level,
+                        "reached_ms": list(lvl.reached),
+                        "status": status,
+                        "closes_at": end / 1000,
+                        "version": w,
+                    }
+                )
+            spans.append((j.first, j.stop, not closed))
+            if closed:
+                emitted.pop(j.entered_ms, None)
+            else:
+                emitted[j.entered_ms] = summary
+                wake = max(wake, end)
+        # keep the open journeys' points, and the points outside every journey that a
+        # step-1 event at or after the watermark could still take in
+        kept: list[int] = []
+        at = 0
+        for first, stop, keep in spans:
+            kept.extend(q for q in pts[at:first] if q // SHIFT >= w)
+            if keep:
+                kept.extend(pts[first:stop])
+            at = stop
+        kept.extend(q for q in pts[at:] if q // SHIFT >= w)
+        if not kept:
+            del self.persons[key]
+            return
+        p.points = kept
+        if kept[-1] // SHIFT > wake:
+            wake = kept[-1] // SHIFT
+        if wake != p.wake:
+            p.wake = wake
+            heapq.heappush(self._due, (wake, key))
+
+    # --- counters -------------------------------------------------------------------------
+
+    def _account(
+        self, fi: int, tenant: str, entered: int, summary: Summary | None, sign: int
+    ) -> None:
+        if summary is None:
+            return
+        level, reached, status = summary
+        funnel = self.funnels[fi]
+        n = len(funnel.steps)
+        for grain, size in GRAINS:
+            start = entered - entered % size
+            for who in (tenant, ALL_TENANTS):
+                ckey = (fi, who, grain, start)
+                c = self.cohorts.get(ckey)
+                if c is None:
+                    c = self.cohorts[ckey] = Cohort(
+                        0, [0] * n, [0] * n, [0] * n, [{} for _ in range(n - 1)]
+                    )
+                c.entered += sign
+                for k in range(level):
+                    c.reached[k] += sign
+                if level:
+                    if status == "pending":
+                        c.pending[level - 1] += sign
+                    elif status == "dropped":
+                        c.dropped[level - 1] += sign
+                for k in range(1, level):
+                    delay = reached[k] - reached[k - 1]
+                    b = self._bucket(delay / 1000)
+                    ttc = c.ttc[k - 1]
+                    ttc[b] = ttc.get(b, 0) + sign
+                    if not ttc[b]:
+                        del ttc[b]
+                self._cohorts_dirty.add(ckey)
+        every = self.config.every_ms
+        for stage in self.judged[fi]:
+            if stage == n + 1:
+                prev, cur, within = reached[0], reached[n - 1], funnel.window_ms
+            else:
+                prev, cur = reached[stage - 2], reached[stage - 1]
+                within = funnel.within_ms(stage)
+            if prev == NOT_REACHED:
+                continue
+            minutes = self.conv.setdefault((fi, tenant, stage), {})
+            m = prev - prev % every
+            counts = minutes.get(m)
+            if counts is None:
+                counts = minutes[m] = [0, 0]
+            counts[0] += sign
+            if cur != NOT_REACHED and cur - prev <= within:
+                counts[1] += sign
+            if not counts[0]:
+                del minutes[m]
+
+    def _bucket(self, seconds: float) -> int:
+        if seconds <= 0.001:
+            return -32768
+        return math.ceil(math.log(seconds) / self._log_gamma)
+
+    def quantile(self, ttc: dict[int, int], q: float) -> float:
+        total = sum(ttc.values())
+        if total <= 0:
+            return 0.0
+        rank = max(1, -(-int(q * total * 1_000_000) // 1_000_000))
+        seen = 0
+        for b in sorted(ttc):
+            seen += ttc[b]
+            if seen >= rank:
+                return bucket_value(b, self.gamma)
+        return 0.0
+
+    def take_cohort_rows(self, version: int) -> list[dict[str, Any]]:
+        rows = []
+        for ckey in sorted(self._cohorts_dirty, key=repr):
+            fi, who, grain, start = ckey
+            c = self.cohorts.get(ckey)
+            if c is None:
+                continue
+            rows.append(
+                {
+                    "funnel": self.funnels[fi].name,
+                    "grain": grain,
+                    "cohort": start / 1000,
+                    "tenant_id": who,
+                    "entered": c.entered,
+                    "reached": list(c.reached),
+                    "pending": list(c.pending),
+                    "dropped": list(c.dropped),
+                    "ttc_p50_s": [self.quantile(t, 0.5) for t in c.ttc],
+                    "ttc_p95_s": [self.quantile(t, 0.95) for t in c.ttc],
+                    "version": version,
+                }
+            )
+        self._cohorts_dirty.clear()
+        return rows
+
+    def forget_cohorts(self, before_ms: int) -> None:
+        """Drop cohorts no open journey can change any more (their rows are written)."""
+        for ckey in [k for k in self.cohorts if k[3] + DAY_MS < before_ms]:
+            if ckey not in self._cohorts_dirty:
+                del self.cohorts[ckey]
+
+    # --- judging ----------------------------------------------------------------------------
+
+    def _judge(self, w: int) -> list[Judged]:
+        every = self.config.every_ms
+        period = self.config.period_ms
+        if w == NO_TIME:
+            return []
+        last = w - w % every
+        first = self.evaluated_ms + every if self.evaluated_ms != NO_TIME else last
+        first = max(first, last - (MAX_MARKS - 1) * every)
+        out: list[Judged] = []
+        mark = first
+        while mark <= last:
+            for (fi, tenant, stage), minutes in self.conv.items():
+                funnel = self.funnels[fi]
+                n_steps = len(funnel.steps)
+                within = funnel.window_ms if stage == n_steps + 1 else funnel.within_ms(stage)
+                until = mark - within  # previous step reached before this: X has passed
+                until -= until % every  # whole minutes
+                since = until - period
+                n = conv = 0
+                for m, (reached, good) in minutes.items():
+                    if since <= m < until:
+                        n += reached
+                        conv += good
+                out.append(Judged(fi, tenant, stage, mark, since, until, within, n, conv))
+            mark += every
+        if last >= first:
+            self.evaluated_ms = last
+        self._trim_conv(w)
+        return out
+
+    def _trim_conv(self, w: int) -> None:
+        horizon = max(f.window_ms for f in self.funnels) if self.funnels else 0
+        floor = w - horizon - self.config.period_ms - 2 * self.config.every_ms
+        for key in list(self.conv):
+            minutes = self.conv[key]
+            for m in [m for m in minutes if m < floor]:
+                del minutes[m]
+            if not minutes:
+                del self.conv[key]
+
+    # --- recovery ---------------------------------------------------------------------------
+
+    def open_floor(self) -> int:
+        """The earliest event time the open state depends on (for the restart's reload)."""
+        floor = self.watermark
+        for p in self.persons.values():
+            if p.points:
+                floor = min(floor, p.points[0] // SHIFT)
+        return floor
+
+    def load_summary(self, fi: int, tenant: str, entered: int, summary: Summary) -> None:
+        """A stored journey row (after a restart): counted in the cohorts and conversions
+        as the engine had counted it."""
+        self._account(fi, tenant, entered, summary, +1)
+        self._cohorts_dirty.clear()
+
+    def open_journeys(self) -> int:
+        return sum(len(p.emitted or ()) for p in self.persons.values())
+
+
+def funnel_index(funnels: Sequence[Funnel], name: str) -> int | None:
+    for i, f in enumerate(funnels):
+        if f.name == name:
+            return i
+    return None
+
+
+def prefix_max(values: Iterable[int], start: int) -> list[int]:
+    out = []
+    best = start
+    for v in values:
+        out.append(best)
+        if v > best:
+            best = v
+    return out
