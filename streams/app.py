@@ -25,6 +25,7 @@ from schemas.normalize import Pseudonymizer
 from sinks.clickhouse import ClickHouseWriter, connect
 from sinks.migrate import migrate
 from streams.alerting import AlertPublisher
+from streams.detectors.funnel.detector import FunnelDetector
 from streams.detectors.latency.detector import LatencyDetector
 from streams.detectors.latency.sketch import gamma_for
 from streams.detectors.latency.slo import load_rules
@@ -64,6 +65,7 @@ class Runtime:
         self.pii_alerts: PiiAlerts | None = None
         self.security: SecurityDetector | None = None
         self.security_groups: SecurityGroups | None = None
+        self.funnels: FunnelDetector | None = None
         self.groups_gate = CommitGate()
         self.health = DetectorHealth(metrics, settings.detector_failure_threshold)
 
@@ -123,6 +125,19 @@ class Runtime:
         )
         if s.security_detection:
             self._start_security(s, self.alerts, publisher, gate)
+        funnels = self.rules.funnels
+        if s.funnel_detection and funnels.enabled and funnels.definitions:
+            self.funnels = FunnelDetector(
+                funnels,
+                gamma_for(s.sketch_relative_accuracy),
+                self.alerts,
+                self.writer,
+                self.metrics,
+                s.clickhouse_database,
+                gate=gate,
+                consumer_group=s.consumer_group,
+                checkpoint_interval_s=s.funnel_checkpoint_interval_s,
+            )
         guard = None
         if s.pii_scan:
             scanner = await asyncio.to_thread(Scanner, s.hash_key_bytes, s.pii_engine)
@@ -143,7 +158,7 @@ class Runtime:
             self.writer,
             dead_letters,
             self.metrics,
-            detectors=[d for d in (self.latency, self.security) if d is not None],
+            detectors=[d for d in (self.latency, self.security, self.funnels) if d is not None],
             gate=gate,
             guard=guard,
             pii_alerts=self.pii_alerts,
@@ -218,6 +233,11 @@ class Runtime:
                 await self.security_groups.tick()
             except Exception as exc:
                 self.health.failed(GROUPS, exc, "the security groups tick")
+        if self.funnels is not None:
+            try:
+                await self.funnels.tick()
+            except Exception as exc:
+                self.health.failed(self.funnels.name, exc, "the funnel tick")
 
     async def handle_groups(self, batch: SourceBatch, ack: Callable[[], None]) -> None:
         """A batch of the internal groups topic: the security rules grouped across
@@ -239,7 +259,7 @@ class Runtime:
     async def close(self) -> None:
         if self.latency is not None:
             await self.latency.tick()  # write what is complete, with a checkpoint
-        for stage in (self.security, self.security_groups):
+        for stage in (self.security, self.security_groups, self.funnels):
             if stage is not None:
                 await stage.close()
         if self.writer is not None:
@@ -440,6 +460,8 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
                 runtime.security.forget(tp.partition)
             if runtime.latency is not None:
                 runtime.latency.forget(tp.partition)
+            if runtime.funnels is not None:
+                runtime.funnels.forget(tp.partition)
             if runtime.pipeline is not None:
                 runtime.pipeline.forget(tp.partition)
 

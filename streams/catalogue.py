@@ -104,6 +104,11 @@ _ENTRIES: tuple[AlertDef, ...] = (
              "HTTP 429 above 10 a minute"),
     AlertDef("PolicyViolations", "high", "security", "policy", ("tenant_id", "rule"),
              "access-policy denials of {tenant_id} above 5 a minute"),
+    # --- funnels (streams/detectors/funnel; funnels in streams/rules.default.yaml) ------
+    # severity per stage from the funnel definition; the catalogue's is the default
+    AlertDef("FunnelStageConversionLow", "high", "business", "funnel",
+             ("tenant_id", "funnel", "stage"),
+             "{funnel} conversion into {stage} of {tenant_id} below its threshold"),
 )  # fmt: skip
 
 CATALOGUE: dict[str, AlertDef] = {entry.name: entry for entry in _ENTRIES}

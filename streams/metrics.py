@@ -161,6 +161,29 @@ class Metrics:
             "Groups (IP, tenant, provider, ...) with events or an episode in a window.",
             registry=registry,
         )
+        # Funnels
+        self.funnel_late_events = Counter(
+            "vigil_funnel_late_events_total",
+            "Funnel step events older than the partition's watermark (stored, not applied).",
+            registry=registry,
+        )
+        self.funnel_open_journeys = Gauge(
+            "vigil_funnel_open_journeys",
+            "Journeys whose conversion window is still open, on this worker.",
+            registry=registry,
+        )
+        self.funnel_persons = Gauge(
+            "vigil_funnel_persons",
+            "Persons with step events kept in memory (open journeys or recent events).",
+            registry=registry,
+        )
+        self.funnel_stage_conversion = Gauge(
+            "vigil_funnel_stage_conversion_ratio",
+            "Latest judged conversion within the stage's expected time, platform-wide "
+            "(journeys of this worker's partitions).",
+            ["funnel", "stage"],
+            registry=registry,
+        )
         self.pii_findings = Counter(
             "vigil_pii_findings_total",
             "PII found in events (stored redacted), by entity type.",

@@ -103,6 +103,11 @@ class Settings(BaseSettings):
     # How often (at most) each partition's security windows are checkpointed to
     # ClickHouse; commits wait for the checkpoint, so a restart re-reads at most this much.
     security_checkpoint_interval_s: float = Field(default=5.0, gt=0)
+    # Funnels (the rules file's funnels section); off: no funnel state, rows or alerts.
+    funnel_detection: bool = True
+    # How often (at most) each partition's funnel position is checkpointed; commits wait
+    # for it, and a restart rebuilds the open journeys from the events stored up to it.
+    funnel_checkpoint_interval_s: float = Field(default=5.0, gt=0)
     sketch_relative_accuracy: float = Field(default=0.01, gt=0, lt=0.5)
 
     # Web (metrics, health, local query endpoint)

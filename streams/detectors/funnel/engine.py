@@ -91,6 +91,7 @@ class FunnelPartition:
         self.watermark = NO_TIME
         self.persons: dict[PersonKey, Person] = {}
         self._dirty: set[PersonKey] = set()
+        self._silent = False
         self._due: list[tuple[int, PersonKey]] = []  # (time a person needs a look, key)
         self.cohorts: dict[tuple[int, str, str, int], Cohort] = {}
         self._cohorts_dirty: set[tuple[int, str, str, int]] = set()
@@ -180,6 +181,18 @@ class FunnelPartition:
             self._update(key, w)
         return self._judge(w)
 
+    def settle(self) -> None:
+        """After a rebuild from stored events: journeys already closed at the watermark
+        had their final rows written before the restart; they are let go without rows
+        (only their events after the reload's floor were read back)."""
+        dirty, self._dirty = self._dirty, set()
+        self._silent = True
+        try:
+            for key in dirty:
+                self._update(key, self.watermark)
+        finally:
+            self._silent = False
+
     def _update(self, key: PersonKey, w: int) -> None:
         p = self.persons.get(key)
         if p is None:
@@ -198,6 +211,9 @@ class FunnelPartition:
             if j.entered_ms > w:  # entry not certain yet: wait for the watermark
                 spans.append((j.first, j.stop, True))
                 wake = max(wake, j.entered_ms)
+                continue
+            if closed and self._silent:
+                spans.append((j.first, j.stop, False))
                 continue
             lvl = scan(pts[j.first : j.stop], n_steps, window, strict)
             status = "converted" if lvl.level == n_steps else "dropped" if closed else "pending"

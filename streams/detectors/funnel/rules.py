@@ -176,6 +176,8 @@ class FunnelConfig(_Strict):
     #: how often (event time) the stages are judged
     evaluate_every: str | float = "1m"
     confidence: Annotated[float, Field(ge=0.5, lt=1)] = 0.95
+    #: a partition without input this long: its watermark follows the wall clock
+    idle_timeout_seconds: Annotated[int, Field(ge=1)] = 30
     definitions: tuple[Funnel, ...] = ()
     overrides: tuple[FunnelOverride, ...] = ()
 

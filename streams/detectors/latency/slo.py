@@ -43,6 +43,7 @@ from pydantic import (
 
 from schemas.alerts import Severity
 from streams.catalogue import register_rule_alert
+from streams.detectors.funnel.rules import FunnelConfig
 from streams.detectors.latency.sketch import Sketch, bucket_value
 from streams.detectors.latency.windows import WindowSpec, parse_seconds
 from streams.detectors.pii.config import PiiConfig
@@ -253,6 +254,7 @@ class RulesFile(_Strict):
     slo: SloConfig = SloConfig()
     pii: PiiConfig = PiiConfig()
     security: SecurityConfig = SecurityConfig()
+    funnels: FunnelConfig = FunnelConfig()
 
 
 def load_rules(path: Path | None) -> RulesFile:
