@@ -309,6 +309,7 @@ class FunnelDetector:
                 "max_ts": engine.max_ts,
                 "watermark": engine.watermark,
                 "evaluated": engine.evaluated_ms,
+                "first": engine.first_watermark,
                 "floor": engine.open_floor(),
                 "firing": [[fi, t, s, at] for (fi, t, s), at in part.firing.items()],
             }
@@ -402,6 +403,7 @@ class FunnelDetector:
         engine.max_ts = int(state["max_ts"])
         engine.watermark = watermark
         engine.evaluated_ms = int(state["evaluated"])
+        engine.first_watermark = int(state.get("first", state["watermark"]))
         engine.settle()
         part.firing = {(int(f), str(t), int(s)): int(at) for f, t, s, at in state["firing"]}
         part.processed = part.replay_until = part.checkpointed = processed

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,7 +43,6 @@ PersonKey = tuple[int, str, str]
 Summary = tuple[int, tuple[int, ...], str]
 #: (funnel index, tenant, stage 2..N+1) -> minute -> [reached the previous step, converted]
 ConvKey = tuple[int, str, int]
-MAX_MARKS = 24 * 60  # marks judged per tick at most (after a long gap: the newest)
 
 
 @dataclass(slots=True)
@@ -97,6 +97,7 @@ class FunnelPartition:
         self._cohorts_dirty: set[tuple[int, str, str, int]] = set()
         self.conv: dict[ConvKey, dict[int, list[int]]] = {}
         self.evaluated_ms = NO_TIME  # the last judged mark
+        self.first_watermark = NO_TIME  # marks are judged from the first one after it
         #: step lookups: event name -> [(funnel index, [(step number, Step)])]
         self._by_name: dict[str, list[tuple[int, list[tuple[int, Any]]]]] = {}
         for fi, f in enumerate(self.funnels):
@@ -160,11 +161,15 @@ class FunnelPartition:
             self.max_ts = ts_ms
             if ts_ms - self.grace_ms > self.watermark:
                 self.watermark = ts_ms - self.grace_ms
+                if self.first_watermark == NO_TIME:
+                    self.first_watermark = self.watermark
 
     def advance_to(self, watermark_ms: int) -> None:
         """Let the watermark follow the wall clock (an idle partition)."""
         if watermark_ms > self.watermark:
             self.watermark = watermark_ms
+            if self.first_watermark == NO_TIME:
+                self.first_watermark = watermark_ms
 
     # --- the tick ----------------------------------------------------------------------
 
@@ -372,39 +377,65 @@ class FunnelPartition:
     # --- judging ----------------------------------------------------------------------------
 
     def _judge(self, w: int) -> list[Judged]:
+        """Every mark (a multiple of ``evaluate_every``) the watermark has passed since
+        the last tick, each judged over counts that can no longer change (every journey
+        that reached the previous step before ``mark - X`` has been written, and nothing
+        accepted now can convert it within ``X``). Marks with nothing to judge are
+        skipped; a replay judges the same counts at the same marks."""
         every = self.config.every_ms
         period = self.config.period_ms
-        if w == NO_TIME:
+        if self.first_watermark == NO_TIME:
             return []
         last = w - w % every
-        first = self.evaluated_ms + every if self.evaluated_ms != NO_TIME else last
-        first = max(first, last - (MAX_MARKS - 1) * every)
+        if self.evaluated_ms == NO_TIME:
+            first = self.first_watermark - self.first_watermark % every + every
+        else:
+            first = self.evaluated_ms + every
+        if last < first:
+            return []
         out: list[Judged] = []
-        mark = first
-        while mark <= last:
-            for (fi, tenant, stage), minutes in self.conv.items():
-                funnel = self.funnels[fi]
-                n_steps = len(funnel.steps)
-                within = funnel.window_ms if stage == n_steps + 1 else funnel.within_ms(stage)
-                until = mark - within  # previous step reached before this: X has passed
-                until -= until % every  # whole minutes
+        for (fi, tenant, stage), minutes in self.conv.items():
+            if not minutes:
+                continue
+            funnel = self.funnels[fi]
+            within = funnel.window_ms if stage == len(funnel.steps) + 1 else funnel.within_ms(stage)
+            keys = sorted(minutes)
+            cum_n = [0]
+            cum_good = [0]
+            for m in keys:
+                cum_n.append(cum_n[-1] + minutes[m][0])
+                cum_good.append(cum_good[-1] + minutes[m][1])
+            # a mark sees minutes in [until - period, until), until = mark - X (whole
+            # minutes): only marks whose range holds one of these minutes
+            lo = keys[0] + within + every
+            lo -= lo % every
+            hi = keys[-1] + within + period + 2 * every
+            mark = max(first, lo - 2 * every)
+            mark -= mark % every
+            stop = min(last, hi)
+            while mark <= stop:
+                until = mark - within
+                until -= until % every
                 since = until - period
-                n = conv = 0
-                for m, (reached, good) in minutes.items():
-                    if since <= m < until:
-                        n += reached
-                        conv += good
-                out.append(Judged(fi, tenant, stage, mark, since, until, within, n, conv))
-            mark += every
-        if last >= first:
-            self.evaluated_ms = last
-        self._trim_conv(w)
+                a = bisect_left(keys, since)
+                b = bisect_left(keys, until)
+                n = cum_n[b] - cum_n[a]
+                if n:
+                    good = cum_good[b] - cum_good[a]
+                    out.append(Judged(fi, tenant, stage, mark, since, until, within, n, good))
+                mark += every
+        out.sort(key=lambda j: (j.mark_ms, j.funnel, j.tenant, j.stage))
+        self.evaluated_ms = last
+        self._trim_conv()
         return out
 
-    def _trim_conv(self, w: int) -> None:
-        horizon = max(f.window_ms for f in self.funnels) if self.funnels else 0
-        floor = w - horizon - self.config.period_ms - 2 * self.config.every_ms
+    def _trim_conv(self) -> None:
+        """Forget the minutes no later mark can see."""
         for key in list(self.conv):
+            fi, _, stage = key
+            funnel = self.funnels[fi]
+            within = funnel.window_ms if stage == len(funnel.steps) + 1 else funnel.within_ms(stage)
+            floor = self.evaluated_ms - within - self.config.period_ms - 2 * self.config.every_ms
             minutes = self.conv[key]
             for m in [m for m in minutes if m < floor]:
                 del minutes[m]
