@@ -241,6 +241,35 @@ def cmd_rules(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_funnel(args: argparse.Namespace) -> int:
+    """The stage table of a funnel (default: the first one in the rules file)."""
+    import json
+
+    from streams.detectors.funnel.report import render_table, stage_table
+    from streams.detectors.latency.slo import load_rules
+    from streams.detectors.latency.windows import parse_seconds
+    from streams.query import run_query
+
+    settings = _settings()
+    try:
+        since_s = parse_seconds(args.since)
+    except ValueError as exc:
+        raise VigilError(f"--since: {exc}") from None
+    table = stage_table(
+        load_rules(settings.rules_file).funnels,
+        lambda sql: run_query(settings, sql),
+        settings.clickhouse_database,
+        funnel_name=args.funnel,
+        tenant=args.tenant,
+        since_s=since_s,
+    )
+    if args.format == "json":
+        print("\n".join(json.dumps(row) for row in table))
+    else:
+        print(render_table(table))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vigil", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -318,6 +347,13 @@ def build_parser() -> argparse.ArgumentParser:
     export.set_defaults(func=cmd_schema_export)
 
     sub.add_parser("migrate", help="apply ClickHouse DDL migrations").set_defaults(func=cmd_migrate)
+
+    funnel = sub.add_parser("funnel", help="a funnel's stages: reached, conversion, status")
+    funnel.add_argument("--funnel", default=None, help="funnel name (default: the first)")
+    funnel.add_argument("--tenant", default=None, help="one tenant (default: all)")
+    funnel.add_argument("--since", default="24h", help="journeys entered in the last ... (24h)")
+    funnel.add_argument("--format", choices=["table", "json"], default="table")
+    funnel.set_defaults(func=cmd_funnel)
 
     rules = sub.add_parser("rules", help="the security rules as ClickHouse SQL or Sigma")
     rules_sub = rules.add_subparsers(dest="rules_command", required=True)
