@@ -1,17 +1,20 @@
 """Seeded, realistic multi-tenant demo traffic, with scheduled incidents.
 
 Tenants of different sizes call routes with log-normal latencies and 4xx/5xx rates; users
-fail and succeed at logging in, webhooks arrive, analytics journeys walk the onboarding
-funnel; some events come in the platform's structured-log shape and a small share of
-messages is malformed on purpose. Every ``incident_every_s`` seconds the schedule replays
-a set of incidents for the detectors: a latency spike on one tenant's route, a
-cross-tenant access, PII inside an analytics payload, a brute-force burst from one IP
-that then logs in successfully (an account takeover), and webhook signature failures.
+fail and succeed at logging in, webhooks arrive, new users walk the onboarding funnel at
+its expected stage rates (each step well inside its expected time); some events come in
+the platform's structured-log shape and a small share of messages is malformed on purpose.
+Every ``incident_every_s`` seconds the schedule replays a set of incidents for the
+detectors: a latency spike on one tenant's route, a cross-tenant access, PII inside an
+analytics payload, a brute-force burst from one IP that then logs in successfully (an
+account takeover), webhook signature failures, and one tenant's e-mail verification
+collapsing for five minutes (a funnel incident).
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
 import math
 import random
 import time
@@ -21,17 +24,27 @@ from dataclasses import dataclass
 
 import orjson
 
-FUNNEL: tuple[str, ...] = (
-    "auth.user_registered",
-    "auth.email_verified",
-    "registration.profile_completed",
-    "documents.presigned_url_generated",
-    "documents.upload_complete",
-    "documents.status_submitted",
-    "documents.status_approved",
-)
-#: probability of moving on from each stage to the next
-FUNNEL_CONVERSION: tuple[float, ...] = (0.85, 0.8, 0.9, 0.92, 0.88, 0.75)
+
+def _onboarding() -> tuple[tuple[str, float, float], ...]:
+    """The shipped onboarding funnel: (event name, expected conversion into it, its
+    expected time to convert in seconds) per step; the demo's journeys follow it."""
+    from streams.detectors.latency.slo import load_rules
+
+    funnel = load_rules(None).funnels.definitions[0]
+    return tuple(
+        (s.event, s.expected or 1.0, funnel.within_ms(i + 1) / 1000 if i else 0.0)
+        for i, s in enumerate(funnel.steps)
+    )
+
+
+ONBOARDING = _onboarding()
+FUNNEL: tuple[str, ...] = tuple(name for name, _, _ in ONBOARDING)
+#: share of background messages that are a new registration (2/s at 500 msg/s); every
+#: later step of the journey is sent when it is due, on top of the background
+REGISTRATION_SHARE = 0.004
+#: during the funnel incident, the share of the tenant's new users who verify their e-mail
+COLLAPSED_CONVERSION = 0.1
+FUNNEL_TENANT = "acme"
 
 TENANTS: tuple[tuple[str, float], ...] = (
     ("acme", 0.45),
@@ -54,15 +67,20 @@ SPIKE_FACTOR = 8.0  # latency multiplier of the spike
 #: shares of background messages by kind (cumulative thresholds below); the rest is HTTP
 #: Calibrated so the background stays below every shipped security threshold at the
 #: default 500 messages/s: ~2 failed logins a minute platform-wide (FailedLoginSpike needs
-#: more than 20 in 5 minutes for one tenant), ~3 HTTP 401 a minute per route
+#: more than 20 in 5 minutes for one tenant), ~2 HTTP 401 a minute per route
 #: (UnauthorizedSpike: more than 10).
 MALFORMED_SHARE, AUTH_FAILURE_SHARE, WEBHOOK_SHARE = 0.005, 0.00007, 0.02
 SLOW_QUERY_SHARE, ANALYTICS_SHARE = 0.02, 0.19
 HTTP_SHARE = 1 - (
-    MALFORMED_SHARE + AUTH_FAILURE_SHARE + WEBHOOK_SHARE + SLOW_QUERY_SHARE + ANALYTICS_SHARE
+    MALFORMED_SHARE
+    + AUTH_FAILURE_SHARE
+    + WEBHOOK_SHARE
+    + SLOW_QUERY_SHARE
+    + REGISTRATION_SHARE
+    + ANALYTICS_SHARE
 )
 #: status of an HTTP request: 5xx, 404 and 401 shares (the rest 200)
-P_5XX, P_404, P_401 = 0.003, 0.017, 0.0008
+P_5XX, P_404, P_401 = 0.003, 0.017, 0.0005
 PII_SAMPLE = "please call me back at jane.roe@example.com"  # the demo's planted PII
 
 
@@ -80,6 +98,8 @@ SCHEDULE: tuple[Incident, ...] = (
     Incident("brute_force", 50, 10),
     Incident("account_takeover", 65, 0.1),  # the brute-force IP then logs in: one success
     Incident("webhook_signature", 60, 10),
+    # acme's verification e-mails stop arriving: its new users rarely verify
+    Incident("funnel_email_collapse", 120, 300),
 )
 
 
@@ -88,7 +108,8 @@ class DemoTraffic:
         """``incident_every_s`` None: background traffic only."""
         self._rng = random.Random(seed)
         self._every_s = incident_every_s
-        self._journeys: dict[str, tuple[str, int]] = {}
+        #: steps due later: (event time ms, sequence, tenant, user, step index)
+        self._due: list[tuple[int, int, str, str, int]] = []
         self._seq = 0
 
     def _id(self) -> str:
@@ -115,6 +136,7 @@ class DemoTraffic:
         """``n`` (value, key) pairs of background traffic plus any active incidents, for
         one tick (0.1 s of event time) at event time ``now_ms``."""
         out = [self._background(now_ms, elapsed_s) for _ in range(n)]
+        out.extend(self._due_steps(now_ms, elapsed_s))
         rng = self._rng
         if self.active("cross_tenant", elapsed_s) and rng.random() < 0.2:
             out.append(self._cross_tenant(now_ms))
@@ -154,6 +176,9 @@ class DemoTraffic:
         edge += SLOW_QUERY_SHARE
         if r < edge:
             return self._slow_query_log(now_ms)
+        edge += REGISTRATION_SHARE
+        if r < edge:
+            return self._register(now_ms, elapsed_s)
         edge += ANALYTICS_SHARE
         if r < edge:
             return self._analytics(now_ms)
@@ -253,24 +278,46 @@ class DemoTraffic:
         return orjson.dumps(log), tenant.encode()
 
     def _analytics(self, now_ms: int) -> tuple[bytes, bytes | None]:
+        """Product analytics outside the funnel (page views, feature use)."""
         rng = self._rng
-        if not self._journeys or rng.random() < 0.3:
-            user = f"u{self._seq}-{rng.getrandbits(32):08x}"
-            self._journeys[user] = (self._tenant(), 0)
-        user = rng.choice(list(self._journeys))
-        tenant, stage = self._journeys[user]
+        tenant = self._tenant()
         ev = self._envelope("analytics", tenant, "web", now_ms)
         ev.update(
-            event_name=FUNNEL[stage],
-            user_id=user,
+            event_name=rng.choice(["page.viewed", "page.viewed", "feature.used"]),
+            user_id=f"u-{rng.getrandbits(20):05x}",
             properties={"plan": rng.choice(["free", "pro", "enterprise"])},
         )
-        if stage + 1 < len(FUNNEL) and rng.random() < FUNNEL_CONVERSION[stage]:
-            self._journeys[user] = (tenant, stage + 1)
-        else:
-            del self._journeys[user]
-        if len(self._journeys) > 5000:
-            self._journeys.pop(next(iter(self._journeys)))
+        return orjson.dumps(ev), tenant.encode()
+
+    def _register(self, now_ms: int, elapsed_s: float) -> tuple[bytes, bytes | None]:
+        """A new user registers; the steps they will reach are scheduled now."""
+        rng = self._rng
+        tenant = self._tenant()
+        self._seq += 1
+        user = f"u{self._seq}-{rng.getrandbits(32):08x}"
+        collapsed = tenant == FUNNEL_TENANT and self.active("funnel_email_collapse", elapsed_s)
+        at = now_ms
+        for step, (_, expected, within_s) in enumerate(ONBOARDING[1:], start=1):
+            rate = COLLAPSED_CONVERSION if step == 1 and collapsed else expected
+            if rng.random() >= rate:
+                break
+            # well inside the stage's expected time: a tenth of it on average
+            delay_s = min(rng.expovariate(10 / within_s), 0.8 * within_s)
+            at += max(1, int(delay_s * 1000))
+            heapq.heappush(self._due, (at, self._seq * 16 + step, tenant, user, step))
+        return self._step(tenant, user, 0, now_ms)
+
+    def _due_steps(self, now_ms: int, elapsed_s: float) -> list[tuple[bytes, bytes | None]]:
+        out = []
+        due = self._due
+        while due and due[0][0] <= now_ms:
+            at, _, tenant, user, step = heapq.heappop(due)
+            out.append(self._step(tenant, user, step, at))
+        return out
+
+    def _step(self, tenant: str, user: str, step: int, at_ms: int) -> tuple[bytes, bytes | None]:
+        ev = self._envelope("analytics", tenant, "web", at_ms)
+        ev.update(event_name=FUNNEL[step], user_id=user, properties={"step": step + 1})
         return orjson.dumps(ev), tenant.encode()
 
     def _cross_tenant(self, now_ms: int) -> tuple[bytes, bytes | None]:
