@@ -99,7 +99,7 @@ SCHEDULE: tuple[Incident, ...] = (
     Incident("account_takeover", 65, 0.1),  # the brute-force IP then logs in: one success
     Incident("webhook_signature", 60, 10),
     # acme's verification e-mails stop arriving: its new users rarely verify
-    Incident("funnel_email_collapse", 120, 300),
+    Incident("funnel_email_collapse", 30, 300),
 )
 
 

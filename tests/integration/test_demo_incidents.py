@@ -27,6 +27,8 @@ SECURITY = {
     "WebhookSignatureFailures",
     "WebhookSignatureMissing",
 }
+#: acme's e-mail verification collapses from 30 s: judged once its 10 minutes have passed
+FUNNEL = {"FunnelStageConversionLow"}
 
 
 def test_the_demo_incidents_page_and_pii_is_stored_nowhere_raw(tmp_path: Path) -> None:
@@ -36,7 +38,9 @@ def test_the_demo_incidents_page_and_pii_is_stored_nowhere_raw(tmp_path: Path) -
     P95LatencyBreach with auto_rollback, visible with `vigil alerts` while the stack runs
     and in ClickHouse after it stops. The planted PII (from 40 s) raises
     PIILeakageDetected, and the raw e-mail address is in no table, on no topic and in no
-    log. Each security incident raises its alerts, and nothing else fires."""
+    log. Each security incident raises its alerts; acme's e-mail verification collapse
+    (from 30 s) raises FunnelStageConversionLow once its 10 minutes have passed, and
+    `vigil funnel` shows the stage firing; nothing else fires."""
     env = {"VIGIL_DATA_DIR": str(tmp_path / ".vigil"), "VIGIL_WEB_PORT": "0"}
     up = subprocess.Popen(
         [
@@ -60,12 +64,15 @@ def test_the_demo_incidents_page_and_pii_is_stored_nowhere_raw(tmp_path: Path) -
     )
     found: list[dict[str, object]] = []
     pii: list[dict[str, object]] = []
+    funnel: list[dict[str, object]] = []
     names: set[str] = set()
     topics = ""
     try:
         deadline = time.monotonic() + 150
         while (
-            time.monotonic() < deadline and not (found and names >= SECURITY) and up.poll() is None
+            time.monotonic() < deadline
+            and not (found and names >= SECURITY | FUNNEL)
+            and up.poll() is None
         ):
             time.sleep(5)
             if not (tmp_path / ".vigil" / "stack.json").exists():
@@ -78,6 +85,8 @@ def test_the_demo_incidents_page_and_pii_is_stored_nowhere_raw(tmp_path: Path) -
                 names.add(data["alertname"])
                 if data["alertname"] == "PIILeakageDetected":
                     pii.append(data)
+                if data["alertname"] == "FunnelStageConversionLow":
+                    funnel.append(data)
                 if (
                     data["alertname"] == "P95LatencyBreach"
                     and data["labels"].get("route") == "/v1/reports"
@@ -88,8 +97,12 @@ def test_the_demo_incidents_page_and_pii_is_stored_nowhere_raw(tmp_path: Path) -
         output, _ = up.communicate(timeout=120)
     assert found, output
     # every security incident of the round raised its alerts, and nothing else fired
-    assert names >= SECURITY, (names, output)
-    assert names <= SECURITY | {"P95LatencyBreach", "PIILeakageDetected"}, names
+    assert names >= SECURITY | FUNNEL, (names, output)
+    assert names <= SECURITY | FUNNEL | {"P95LatencyBreach", "PIILeakageDetected"}, names
+    # the funnel incident: acme's e-mail verification, and no other tenant or stage
+    assert {(f["labels"]["tenant_id"], f["labels"]["stage"]) for f in funnel} == {  # type: ignore[index]
+        ("acme", "auth.email_verified")
+    }
     data = found[0]["data"]
     assert isinstance(data, dict)
     assert data["status"] == "firing" and data["severity"] == "critical"
@@ -97,6 +110,17 @@ def test_the_demo_incidents_page_and_pii_is_stored_nowhere_raw(tmp_path: Path) -
     assert data["labels"] == {"tenant_id": "acme", "service": "api", "route": "/v1/reports"}
     assert len(data["evidence"]["samples"]) == 3
     assert all(s["value"] > 500 for s in data["evidence"]["samples"])
+
+    table = vigil(
+        "funnel", "--tenant", "acme", "--since", "2h", "--format", "json", env=env, cwd=tmp_path
+    )
+    assert table.returncode == 0, table.stderr
+    stages = [json.loads(line) for line in table.stdout.splitlines()]
+    assert [s["event_name"] for s in stages][:2] == ["auth.user_registered", "auth.email_verified"]
+    assert stages[1]["status"] == "firing" and stages[1]["threshold"] == 0.8
+    assert stages[1]["conversion"] < 0.8 and stages[0]["reached"] > 100
+    other = vigil("funnel", "--tenant", "globex", "--format", "json", env=env, cwd=tmp_path)
+    assert all(json.loads(line).get("status", "ok") == "ok" for line in other.stdout.splitlines())
 
     stored = vigil(
         "query",
