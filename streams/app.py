@@ -25,6 +25,7 @@ from schemas.normalize import Pseudonymizer
 from sinks.clickhouse import ClickHouseWriter, connect
 from sinks.migrate import migrate
 from streams.alerting import AlertPublisher
+from streams.detectors.analytics.health import AnalyticsHealth
 from streams.detectors.funnel.detector import FunnelDetector
 from streams.detectors.latency.detector import LatencyDetector
 from streams.detectors.latency.sketch import gamma_for
@@ -66,6 +67,7 @@ class Runtime:
         self.security: SecurityDetector | None = None
         self.security_groups: SecurityGroups | None = None
         self.funnels: FunnelDetector | None = None
+        self.analytics_health: AnalyticsHealth | None = None
         self.groups_gate = CommitGate()
         self.health = DetectorHealth(metrics, settings.detector_failure_threshold)
 
@@ -138,6 +140,8 @@ class Runtime:
                 consumer_group=s.consumer_group,
                 checkpoint_interval_s=s.funnel_checkpoint_interval_s,
             )
+        if self.rules.analytics.enabled:
+            self.analytics_health = AnalyticsHealth(self.rules.analytics, self.alerts, self.metrics)
         guard = None
         if s.pii_scan:
             scanner = await asyncio.to_thread(Scanner, s.hash_key_bytes, s.pii_engine)
@@ -163,6 +167,7 @@ class Runtime:
             guard=guard,
             pii_alerts=self.pii_alerts,
             health=self.health,
+            observers=[self.analytics_health.observe] if self.analytics_health else [],
         )
         self.writer.on_rejected(self.pipeline.storage_rejected)
         writer = self.writer
@@ -238,6 +243,11 @@ class Runtime:
                 await self.funnels.tick()
             except Exception as exc:
                 self.health.failed(self.funnels.name, exc, "the funnel tick")
+        if self.analytics_health is not None:
+            try:
+                await self.analytics_health.tick()
+            except Exception as exc:
+                self.health.failed(self.analytics_health.name, exc, "the analytics health tick")
 
     async def handle_groups(self, batch: SourceBatch, ack: Callable[[], None]) -> None:
         """A batch of the internal groups topic: the security rules grouped across

@@ -109,6 +109,14 @@ _ENTRIES: tuple[AlertDef, ...] = (
     AlertDef("FunnelStageConversionLow", "high", "business", "funnel",
              ("tenant_id", "funnel", "stage"),
              "{funnel} conversion into {stage} of {tenant_id} below its threshold"),
+    # --- analytics health (streams/detectors/analytics/health.py; infra/prometheus) ----
+    AlertDef("AnalyticsIngestionFailure", "high", "availability", "ingestion", (),
+             "fewer than 95 % of incoming records are valid"),
+    AlertDef("SchemaValidationFailures", "medium", "availability", "ingestion", (),
+             "more than 2 % of incoming records fail schema validation"),
+    AlertDef("AnalyticsEventRateAbnormal", "medium", "business", "event_rate",
+             ("tenant_id", "event_name"),
+             "{event_name} rate of {tenant_id} outside its declared bounds"),
 )  # fmt: skip
 
 CATALOGUE: dict[str, AlertDef] = {entry.name: entry for entry in _ENTRIES}

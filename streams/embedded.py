@@ -19,6 +19,7 @@ import signal
 import socket
 import sys
 import time
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -75,8 +76,11 @@ class Stack:
         self.memory = BrokerMemory(total_memory_bytes(), settings.broker_memory_warn_share)
 
     def child_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        if self.demo_rate and "VIGIL_RULES_FILE" not in env:  # the demo's declared rates
+            env["VIGIL_RULES_FILE"] = str(resources.files("streams").joinpath("rules.demo.yaml"))
         return {
-            **os.environ,
+            **env,
             "VIGIL_MODE": "embedded",
             "VIGIL_KAFKA_BOOTSTRAP": self.broker.bootstrap,
             "VIGIL_KAFKA_SECURITY_PROTOCOL": "PLAINTEXT",

@@ -184,6 +184,25 @@ class Metrics:
             ["funnel", "stage"],
             registry=registry,
         )
+        # Analytics health (declared per-tenant rate bounds only: bounded labels)
+        self.analytics_rate_bound = Gauge(
+            "vigil_analytics_rate_bound_per_second",
+            "Declared event-rate bounds (rules file, analytics overrides), per second.",
+            ["tenant_id", "event_name", "bound"],
+            registry=registry,
+        )
+        self.analytics_declared_events = Counter(
+            "vigil_analytics_declared_events_total",
+            "Analytics events of the (tenant, event name) pairs with declared rate bounds.",
+            ["tenant_id", "event_name"],
+            registry=registry,
+        )
+        self.analytics_declared_tenant_events = Counter(
+            "vigil_analytics_declared_tenant_events_total",
+            "All events of the tenants with declared rate bounds (does it have traffic?).",
+            ["tenant_id"],
+            registry=registry,
+        )
         self.pii_findings = Counter(
             "vigil_pii_findings_total",
             "PII found in events (stored redacted), by entity type.",

@@ -94,8 +94,12 @@ class IngestPipeline:
         guard: PiiGuard | None = None,
         pii_alerts: PiiAlerts | None = None,
         health: DetectorHealth | None = None,
+        observers: Sequence[Callable[[IngestResult], None]] = (),
     ) -> None:
+        """``observers`` see every decoded batch after the PII guard (valid events and
+        rejections): counts for the analytics health rules."""
         self._ingestor = ingestor
+        self._observers = tuple(observers)
         self._writer = writer
         self._dead_letters = dead_letters
         self._metrics = metrics
@@ -161,6 +165,8 @@ class IngestPipeline:
         result = self._ingestor.decode_batch(batch.records, now_ms)
         # PII first: everything after this line sees redacted events only
         result, detected = self._guarded(result, batch)
+        for observe in self._observers:
+            observe(result)
         for detector in self._detectors:
             try:
                 await detector.process(result, batch)

@@ -43,6 +43,7 @@ from pydantic import (
 
 from schemas.alerts import Severity
 from streams.catalogue import register_rule_alert
+from streams.detectors.analytics.health import AnalyticsConfig
 from streams.detectors.funnel.rules import FunnelConfig
 from streams.detectors.latency.sketch import Sketch, bucket_value
 from streams.detectors.latency.windows import WindowSpec, parse_seconds
@@ -255,6 +256,7 @@ class RulesFile(_Strict):
     pii: PiiConfig = PiiConfig()
     security: SecurityConfig = SecurityConfig()
     funnels: FunnelConfig = FunnelConfig()
+    analytics: AnalyticsConfig = AnalyticsConfig()
 
 
 def load_rules(path: Path | None) -> RulesFile:
@@ -270,6 +272,8 @@ def load_rules(path: Path | None) -> RulesFile:
         where = str(path)
     try:
         data = yaml.safe_load(text) or {}
+        if isinstance(data, dict) and data.get("extends") is not None:
+            data = _extend(data, where)
         rules = RulesFile.model_validate(data)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{where}: not valid YAML: {exc}") from None
@@ -285,6 +289,16 @@ def load_rules(path: Path | None) -> RulesFile:
     for burn in rules.slo.availability.burn_alerts:
         register_rule_alert(burn.alert, burn.severity, ("tenant_id",))
     return rules
+
+
+def _extend(data: dict[str, Any], where: str) -> dict[str, Any]:
+    """``extends: default``: the packaged default rules, with this file's top-level
+    sections replacing theirs (a demo or a deployment states only what differs)."""
+    if data["extends"] != "default":
+        raise ConfigError(f"{where}: extends: only `default` (the packaged rules) is known")
+    text = resources.files("streams").joinpath("rules.default.yaml").read_text("utf-8")
+    base = yaml.safe_load(text) or {}
+    return {**base, **{k: v for k, v in data.items() if k != "extends"}}
 
 
 # --- evaluation ------------------------------------------------------------------------
