@@ -50,6 +50,7 @@ bench: install ## throughput benchmarks (prints figures and ratios; asserts noth
 	$(PY) -m benchmarks.bench_latency
 	$(PY) -m benchmarks.bench_pii
 	$(PY) -m benchmarks.bench_security
+	$(PY) -m benchmarks.bench_funnels
 	$(PY) -m benchmarks.bench_alert_quality
 
 lock: ## re-resolve the dependencies in a fresh venv and pin them in requirements.lock

@@ -223,10 +223,7 @@ class FunnelPartition:
             lvl = scan(pts[j.first : j.stop], n_steps, window, strict)
             status = "converted" if lvl.level == n_steps else "dropped" if closed else "pending"
             summary: Summary = (lvl.level, lvl.reached, status)
-            emitted = p.emitted
-            if emitted is None:
-                emitted = p.emitted = {}
-            before = emitted.get(j.entered_ms)
+            before = p.row(j.entered_ms)
             if before is None and self.prior:
                 before = self.prior.pop((tenant, fi, person, j.entered_ms), None)
             if before != summary:
@@ -247,9 +244,9 @@ class FunnelPartition:
                 )
             spans.append((j.first, j.stop, not closed))
             if closed:
-                emitted.pop(j.entered_ms, None)
+                p.set_row(j.entered_ms, None)
             else:
-                emitted[j.entered_ms] = summary
+                p.set_row(j.entered_ms, summary)
                 wake = max(wake, end)
         # keep the open journeys' points, and the points outside every journey that a
         # step-1 event at or after the watermark could still take in
@@ -459,7 +456,7 @@ class FunnelPartition:
         self._cohorts_dirty.clear()
 
     def open_journeys(self) -> int:
-        return sum(len(p.emitted or ()) for p in self.persons.values())
+        return sum(p.open_rows() for p in self.persons.values())
 
 
 def funnel_index(funnels: Sequence[Funnel], name: str) -> int | None:

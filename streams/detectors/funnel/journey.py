@@ -29,6 +29,8 @@ from dataclasses import dataclass
 
 SHIFT = 64  # points are ts_ms * SHIFT + step (steps 0..32)
 NOT_REACHED = -1
+#: a journey's written row: (level, reached ms per step, status)
+Row = tuple[int, tuple[int, ...], str]
 
 
 def point(ts_ms: int, step: int) -> int:
@@ -123,7 +125,9 @@ class Person:
         self.points: list[int] = []
         self.wake = -1  # the event time at which the detector looks at it again
         #: entered_ms -> the row last written for that journey (see the detector)
-        self.emitted: dict[int, tuple[int, tuple[int, ...], str]] | None = None
+        #: the rows last written for its open journeys: None, (entered_ms, row) for the
+        #: usual one journey (a dict costs ~200 bytes more per person), or a dict
+        self.emitted: tuple[int, Row] | dict[int, Row] | None = None
 
     def add(self, p: int) -> bool:
         """Insert a point in order; False if it was already there."""
@@ -136,3 +140,34 @@ class Person:
             return False
         insort(pts, p, i, i)
         return True
+
+    def row(self, entered: int) -> Row | None:
+        """The row last written for the journey entered at ``entered``."""
+        e = self.emitted
+        if e is None:
+            return None
+        if isinstance(e, tuple):
+            return e[1] if e[0] == entered else None
+        return e.get(entered)
+
+    def set_row(self, entered: int, row: Row | None) -> None:
+        """Remember (or, with None, forget) the row of a journey."""
+        e = self.emitted
+        if row is None:
+            if isinstance(e, tuple):
+                if e[0] == entered:
+                    self.emitted = None
+            elif e is not None:
+                e.pop(entered, None)
+                if not e:
+                    self.emitted = None
+        elif e is None or (isinstance(e, tuple) and e[0] == entered):
+            self.emitted = (entered, row)
+        elif isinstance(e, tuple):
+            self.emitted = {e[0]: e[1], entered: row}
+        else:
+            e[entered] = row
+
+    def open_rows(self) -> int:
+        e = self.emitted
+        return 0 if e is None else 1 if isinstance(e, tuple) else len(e)
