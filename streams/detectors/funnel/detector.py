@@ -250,7 +250,7 @@ class FunnelDetector:
 
     def _spec(self, funnel: str, stage: str, j: Judged, severity: Any, limit: float) -> AlertSpec:
         labels = {"tenant_id": j.tenant, "funnel": funnel, "stage": stage}
-        within = _duration(j.within_ms)
+        within = _duration(j.within_ms) + (" (its observed p95)" if j.basis else "")
         note = Annotations(
             summary=f"{funnel} {stage} conversion of {j.tenant} below {limit:.0%}",
             description=(
@@ -265,7 +265,17 @@ class FunnelDetector:
     def _evidence_of(
         self, funnel: str, stage: str, j: Judged, limit: float, bound: float
     ) -> dict[str, Any]:
+        basis: dict[str, Any] = {}
+        if j.basis is not None:  # X observed: where from
+            since, until, converted = j.basis
+            basis = {
+                "within_observed": {
+                    "p95_of_conversions": converted,
+                    "previous_step_reached": [_dt(since).isoformat(), _dt(until).isoformat()],
+                }
+            }
         return {
+            **basis,
             "funnel": funnel,
             "stage": stage,
             "reached_previous": j.n,

@@ -33,6 +33,8 @@ from streams.detectors.funnel.rules import Funnel, FunnelConfig
 from streams.detectors.latency.sketch import bucket_value
 
 HOUR_MS = 3_600_000
+#: conversions a stage without a configured X needs in its basis period to observe one
+AUTO_MIN = 20
 DAY_MS = 86_400_000
 GRAINS = (("hour", HOUR_MS), ("day", DAY_MS))
 ALL_TENANTS = "*"
@@ -41,7 +43,8 @@ NO_TIME = -(2**62)
 PersonKey = tuple[int, str, str]
 #: a journey's row: (level, reached ms per step, status)
 Summary = tuple[int, tuple[int, ...], str]
-#: (funnel index, tenant, stage 2..N+1) -> minute -> [reached the previous step, converted]
+#: (funnel index, tenant, stage 2..N+1) -> minute -> [reached the previous step, converted
+#: within X, {delay bucket: conversions} (stages whose X is observed)]
 ConvKey = tuple[int, str, int]
 
 
@@ -78,6 +81,9 @@ class Judged:
     within_ms: int
     n: int
     converted: int
+    #: an X observed, not configured: the p95 time to convert of the journeys that reached
+    #: the previous step in [basis[0], basis[1]) (one window earlier), and how many
+    basis: tuple[int, int, int] | None = None
 
 
 class FunnelPartition:
@@ -95,7 +101,7 @@ class FunnelPartition:
         self._due: list[tuple[int, PersonKey]] = []  # (time a person needs a look, key)
         self.cohorts: dict[tuple[int, str, str, int], Cohort] = {}
         self._cohorts_dirty: set[tuple[int, str, str, int]] = set()
-        self.conv: dict[ConvKey, dict[int, list[int]]] = {}
+        self.conv: dict[ConvKey, dict[int, list[Any]]] = {}
         self.evaluated_ms = NO_TIME  # the last judged mark
         self.first_watermark = NO_TIME  # marks are judged from the first one after it
         #: step lookups: event name -> [(funnel index, [(step number, Step)])]
@@ -316,10 +322,18 @@ class FunnelPartition:
             m = prev - prev % every
             counts = minutes.get(m)
             if counts is None:
-                counts = minutes[m] = [0, 0]
+                counts = minutes[m] = [0, 0, {}]
             counts[0] += sign
-            if cur != NOT_REACHED and cur - prev <= within:
-                counts[1] += sign
+            if cur != NOT_REACHED:
+                if stage <= n and funnel.auto_within(stage):
+                    # X is observed later: keep the delays (sketch buckets, decrementable)
+                    hist = counts[2]
+                    b = self._bucket((cur - prev) / 1000)
+                    hist[b] = hist.get(b, 0) + sign
+                    if not hist[b]:
+                        del hist[b]
+                elif cur - prev <= within:
+                    counts[1] += sign
             if not counts[0]:
                 del minutes[m]
 
@@ -395,6 +409,9 @@ class FunnelPartition:
             if not minutes:
                 continue
             funnel = self.funnels[fi]
+            if stage <= len(funnel.steps) and funnel.auto_within(stage):
+                out.extend(self._judge_auto(fi, tenant, stage, minutes, first, last))
+                continue
             within = funnel.window_ms if stage == len(funnel.steps) + 1 else funnel.within_ms(stage)
             keys = sorted(minutes)
             cum_n = [0]
@@ -426,12 +443,90 @@ class FunnelPartition:
         self._trim_conv()
         return out
 
+    def _judge_auto(
+        self,
+        fi: int,
+        tenant: str,
+        stage: int,
+        minutes: dict[int, list[Any]],
+        first: int,
+        last: int,
+    ) -> list[Judged]:
+        """A stage without a configured X: at each mark, X is the p95 time to convert of
+        the journeys that reached the previous step in the period one window earlier
+        (every one of their windows has closed: the figure is final), rounded up to its
+        sketch bucket's upper edge so that "within X" is exact on the same buckets; the
+        current period is then judged within that X. Too few conversions in the basis
+        (fewer than ``AUTO_MIN``): the mark is not judged."""
+        funnel = self.funnels[fi]
+        every = self.config.every_ms
+        period = self.config.period_ms
+        window = funnel.window_ms
+        keys = sorted(minutes)
+        out: list[Judged] = []
+        mark = max(first, keys[0] + every)
+        mark -= mark % every
+        stop = min(last, keys[-1] + window + period + 2 * every)
+        while mark <= stop:
+            b_until = mark - window
+            b_until -= b_until % every
+            basis: dict[int, int] = {}
+            for m in keys[bisect_left(keys, b_until - period) : bisect_left(keys, b_until)]:
+                for b, c in minutes[m][2].items():
+                    basis[b] = basis.get(b, 0) + c
+            converted = sum(basis.values())
+            if converted >= AUTO_MIN:
+                rank = math.ceil(0.95 * converted)
+                seen = 0
+                edge = 0
+                for b in sorted(basis):
+                    seen += basis[b]
+                    if seen >= rank:
+                        edge = b
+                        break
+                within = min(window, self._edge_ms(edge))
+                until = mark - within
+                until -= until % every
+                since = until - period
+                n = good = 0
+                for m in keys[bisect_left(keys, since) : bisect_left(keys, until)]:
+                    n += minutes[m][0]
+                    good += sum(c for b, c in minutes[m][2].items() if b <= edge)
+                if n:
+                    out.append(
+                        Judged(
+                            fi,
+                            tenant,
+                            stage,
+                            mark,
+                            since,
+                            until,
+                            within,
+                            n,
+                            good,
+                            (b_until - period, b_until, converted),
+                        )
+                    )
+            mark += every
+        return out
+
+    def _edge_ms(self, bucket: int) -> int:
+        """The upper edge of a delay bucket, in whole ms: a delay of ``d`` ms falls in a
+        bucket <= ``bucket`` exactly when ``d <= _edge_ms(bucket)``."""
+        if bucket == -32768:
+            return 1
+        return math.floor(self.gamma**bucket * 1000)
+
     def _trim_conv(self) -> None:
         """Forget the minutes no later mark can see."""
         for key in list(self.conv):
             fi, _, stage = key
             funnel = self.funnels[fi]
-            within = funnel.window_ms if stage == len(funnel.steps) + 1 else funnel.within_ms(stage)
+            within = (
+                funnel.window_ms
+                if stage == len(funnel.steps) + 1 or funnel.auto_within(stage)
+                else funnel.within_ms(stage)
+            )
             floor = self.evaluated_ms - within - self.config.period_ms - 2 * self.config.every_ms
             minutes = self.conv[key]
             for m in [m for m in minutes if m < floor]:

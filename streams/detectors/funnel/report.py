@@ -71,7 +71,8 @@ def stage_table(
                 conversion=round(int(reached[k - 1]) / before, 4) if before else None,
                 expected=step.expected,
                 threshold=threshold.alert_below if threshold else None,
-                within_s=funnel.within_ms(k) / 1000,
+                # None: observed (the p95 time to convert; see the alert's evidence)
+                within_s=None if funnel.auto_within(k) else funnel.within_ms(k) / 1000,
                 status="firing" if step.label in firing else "ok",
                 p50_time_to_convert_s=None if median is None or median != median else median,
             )

@@ -49,7 +49,9 @@ class Step(_Strict):
     # --- the stage into this step (ignored on step 1) ---
     expected: Annotated[float, Field(gt=0, le=1)] | None = None
     alert_below: Annotated[float, Field(ge=0, le=1)] | None = None
-    within: str | float | None = None  # default: the funnel's window
+    #: default: the stage's observed p95 time to convert (of the journeys that reached the
+    #: previous step in the period one window earlier, whose windows have all closed)
+    within: str | float | None = None
     severity: Severity = "high"
     min_sample: Annotated[int, Field(ge=1)] = 30
 
@@ -129,8 +131,14 @@ class Funnel(_Strict):
     def event_names(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(s.event for s in self.steps))
 
+    def auto_within(self, stage: int) -> bool:
+        """Stage ``stage`` (2..N) has no configured ``within``: its ``X`` is its observed
+        p95 time to convert (see the engine)."""
+        return stage <= len(self.steps) and self.steps[stage - 1].within is None
+
     def within_ms(self, stage: int) -> int:
-        """``X`` of stage ``stage`` (1-based step index >= 2), in ms."""
+        """``X`` of stage ``stage`` (1-based step index >= 2), in ms; the window where it
+        is not configured (the detector then judges with the observed p95)."""
         within = self.steps[stage - 1].within
         return self.window_ms if within is None else round(_seconds(within) * 1000)
 
