@@ -14,7 +14,6 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-import chdb
 import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -50,9 +49,9 @@ def config(order: str, window_ms: int, grace_ms: int) -> FunnelConfig:
     ).model_copy(update={"grace_seconds": 0})
 
 
-def reference(sql: str) -> list[list[Any]]:
-    out = chdb.query(sql, "JSONCompact").data()
-    return orjson.loads(out)["data"] if out.strip() else []
+def reference(client: Any, sql: str) -> list[list[Any]]:
+    """Rows of ``sql`` on the session's chDB engine (one engine per process)."""
+    return [list(r) for r in client.query(sql).result_rows]
 
 
 def values(events: list[tuple[int, int, str, str]]) -> str:
@@ -85,6 +84,7 @@ events_st = st.lists(
     ticks=st.lists(st.integers(0, 40), max_size=4),
 )
 def test_levels_equal_windowfunnel(
+    ch_client: Any,
     order: str,
     events: list[tuple[int, int, str, str]],
     window: int,
@@ -142,18 +142,20 @@ def test_levels_equal_windowfunnel(
         return
     ranges = ", ".join(f"('{p}', {lo}, {hi})" for p, lo, hi in spans)
     got = reference(
+        ch_client,
         f"SELECT r.1 AS person, r.2 AS lo, {level_sql} AS level "
         f"FROM {src} AS e, (SELECT arrayJoin([{ranges}]) AS r) AS j "
         "WHERE e.person = r.1 AND e.t >= r.2 AND e.t <= r.3 "
-        "AND event_name IN ('A', 'B', 'C', 'D') GROUP BY person, lo"
+        "AND event_name IN ('A', 'B', 'C', 'D') GROUP BY person, lo",
     )
     expected = {(p, lo): level for p, lo, level in got}
     mine = {(k[0], round(k[1] * 1000)): r["level"] for k, r in final.items()}
     assert mine == expected
     if order == "ordered":
         per_person = reference(
+            ch_client,
             f"SELECT person, {level_sql} FROM {src} "
-            "WHERE event_name IN ('A', 'B', 'C', 'D') GROUP BY person"
+            "WHERE event_name IN ('A', 'B', 'C', 'D') GROUP BY person",
         )
         best: dict[str, int] = defaultdict(int)
         for (p, _), level in mine.items():
