@@ -34,7 +34,9 @@ TTL toDateTime(entered_at) + INTERVAL {retention_days} DAY;
 --   pending  journeys still inside their window whose level is the step
 --   dropped  journeys whose window closed at that level (short of the last step)
 --   ttc_p50_s / ttc_p95_s  time from the previous step to this one, seconds, from the
---            relative-error sketch (index 1 = step 2); per partition row
+--            relative-error sketch (index 1 = step 2), of this row alone
+--   ttc_keys / ttc_counts  that sketch's buckets per stage (index 1 = step 2), mergeable
+--            across rows: vigilQuantile(0.95, sumMap(ttc_keys[1], ttc_counts[1]), any(gamma))
 CREATE TABLE IF NOT EXISTS {database}.funnel_cohorts
 (
     funnel         LowCardinality(String),
@@ -48,6 +50,9 @@ CREATE TABLE IF NOT EXISTS {database}.funnel_cohorts
     dropped        Array(Int64),
     ttc_p50_s      Array(Float64),
     ttc_p95_s      Array(Float64),
+    ttc_keys       Array(Array(Int16)),
+    ttc_counts     Array(Array(UInt64)),
+    gamma          Float64,
     version        Int64
 )
 ENGINE = ReplacingMergeTree(version)

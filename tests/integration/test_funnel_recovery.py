@@ -183,6 +183,17 @@ def test_funnels_equal_windowfunnel_and_survive_kill_9(
     hours = [r[:6] for r in expected_cohorts if r[1] == "hour" and r[3] != "*"]
     assert hours == from_rows
     assert all(sum(r[6]) == 0 for r in expected_cohorts)  # nothing pending at the end
+    # time to convert: the sketches of every partition merged in SQL, within the sketch's
+    # 1 % of the exact value (each stage's delay is fixed here)
+    medians = ", ".join(
+        f"vigilQuantile(0.5, sumMap(ttc_keys[{k}], ttc_counts[{k}]), any(gamma))"
+        for k in range(1, len(STEPS))
+    )
+    merged = reference.query(
+        f"SELECT {medians} FROM ref.funnel_cohorts FINAL WHERE grain = 'day' AND tenant_id = '*'"
+    )[0]
+    for value, delay_ms in zip(merged, DELAYS, strict=True):
+        assert abs(value - delay_ms / 1000) <= 0.01 * delay_ms / 1000, (merged, DELAYS)
     # the collapse on t1 paged and resolved; no other tenant or stage did
     resolved, firing = expected_alerts
     assert resolved and {tuple(sorted(r[0].items())) for r in firing} == {

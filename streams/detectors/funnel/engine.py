@@ -373,6 +373,9 @@ class FunnelPartition:
                     "dropped": list(c.dropped),
                     "ttc_p50_s": [self.quantile(t, 0.5) for t in c.ttc],
                     "ttc_p95_s": [self.quantile(t, 0.95) for t in c.ttc],
+                    "ttc_keys": [sorted(t) for t in c.ttc],
+                    "ttc_counts": [[t[b] for b in sorted(t)] for t in c.ttc],
+                    "gamma": self.gamma,
                     "version": version,
                 }
             )
