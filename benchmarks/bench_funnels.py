@@ -27,11 +27,10 @@ import tracemalloc
 import orjson
 from prometheus_client import CollectorRegistry
 
-from benchmarks.bench_ingest import bare_consumer, prepare_ceiling, vigil_end_to_end
+from benchmarks.bench_ingest import on_off
 from benchmarks.bench_security import decoded, latency_us
-from benchmarks.common import mixed_events, ndjson_messages, send_nowhere, single_messages
+from benchmarks.common import mixed_events, send_nowhere, single_messages
 from streams.alerting import AlertPublisher
-from streams.broker import EmbeddedBroker
 from streams.detectors.funnel.detector import FunnelDetector
 from streams.detectors.funnel.engine import FunnelPartition
 from streams.detectors.latency.sketch import gamma_for
@@ -145,40 +144,7 @@ def memory_per_journey() -> None:
 
 
 def end_to_end() -> None:
-    envelopes, logs = mixed_events(E2E_EVENTS)
-    events = single_messages(envelopes, logs)
-    ndjson = ndjson_messages(envelopes, logs)
-    off = {"VIGIL_FUNNEL_DETECTION": "false"}
-    cases: list[tuple[str, str, list[bytes], dict[str, str] | None]] = [
-        ("(b') 1 event/message, funnels off (before)", "fb0", events, off),
-        ("(b') 1 event/message, funnels on (after)", "fb1", events, None),
-        ("(c') NDJSON x100, funnels off (before)", "fc0", ndjson, off),
-        ("(c') NDJSON x100, funnels on (after)", "fc1", ndjson, None),
-    ]
-    print(
-        f"3. end to end, {E2E_EVENTS:,} mixed events, preloaded topic, {RUNS} rounds of "
-        "(a) and every case in turn, medians:"
-    )
-    with EmbeddedBroker() as broker:
-        raw = prepare_ceiling(broker.bootstrap, "funbench", events)
-        ceiling: list[float] = []
-        runs: dict[str, list[float]] = {label: [] for label, *_ in cases}
-        for r in range(RUNS):
-            ceiling.append(
-                asyncio.run(bare_consumer(broker.bootstrap, raw, E2E_EVENTS, f"fb-bare-{r}"))
-            )
-            for label, prefix, values, env in cases:
-                runs[label].append(
-                    vigil_end_to_end(
-                        broker.bootstrap, f"{prefix}r{r}", values, E2E_EVENTS, True, env=env
-                    )
-                )
-    a = statistics.median(ceiling)
-    print(f"   {'(a) bare aiokafka consumer + orjson decode':48}: {a:9,.0f} events/s")
-    for label, *_ in cases:
-        rate = statistics.median(runs[label])
-        spread = ", ".join(f"{x:,.0f}" for x in runs[label])
-        print(f"   {label:48}: {rate:9,.0f} events/s  ratio {rate / a:.2f}  (runs: {spread})")
+    on_off("funnels", {"VIGIL_FUNNEL_DETECTION": "false"}, "f", E2E_EVENTS, RUNS)
 
 
 def main() -> None:

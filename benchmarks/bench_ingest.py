@@ -172,6 +172,41 @@ SCALE_OUT = [
 ]
 
 
+def on_off(what: str, off_env: dict[str, str], tag: str, n: int, rounds: int) -> None:
+    """A detector's end-to-end cost: the mixed corpus (one event per message, and NDJSON
+    x100) through a worker with ``off_env`` (before) and without (after), preloaded topic,
+    next to the bare consumer, in ``rounds`` alternating rounds; medians and ratios."""
+    envelopes, logs = mixed_events(n)
+    events = single_messages(envelopes, logs)
+    ndjson = ndjson_messages(envelopes, logs)
+    cases: list[tuple[str, str, list[bytes], dict[str, str] | None]] = [
+        (f"(b') 1 event/message, {what} off (before)", f"{tag}b0", events, off_env),
+        (f"(b') 1 event/message, {what} on (after)", f"{tag}b1", events, None),
+        (f"(c') NDJSON x100, {what} off (before)", f"{tag}c0", ndjson, off_env),
+        (f"(c') NDJSON x100, {what} on (after)", f"{tag}c1", ndjson, None),
+    ]
+    print(
+        f"3. end to end, {n:,} mixed events, preloaded topic, {rounds} rounds of "
+        "(a) and every case in turn, medians:"
+    )
+    with EmbeddedBroker() as broker:
+        raw = prepare_ceiling(broker.bootstrap, f"{tag}bench", events)
+        bare: list[float] = []
+        runs: dict[str, list[float]] = {label: [] for label, *_ in cases}
+        for r in range(rounds):
+            bare.append(asyncio.run(bare_consumer(broker.bootstrap, raw, n, f"{tag}-bare-{r}")))
+            for label, prefix, values, env in cases:
+                runs[label].append(
+                    vigil_end_to_end(broker.bootstrap, f"{prefix}r{r}", values, n, True, env=env)
+                )
+    a = statistics.median(bare)
+    print(f"   {'(a) bare aiokafka consumer + orjson decode':48}: {a:9,.0f} events/s")
+    for label, *_ in cases:
+        rate = statistics.median(runs[label])
+        spread = ", ".join(f"{x:,.0f}" for x in runs[label])
+        print(f"   {label:48}: {rate:9,.0f} events/s  ratio {rate / a:.2f}  (runs: {spread})")
+
+
 def _report(label: str, runs: list[float], ratio: str | None = None, a: float = 0.0) -> None:
     rate = statistics.median(runs)
     shown = f"  {ratio} = {rate / a:.2f}" if ratio else ""

@@ -28,18 +28,16 @@ import orjson
 from prometheus_client import CollectorRegistry
 
 from benchmarks.bench_hotpath import Record
-from benchmarks.bench_ingest import bare_consumer, prepare_ceiling, vigil_end_to_end
+from benchmarks.bench_ingest import on_off
 from benchmarks.common import (
     latency_detector,
     mixed_events,
-    ndjson_messages,
     security_detector,
     single_messages,
 )
 from schemas.normalize import Pseudonymizer
 from sinks.clickhouse import connect
 from sinks.migrate import migrate
-from streams.broker import EmbeddedBroker
 from streams.detectors.latency.slo import load_rules
 from streams.ingest import Ingestor, IngestResult
 from streams.metrics import Metrics
@@ -151,40 +149,7 @@ def memory_per_group() -> None:
 
 
 def end_to_end() -> None:
-    envelopes, logs = mixed_events(E2E_EVENTS)
-    events = single_messages(envelopes, logs)
-    ndjson = ndjson_messages(envelopes, logs)
-    off = {"VIGIL_SECURITY_DETECTION": "false"}
-    cases: list[tuple[str, str, list[bytes], dict[str, str] | None]] = [
-        ("(b') 1 event/message, security off (before)", "sb0", events, off),
-        ("(b') 1 event/message, security on (after)", "sb1", events, None),
-        ("(c') NDJSON x100, security off (before)", "sc0", ndjson, off),
-        ("(c') NDJSON x100, security on (after)", "sc1", ndjson, None),
-    ]
-    print(
-        f"3. end to end, {E2E_EVENTS:,} mixed events, preloaded topic, {RUNS} rounds of "
-        "(a) and every case in turn, medians:"
-    )
-    with EmbeddedBroker() as broker:
-        raw = prepare_ceiling(broker.bootstrap, "secbench", events)
-        ceiling: list[float] = []
-        runs: dict[str, list[float]] = {label: [] for label, *_ in cases}
-        for r in range(RUNS):
-            ceiling.append(
-                asyncio.run(bare_consumer(broker.bootstrap, raw, E2E_EVENTS, f"sb-bare-{r}"))
-            )
-            for label, prefix, values, env in cases:
-                runs[label].append(
-                    vigil_end_to_end(
-                        broker.bootstrap, f"{prefix}r{r}", values, E2E_EVENTS, True, env=env
-                    )
-                )
-    a = statistics.median(ceiling)
-    print(f"   {'(a) bare aiokafka consumer + orjson decode':48}: {a:9,.0f} events/s")
-    for label, *_ in cases:
-        rate = statistics.median(runs[label])
-        spread = ", ".join(f"{x:,.0f}" for x in runs[label])
-        print(f"   {label:48}: {rate:9,.0f} events/s  ratio {rate / a:.2f}  (runs: {spread})")
+    on_off("security", {"VIGIL_SECURITY_DETECTION": "false"}, "s", E2E_EVENTS, RUNS)
 
 
 def main() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -14,18 +13,10 @@ from streams.detectors.analytics.health import AnalyticsConfig, AnalyticsHealth
 from streams.ingest import Ingestor
 from streams.metrics import Metrics
 from tests.unit.test_alerting import Topic
+from tests.unit.test_security import Record
 
 T0 = 1_780_000_000_000
 MIN = 60_000
-
-
-@dataclass(frozen=True)
-class Record:
-    topic: str
-    partition: int
-    offset: int
-    timestamp: int
-    value: bytes
 
 
 class Clock:

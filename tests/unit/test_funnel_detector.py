@@ -5,7 +5,6 @@ equal to a brute-force count), pending versus dropped, late events, overrides.""
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -22,6 +21,7 @@ from streams.ingest import Ingestor
 from streams.metrics import Metrics
 from streams.transport import SourceBatch
 from tests.unit.test_alerting import Topic
+from tests.unit.test_security import Record
 
 MIN = 60_000
 T0 = 1_780_000_000_000 - 1_780_000_000_000 % (60 * MIN)
@@ -30,15 +30,6 @@ REG, EMAIL, PROFILE = (
     "auth.email_verified",
     "registration.profile_completed",
 )
-
-
-@dataclass(frozen=True)
-class Record:
-    topic: str
-    partition: int
-    offset: int
-    timestamp: int
-    value: bytes
 
 
 class Capturing(FunnelDetector):
