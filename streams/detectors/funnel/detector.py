@@ -61,6 +61,8 @@ class _Part:
     checkpointed: int = -2
     checkpoint_wall: float = 0.0
     last_input_wall_ms: int = 0
+    #: the earliest event time the open state depends on, as of the last checkpoint
+    floor: int = NO_TIME
     #: (funnel index, tenant, stage) -> when the firing episode started (event ms)
     firing: dict[tuple[int, str, int], int] = field(default_factory=dict)
 
@@ -196,7 +198,8 @@ class FunnelDetector:
         engine = part.engine
         rows, engine.rows = engine.rows, []
         cohorts = engine.take_cohort_rows(engine.watermark)
-        engine.forget_cohorts(engine.open_floor())
+        if part.floor != NO_TIME:  # as of the last checkpoint (a walk over every person)
+            engine.forget_cohorts(part.floor)
         if self._writer is None or not (rows or cohorts):
             return
         out: dict[str, dict[str, list[Any]]] = {}
@@ -314,13 +317,14 @@ class FunnelDetector:
             part.checkpointed = part.processed
             part.checkpoint_wall = wall
             engine = part.engine
+            part.floor = engine.open_floor()
             state = {
                 "format": STATE_FORMAT,
                 "max_ts": engine.max_ts,
                 "watermark": engine.watermark,
                 "evaluated": engine.evaluated_ms,
                 "first": engine.first_watermark,
-                "floor": engine.open_floor(),
+                "floor": part.floor,
                 "firing": [[fi, t, s, at] for (fi, t, s), at in part.firing.items()],
             }
             row: dict[str, list[Any]] = {
