@@ -111,12 +111,14 @@ def test_levels_equal_windowfunnel(
             engine.advance()
             rows.extend(engine.rows)
             engine.rows.clear()
+            assert engine.open_journeys() == sum(p.open_rows() for p in engine.persons.values())
     engine.observe(BASE + 10_000)  # every window closes
     engine.advance()
     rows.extend(engine.rows)
     late = len(events) - len(accepted)
     assert late == len(engine.late)
     assert not engine.persons  # nothing kept once every window closed
+    assert engine.open_journeys() == 0
 
     final: dict[tuple[str, float], dict[str, Any]] = {}
     for r in rows:

@@ -98,6 +98,7 @@ class FunnelPartition:
         self.persons: dict[PersonKey, Person] = {}
         self._dirty: set[PersonKey] = set()
         self._silent = False
+        self.open_count = 0  # journeys written and not closed
         self._due: list[tuple[int, PersonKey]] = []  # (time a person needs a look, key)
         self.cohorts: dict[tuple[int, str, str, int], Cohort] = {}
         self._cohorts_dirty: set[tuple[int, str, str, int]] = set()
@@ -208,6 +209,12 @@ class FunnelPartition:
         p = self.persons.get(key)
         if p is None:
             return
+        self.open_count -= p.open_rows()
+        self._update_person(key, p, w)
+        if key in self.persons:
+            self.open_count += p.open_rows()
+
+    def _update_person(self, key: PersonKey, p: Person, w: int) -> None:
         fi, tenant, person = key
         funnel = self.funnels[fi]
         n_steps = len(funnel.steps)
@@ -554,7 +561,8 @@ class FunnelPartition:
         self._cohorts_dirty.clear()
 
     def open_journeys(self) -> int:
-        return sum(p.open_rows() for p in self.persons.values())
+        """Journeys written and still open (kept as a count: the gauge reads it per tick)."""
+        return self.open_count
 
 
 def funnel_index(funnels: Sequence[Funnel], name: str) -> int | None:
