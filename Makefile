@@ -19,11 +19,15 @@ $(STAMP): pyproject.toml requirements.lock
 
 install: $(STAMP) ## create .venv and install Vigil with its dev tools
 
-tools: ## Debian tools the tests use (promtool from the prometheus package)
+tools: ## Debian tools the tests use (promtool; amtool from prometheus-alertmanager)
 	@command -v promtool >/dev/null || { \
 	  echo "installing promtool (Debian package prometheus)"; \
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+	@command -v amtool >/dev/null || { \
+	  echo "installing amtool and Alertmanager (Debian package prometheus-alertmanager)"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus-alertmanager >/dev/null; }
 
 run: install ## the embedded stack (broker + worker + chDB) with demo traffic; Ctrl-C stops
 	$(VENV)/bin/vigil up --demo
