@@ -270,6 +270,29 @@ def cmd_funnel(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_silence(args: argparse.Namespace) -> int:
+    """Silences in Alertmanager (API v2) at VIGIL_ALERTMANAGER_URL."""
+    from datetime import timedelta
+
+    from streams import silences
+    from streams.detectors.latency.windows import parse_seconds
+
+    url = _settings().alertmanager_url
+    if args.silence_command == "add":
+        try:
+            seconds = parse_seconds(args.duration)
+        except ValueError as exc:
+            raise VigilError(f"--for: {exc}") from None
+        sid = silences.add(url, args.match or [], timedelta(seconds=seconds), args.comment, args.by)
+        print(sid)
+    elif args.silence_command == "list":
+        print(silences.render(silences.list_silences(url)))
+    else:
+        silences.expire(url, args.id)
+        print(f"expired {args.id}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vigil", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -354,6 +377,21 @@ def build_parser() -> argparse.ArgumentParser:
     funnel.add_argument("--since", default="24h", help="journeys entered in the last ... (24h)")
     funnel.add_argument("--format", choices=["table", "json"], default="table")
     funnel.set_defaults(func=cmd_funnel)
+
+    silence = sub.add_parser("silence", help="silences in Alertmanager (VIGIL_ALERTMANAGER_URL)")
+    silence_sub = silence.add_subparsers(dest="silence_command", required=True)
+    add = silence_sub.add_parser("add", help="silence the alerts matching every --match")
+    add.add_argument("--match", action="append", help="name=value (or !=, =~, !~); repeat")
+    add.add_argument("--for", dest="duration", default="2h", help="how long (2h, 30m, 1d)")
+    add.add_argument("--comment", required=True, help="why (a deploy, a known incident)")
+    add.add_argument("--by", required=True, help="who")
+    add.set_defaults(func=cmd_silence)
+    silence_sub.add_parser("list", help="every silence, newest end first").set_defaults(
+        func=cmd_silence
+    )
+    expire = silence_sub.add_parser("expire", help="end a silence now")
+    expire.add_argument("id")
+    expire.set_defaults(func=cmd_silence)
 
     rules = sub.add_parser("rules", help="the security rules as ClickHouse SQL or Sigma")
     rules_sub = rules.add_subparsers(dest="rules_command", required=True)

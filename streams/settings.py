@@ -95,6 +95,9 @@ class Settings(BaseSettings):
     # Where runbooks live (a wiki or the repository's docs/runbooks URL); every alert's
     # runbook_url is this + "/<AlertName>.md". Empty: the path in the repository.
     runbook_base_url: str = ""
+    # Alertmanager API base URL(s), comma-separated (an HA pair: every one is told);
+    # `vigil silence` talks to it
+    alertmanager_url: str = "http://127.0.0.1:9093"
     rules_file: Path | None = None  # default: the packaged streams/rules.default.yaml
     window_tick_s: float = Field(default=1.0, gt=0)  # how often windows are closed
     # Security and tenant-isolation rules (the rules file's security section); off: no
