@@ -19,7 +19,6 @@ from __future__ import annotations
 import time
 from collections import Counter, deque
 from collections.abc import Callable
-from datetime import UTC, datetime
 from functools import cached_property
 from typing import Annotated, Any
 
@@ -27,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from schemas.alerts import Annotations
 from schemas.fastpath import FAST_STRUCTS
+from sinks.sqltext import dt as _dt
 from streams.alerting import AlertPublisher, AlertSpec
 from streams.catalogue import lookup
 from streams.detectors.latency.windows import parse_seconds
@@ -351,7 +351,3 @@ class AnalyticsHealth:
         entry = lookup(name)
         spec = AlertSpec(name, entry.severity, labels, Annotations(summary=f"{name} resolved"))
         await self._alerts.resolve(spec, value, threshold, _dt(now), starts_at=_dt(began))
-
-
-def _dt(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, UTC)

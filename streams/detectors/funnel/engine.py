@@ -24,13 +24,12 @@ from __future__ import annotations
 import heapq
 import math
 from bisect import bisect_left
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from streams.detectors.funnel.journey import NOT_REACHED, SHIFT, Person, journeys, point, scan
-from streams.detectors.funnel.rules import Funnel, FunnelConfig
-from streams.detectors.latency.sketch import bucket_value
+from streams.detectors.funnel.rules import FunnelConfig
+from streams.detectors.latency.sketch import Sketch
 
 HOUR_MS = 3_600_000
 #: conversions a stage without a configured X needs in its basis period to observe one
@@ -349,18 +348,6 @@ class FunnelPartition:
             return -32768
         return math.ceil(math.log(seconds) / self._log_gamma)
 
-    def quantile(self, ttc: dict[int, int], q: float) -> float:
-        total = sum(ttc.values())
-        if total <= 0:
-            return 0.0
-        rank = max(1, -(-int(q * total * 1_000_000) // 1_000_000))
-        seen = 0
-        for b in sorted(ttc):
-            seen += ttc[b]
-            if seen >= rank:
-                return bucket_value(b, self.gamma)
-        return 0.0
-
     def take_cohort_rows(self, version: int) -> list[dict[str, Any]]:
         rows = []
         for ckey in sorted(self._cohorts_dirty, key=repr):
@@ -368,6 +355,9 @@ class FunnelPartition:
             c = self.cohorts.get(ckey)
             if c is None:
                 continue
+            sketches = [_sketch(t) for t in c.ttc]
+            quantiles = [sk.quantiles((0.5, 0.95), self.gamma) for sk in sketches]
+            stored = [sk.arrays() for sk in sketches]
             rows.append(
                 {
                     "funnel": self.funnels[fi].name,
@@ -378,10 +368,11 @@ class FunnelPartition:
                     "reached": list(c.reached),
                     "pending": list(c.pending),
                     "dropped": list(c.dropped),
-                    "ttc_p50_s": [self.quantile(t, 0.5) for t in c.ttc],
-                    "ttc_p95_s": [self.quantile(t, 0.95) for t in c.ttc],
-                    "ttc_keys": [sorted(t) for t in c.ttc],
-                    "ttc_counts": [[t[b] for b in sorted(t)] for t in c.ttc],
+                    # an empty sketch (nobody converted yet) reads 0
+                    "ttc_p50_s": [0.0 if math.isnan(q[0]) else q[0] for q in quantiles],
+                    "ttc_p95_s": [0.0 if math.isnan(q[1]) else q[1] for q in quantiles],
+                    "ttc_keys": [keys for keys, _ in stored],
+                    "ttc_counts": [counts for _, counts in stored],
                     "gamma": self.gamma,
                     "version": version,
                 }
@@ -565,18 +556,10 @@ class FunnelPartition:
         return self.open_count
 
 
-def funnel_index(funnels: Sequence[Funnel], name: str) -> int | None:
-    for i, f in enumerate(funnels):
-        if f.name == name:
-            return i
-    return None
-
-
-def prefix_max(values: Iterable[int], start: int) -> list[int]:
-    out = []
-    best = start
-    for v in values:
-        out.append(best)
-        if v > best:
-            best = v
-    return out
+def _sketch(bins: dict[int, int]) -> Sketch:
+    """A read-only view of a cohort's time-to-convert buckets as the shared sketch (the
+    engine keeps plain dicts: a journey's contribution is taken back when it moves)."""
+    sketch = Sketch()
+    sketch.bins = bins
+    sketch.count = sum(bins.values())
+    return sketch

@@ -11,7 +11,6 @@ and a minimum sample. Tenants override thresholds by stage name.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from functools import cached_property
 from typing import Annotated, Any, Literal
 
@@ -261,7 +260,3 @@ class FunnelConfig(_Strict):
             if change is not None:
                 base = base.model_copy(update=change.model_dump(exclude_none=True))
         return base
-
-
-def stage_names(funnel: Funnel) -> Sequence[str]:
-    return [s.label for s in funnel.steps]
