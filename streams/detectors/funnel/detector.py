@@ -184,7 +184,7 @@ class FunnelDetector:
         for part in list(self.parts.values()):
             engine = part.engine
             if now - part.last_input_wall_ms >= idle_ms and engine.watermark != NO_TIME:
-                engine.advance_to(now - engine.grace_ms)  # an idle partition follows the clock
+                engine.advance_idle(now)  # an idle partition follows the clock
             judged = engine.advance()
             await self._write(part)
             await self._judge(part, judged)

@@ -30,6 +30,7 @@ from typing import Any
 from streams.detectors.funnel.journey import NOT_REACHED, SHIFT, Person, journeys, point, scan
 from streams.detectors.funnel.rules import FunnelConfig
 from streams.detectors.latency.sketch import Sketch
+from streams.detectors.latency.windows import NO_WATERMARK, Watermark
 
 HOUR_MS = 3_600_000
 #: conversions a stage without a configured X needs in its basis period to observe one
@@ -37,7 +38,7 @@ AUTO_MIN = 20
 DAY_MS = 86_400_000
 GRAINS = (("hour", HOUR_MS), ("day", DAY_MS))
 ALL_TENANTS = "*"
-NO_TIME = -(2**62)
+NO_TIME = NO_WATERMARK
 #: (funnel index, tenant, person)
 PersonKey = tuple[int, str, str]
 #: a journey's row: (level, reached ms per step, status)
@@ -91,9 +92,8 @@ class FunnelPartition:
         self.funnels = config.definitions
         self.gamma = gamma
         self._log_gamma = math.log(gamma)
-        self.grace_ms = config.grace_seconds * 1000
-        self.max_ts = NO_TIME
-        self.watermark = NO_TIME
+        #: the partition's event-time progress (the shared watermark: newest - grace)
+        self.clock = Watermark(config.grace_seconds * 1000)
         self.persons: dict[PersonKey, Person] = {}
         self._dirty: set[PersonKey] = set()
         self._silent = False
@@ -163,19 +163,39 @@ class FunnelPartition:
         return True
 
     def observe(self, ts_ms: int) -> None:
-        if ts_ms > self.max_ts:
-            self.max_ts = ts_ms
-            if ts_ms - self.grace_ms > self.watermark:
-                self.watermark = ts_ms - self.grace_ms
-                if self.first_watermark == NO_TIME:
-                    self.first_watermark = self.watermark
+        clock = self.clock
+        clock.observe(ts_ms)
+        if self.first_watermark == NO_TIME:
+            self.first_watermark = clock.value_ms
 
-    def advance_to(self, watermark_ms: int) -> None:
+    def advance_idle(self, wall_ms: int) -> None:
         """Let the watermark follow the wall clock (an idle partition)."""
-        if watermark_ms > self.watermark:
-            self.watermark = watermark_ms
-            if self.first_watermark == NO_TIME:
-                self.first_watermark = watermark_ms
+        if self.clock.advance_idle(wall_ms) and self.first_watermark == NO_TIME:
+            self.first_watermark = self.clock.value_ms
+
+    @property
+    def watermark(self) -> int:
+        return self.clock.value_ms
+
+    @watermark.setter
+    def watermark(self, value: int) -> None:
+        self.clock.value_ms = value
+
+    @property
+    def max_ts(self) -> int:
+        return self.clock.max_ts_ms
+
+    @max_ts.setter
+    def max_ts(self, value: int) -> None:
+        self.clock.max_ts_ms = value
+
+    @property
+    def grace_ms(self) -> int:
+        return self.clock.grace_ms
+
+    @grace_ms.setter
+    def grace_ms(self, value: int) -> None:
+        self.clock.grace_ms = value
 
     # --- the tick ----------------------------------------------------------------------
 
