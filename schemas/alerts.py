@@ -18,7 +18,8 @@ Status = Literal["firing", "resolved"]
 
 
 def alert_fingerprint(alertname: str, labels: dict[str, str]) -> str:
-    """sha256 over the alert name and its identifying labels, sorted; 32 hex chars."""
+    """sha256 over the alert name and its labels (identifying and routing), sorted;
+    32 hex chars."""
     text = alertname + "\x1f" + "\x1f".join(f"{k}={labels[k]}" for k in sorted(labels))
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
@@ -29,6 +30,8 @@ class Annotations(BaseModel):
     summary: str
     description: str = ""
     runbook_url: str = ""
+    #: set while the alert is held firing because it flaps (see streams/alerting.py)
+    flapping: str = ""
 
 
 class AlertData(BaseModel):
@@ -39,6 +42,9 @@ class AlertData(BaseModel):
     alertname: str
     severity: Severity
     labels: dict[str, str]
+    #: the catalogue's routing labels (alertname, severity, category, family,
+    #: tenant_id, auto_rollback); with ``labels`` they make the fingerprint
+    routing: dict[str, str] = Field(default_factory=dict)
     annotations: Annotations
     value: float
     threshold: float

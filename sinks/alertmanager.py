@@ -1,7 +1,11 @@
 """Alert forwarding: the 1:1 mapping of a Vigil alert onto Alertmanager API v2.
 
-``POST /api/v2/alerts`` takes a list of these objects; a resolved alert carries
-``endsAt``. The fingerprint doubles as PagerDuty's ``dedup_key``.
+``POST /api/v2/alerts`` takes a list of these objects. Labels are the alert's routing
+labels (from the catalogue) and its identifying labels; annotations carry the summary,
+description, runbook, value and threshold, the evidence query and, while an alert is
+held because it flaps, ``flapping``. ``generatorURL`` opens the alert and its evidence
+on the worker's web port (``/alerts/<fingerprint>``). The fingerprint doubles as
+PagerDuty's ``dedup_key``.
 """
 
 from __future__ import annotations
@@ -12,22 +16,39 @@ from typing import Any
 from schemas.alerts import Alert
 
 
-def _iso(ts: datetime) -> str:
-    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+def iso(ts: datetime) -> str:
+    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def to_alertmanager(alert: Alert) -> dict[str, Any]:
+def to_alertmanager(
+    alert: Alert, public_url: str = "", ends_at: datetime | None = None
+) -> dict[str, Any]:
+    """The API v2 object of ``alert``. ``ends_at`` overrides ``endsAt`` (the forwarder
+    sends firing alerts with an end ahead of now, so a lost forwarder cannot leave them
+    firing forever); a resolved alert ends at its resolution."""
     data = alert.data
+    annotations = {k: v for k, v in data.annotations.model_dump().items() if v}
+    annotations |= {"value": f"{data.value:g}", "threshold": f"{data.threshold:g}"}
+    query = data.evidence.get("query")
+    if isinstance(query, str) and query:
+        annotations["evidence_query"] = query
+    annotations["fingerprint"] = data.fingerprint
     posted: dict[str, Any] = {
-        "labels": {"alertname": data.alertname, "severity": data.severity, **data.labels},
-        "annotations": {k: v for k, v in data.annotations.model_dump().items() if v}
-        | {"value": str(data.value), "threshold": str(data.threshold)}
-        | ({"auto_rollback": "true"} if data.auto_rollback else {}),
-        "startsAt": _iso(data.starts_at),
-        "generatorURL": f"vigil://alerts/{data.fingerprint}",
+        "labels": {
+            **data.routing,
+            **data.labels,
+            "alertname": data.alertname,
+            "severity": data.severity,
+        },
+        "annotations": annotations,
+        "startsAt": iso(data.starts_at),
+        "generatorURL": f"{public_url.rstrip('/')}/alerts/{data.fingerprint}"
+        if public_url
+        else f"http://127.0.0.1:6066/alerts/{data.fingerprint}",
     }
-    if data.ends_at is not None:
-        posted["endsAt"] = _iso(data.ends_at)
+    end = data.ends_at if data.status == "resolved" else ends_at
+    if end is not None:
+        posted["endsAt"] = iso(end)
     return posted
 
 

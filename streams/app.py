@@ -24,7 +24,7 @@ from prometheus_client import CollectorRegistry
 from schemas.normalize import Pseudonymizer
 from sinks.clickhouse import ClickHouseWriter, connect
 from sinks.migrate import migrate
-from streams.alerting import AlertPublisher
+from streams.alerting import AlertPublisher, firing_alerts
 from streams.detectors.analytics.health import AnalyticsHealth
 from streams.detectors.funnel.detector import FunnelDetector
 from streams.detectors.latency.detector import LatencyDetector
@@ -113,7 +113,12 @@ class Runtime:
             self.metrics,
             s.alert_dedup_window_s,
             runbook_base=s.runbook_base_url,
+            recurring_count=s.alert_recurring_count,
+            recurring_window_s=s.alert_recurring_window_s,
+            flap_max=s.alert_flap_max,
+            flap_window_s=s.alert_flap_window_s,
         )
+        self.alerts.restore(await asyncio.to_thread(firing_alerts, client, s.clickhouse_database))
         gate = CommitGate()
         self.latency = LatencyDetector(
             self.rules.slo,

@@ -117,6 +117,10 @@ _ENTRIES: tuple[AlertDef, ...] = (
     AlertDef("AnalyticsEventRateAbnormal", "medium", "business", "event_rate",
              ("tenant_id", "event_name"),
              "{event_name} rate of {tenant_id} outside its declared bounds"),
+    # --- escalation (streams/alerting.py): one level above its source, its category ----
+    AlertDef("AlertRecurring", "high", "availability", "recurring",
+             ("source_alertname", "source_fingerprint"),
+             "{source_alertname} keeps starting to fire"),
 )  # fmt: skip
 
 CATALOGUE: dict[str, AlertDef] = {entry.name: entry for entry in _ENTRIES}

@@ -116,6 +116,11 @@ class Metrics:
             "Repeated alert notifications suppressed inside the dedup window.",
             registry=registry,
         )
+        self.alerts_held = Counter(
+            "vigil_alerts_held_flapping_total",
+            "Alerts held firing instead of resolving because they flap.",
+            registry=registry,
+        )
         # Latency windows and SLOs
         self.late_events = Counter(
             "vigil_late_events_total",

@@ -98,6 +98,27 @@ class Settings(BaseSettings):
     # Alertmanager API base URL(s), comma-separated (an HA pair: every one is told);
     # `vigil silence` talks to it
     alertmanager_url: str = "http://127.0.0.1:9093"
+    # Escalation (streams/alerting.py): the same alert starting this many times within
+    # the window raises AlertRecurring one level up; an alert resolved more than
+    # flap_max times within the flap window is held firing (annotation `flapping`).
+    alert_recurring_count: int = Field(default=3, ge=2)
+    alert_recurring_window_s: float = Field(default=1800.0, gt=0)
+    alert_flap_max: int = Field(default=3, ge=1)
+    alert_flap_window_s: float = Field(default=3600.0, gt=0)
+    # Forwarder (`vigil forward`, streams/forward.py): alerts topic -> Alertmanager.
+    # Firing alerts are re-sent every resend interval (well inside Alertmanager's
+    # resolve_timeout, 5m) with endsAt = last assertion + stale_after: an alert its
+    # detector has not re-asserted (reminders come every alert_dedup_window_s) for
+    # stale_after is no longer re-sent and so ends in Alertmanager by itself.
+    forward_resend_interval_s: float = Field(default=60.0, gt=0)
+    forward_stale_after_s: float = Field(default=900.0, gt=0)
+    forward_retry_initial_s: float = Field(default=0.5, gt=0)
+    forward_retry_max_s: float = Field(default=30.0, gt=0)
+    forward_timeout_s: float = Field(default=10.0, gt=0)
+    forward_port: int = Field(default=6067, ge=0, le=65535)  # its /metrics and /healthz
+    # Where people open an alert's evidence (generatorURL: <public_url>/alerts/<fp>):
+    # the worker's web address as seen from a browser. Empty: http://127.0.0.1:<web_port>
+    public_url: str = ""
     rules_file: Path | None = None  # default: the packaged streams/rules.default.yaml
     window_tick_s: float = Field(default=1.0, gt=0)  # how often windows are closed
     # Security and tenant-isolation rules (the rules file's security section); off: no

@@ -181,7 +181,12 @@ async def test_alerts_reach_topic_table_and_cli(
     await writer.flush()  # alert rows are buffered with the other rows
 
     records = await consume_all(broker.bootstrap, settings.alerts_topic, 2)
-    fingerprint = alert_fingerprint("P95LatencyBreach", labels)
+    fingerprint = spec.fingerprint
+    routing = {"severity": "critical", "category": "performance", "family": "latency"}
+    assert fingerprint == alert_fingerprint(
+        "P95LatencyBreach",
+        {**labels, **routing, "alertname": "P95LatencyBreach", "auto_rollback": "false"},
+    )
     assert [r.key for r in records] == [fingerprint.encode()] * 2
     stored = ch_client.query(
         f"SELECT status, alertname, labels['tenant_id'], ends_at IS NULL "

@@ -71,9 +71,19 @@ async def test_fire_dedup_remind_resolve(
 
     sent = topic.alerts()
     assert [a["data"]["status"] for a in sent] == ["firing", "firing", "resolved"]
-    assert {a["data"]["fingerprint"] for a in sent} == {
-        alert_fingerprint("P95LatencyBreach", LABELS)
+    assert {a["data"]["fingerprint"] for a in sent} == {spec.fingerprint}
+    routing = sent[0]["data"]["routing"]
+    assert routing == {
+        "alertname": "P95LatencyBreach",
+        "severity": "critical",
+        "category": "performance",
+        "family": "latency",
+        "tenant_id": "acme",
+        "auto_rollback": "false",
     }
+    assert spec.fingerprint == alert_fingerprint("P95LatencyBreach", {**routing, **LABELS})
+    # the routing labels never change over the alert's life
+    assert all(a["data"]["routing"] == routing for a in sent)
     assert all(k == sent[0]["data"]["fingerprint"].encode() for _, k, _ in topic.sent)
     assert sent[2]["data"]["startsAt"] == sent[0]["data"]["startsAt"]
     assert sent[2]["data"]["endsAt"] is not None
@@ -126,23 +136,33 @@ def test_alertmanager_mapping() -> None:
                 "alertname": "ErrorRateSpike",
                 "severity": "critical",
                 "labels": {"tenant_id": "a"},
-                "annotations": {"summary": "s"},
+                "routing": {"family": "errors", "category": "availability"},
+                "annotations": {"summary": "s", "flapping": "held"},
                 "value": 1,
                 "threshold": 2,
                 "startsAt": T0,
                 "endsAt": T0 + timedelta(minutes=1),
+                "evidence": {"query": "SELECT 1"},
             },
         }
     )
-    posted = to_alertmanager(alert)
+    posted = to_alertmanager(alert, "https://vigil.example.com/")
     assert posted["labels"] == {
         "alertname": "ErrorRateSpike",
         "severity": "critical",
         "tenant_id": "a",
+        "family": "errors",
+        "category": "availability",
     }
     assert posted["annotations"]["summary"] == "s"
-    assert posted["startsAt"] == "2026-01-02T03:04:05Z"
-    assert posted["endsAt"] == "2026-01-02T03:05:05Z"
+    assert posted["annotations"]["flapping"] == "held"
+    assert posted["annotations"]["evidence_query"] == "SELECT 1"
+    assert posted["generatorURL"] == "https://vigil.example.com/alerts/fp"
+    assert posted["startsAt"] == "2026-01-02T03:04:05.000000Z"
+    # a resolved alert ends at its resolution whatever end the forwarder proposes
+    assert posted["endsAt"] == "2026-01-02T03:05:05.000000Z"
+    later = to_alertmanager(alert, ends_at=T0 + timedelta(hours=1))
+    assert later["endsAt"] == "2026-01-02T03:05:05.000000Z"
 
 
 def test_pagerduty_mapping_triggers_then_resolves_on_the_fingerprint() -> None:
@@ -181,3 +201,89 @@ def test_pagerduty_mapping_triggers_then_resolves_on_the_fingerprint() -> None:
     assert trigger["dedup_key"] == resolve["dedup_key"] == "fp"
     assert trigger["payload"]["severity"] == "error"
     assert trigger["routing_key"] == "rk"
+
+
+def _at(minutes: float) -> datetime:
+    return T0 + timedelta(minutes=minutes)
+
+
+async def test_an_alert_starting_three_times_in_30_minutes_raises_alert_recurring_one_level_up(
+    topic: Topic, metrics: Metrics
+) -> None:
+    publisher = AlertPublisher(None, topic.send, "a", metrics, dedup_window_s=300, flap_max=10)
+    spec = AlertSpec("TenantErrorRateHigh", "high", {"tenant_id": "acme"}, NOTE)
+    for start in (0, 10):  # two starts: no escalation
+        await publisher.fire(spec, 0.1, 0.05, _at(start))
+        await publisher.resolve(spec, 0.0, 0.05, _at(start + 2))
+    assert not [a for a in topic.alerts() if a["data"]["alertname"] == "AlertRecurring"]
+    await publisher.fire(spec, 0.1, 0.05, _at(29))  # third start inside 30 minutes
+    recurring = [a["data"] for a in topic.alerts() if a["data"]["alertname"] == "AlertRecurring"]
+    assert [r["status"] for r in recurring] == ["firing"]
+    assert recurring[0]["severity"] == "critical"  # one level above high
+    assert recurring[0]["routing"]["category"] == "availability"  # the source's category
+    assert recurring[0]["routing"]["tenant_id"] == "acme"
+    assert recurring[0]["labels"]["source_fingerprint"] == spec.fingerprint
+    # the source alert's own labels and severity never changed
+    source = [a["data"] for a in topic.alerts() if a["data"]["alertname"] == spec.alertname]
+    assert {s["severity"] for s in source} == {"high"}
+    assert {s["fingerprint"] for s in source} == {spec.fingerprint}
+    # resolves once the source is resolved and its last start left the window
+    await publisher.resolve(spec, 0.0, 0.05, _at(31))
+    await publisher.fire(AlertSpec("XSSAttempts", "high", {"rule": "x"}, NOTE), 9, 5, _at(58))
+    assert [a["data"]["status"] for a in topic.alerts() if a["data"]["alertname"] == "AlertRecurring"] == ["firing"]  # noqa: E501
+    await publisher.fire(AlertSpec("XSSAttempts", "high", {"rule": "x"}, NOTE), 9, 5, _at(59.5))
+    recurring = [a["data"] for a in topic.alerts() if a["data"]["alertname"] == "AlertRecurring"]
+    assert [r["status"] for r in recurring] == ["firing", "resolved"]
+    # three starts spread over more than 30 minutes: no escalation
+    other = AlertSpec("TenantErrorRateHigh", "high", {"tenant_id": "globex"}, NOTE)
+    for start in (100, 116, 132):
+        await publisher.fire(other, 0.1, 0.05, _at(start))
+        await publisher.resolve(other, 0.0, 0.05, _at(start + 1))
+    assert len([a for a in topic.alerts() if a["data"]["alertname"] == "AlertRecurring"]) == 2
+
+
+async def test_a_flapping_alert_is_held_firing_with_an_annotation_then_resolves_when_quiet(
+    topic: Topic, metrics: Metrics
+) -> None:
+    publisher = AlertPublisher(
+        None, topic.send, "a", metrics, dedup_window_s=300, flap_max=3, flap_window_s=3600,
+        recurring_count=100,
+    )  # fmt: skip
+    spec = AlertSpec("UnauthorizedSpike", "high", {"route": "/login", "rule": "r"}, NOTE)
+    for k in range(3):  # three fire/resolve cycles: each resolution goes out
+        await publisher.fire(spec, 20, 10, _at(10 * k))
+        await publisher.resolve(spec, 0, 10, _at(10 * k + 5))
+    assert [a["data"]["status"] for a in topic.alerts()] == ["firing", "resolved"] * 3
+    await publisher.fire(spec, 20, 10, _at(30))
+    held = await publisher.resolve(spec, 0, 10, _at(35))  # the 4th within the hour
+    assert held is None and publisher.is_held(spec)
+    last = topic.alerts()[-1]["data"]
+    assert last["status"] == "firing" and "resolved more than 3 times" in last[
+        "annotations"]["flapping"]  # fmt: skip
+    sent = len(topic.sent)
+    await publisher.fire(spec, 20, 10, _at(40))  # back within the hold: no new page
+    await publisher.resolve(spec, 0, 10, _at(41))
+    assert all(a["data"]["status"] == "firing" for a in topic.alerts()[sent:])
+    assert metrics.registry.get_sample_value("vigil_alerts_held_flapping_total") == 1
+    # quiet for an hour after the last resolution: the held alert resolves
+    other = AlertSpec("XSSAttempts", "high", {"rule": "x"}, NOTE)
+    await publisher.fire(other, 9, 5, _at(100))
+    assert publisher.is_held(spec)
+    await publisher.fire(other, 9, 5, _at(102))
+    assert not publisher.is_firing(spec)
+    resolved = [a["data"] for a in topic.alerts() if a["data"]["fingerprint"] == spec.fingerprint]
+    assert resolved[-1]["status"] == "resolved"
+    assert resolved[-1]["endsAt"].startswith(_at(101).strftime("%Y-%m-%dT%H:%M"))
+    assert {r["fingerprint"] for r in resolved} == {spec.fingerprint}
+
+
+async def test_alerts_firing_before_a_restart_still_resolve(
+    topic: Topic, metrics: Metrics
+) -> None:
+    spec = AlertSpec("P95LatencyBreach", "critical", LABELS, NOTE)
+    publisher = AlertPublisher(None, topic.send, "a", metrics, dedup_window_s=300)
+    assert await publisher.resolve(spec, 1, 2, _at(5)) is None  # unknown: nothing to resolve
+    publisher.restore({spec.fingerprint: (_at(0), _at(1))})
+    assert await publisher.fire(spec, 900, 500, _at(3)) is None  # inside the dedup window
+    resolved = await publisher.resolve(spec, 1, 2, _at(9))
+    assert resolved is not None and resolved.data.starts_at == _at(0)

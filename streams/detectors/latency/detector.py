@@ -426,6 +426,7 @@ class LatencyDetector:
             t.severity,
             labels,
             Annotations(summary=f"{t.alertname}: {t.description}", description=t.description),
+            auto_rollback=t.auto_rollback,
         )
         at = _dt(t.at_ms)
         if t.action == "resolve":
@@ -454,7 +455,6 @@ class LatencyDetector:
             t.threshold,
             at,
             evidence,
-            auto_rollback=t.auto_rollback,
             starts_at=_dt(t.starts_at_ms),
         )
 

@@ -211,6 +211,7 @@ class _Track:
                     "producing release back and page its owner."
                 ),
             ),
+            auto_rollback=True,
         )
 
     @property
@@ -266,7 +267,6 @@ class PiiAlerts:
                 0.0,
                 datetime.fromtimestamp(now, tz=UTC),
                 evidence,
-                auto_rollback=True,
                 starts_at=track.starts_at,
             )
 
