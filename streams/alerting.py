@@ -35,7 +35,6 @@ from streams.catalogue import Category, lookup
 from streams.metrics import Metrics
 from streams.publish import Message, Publisher, Send
 
-
 log = logging.getLogger(__name__)
 
 RECURRING = "AlertRecurring"

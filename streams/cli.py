@@ -64,6 +64,18 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_forward(args: argparse.Namespace) -> int:
+    """The alerts topic delivered to Alertmanager (streams/forward.py)."""
+    from streams.forward import run_forwarder
+
+    settings = _settings()
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    asyncio.run(run_forwarder(settings))
+    return 0
+
+
 def cmd_produce(args: argparse.Namespace) -> int:
     from streams.kafka import start_producer
 
@@ -377,6 +389,10 @@ def build_parser() -> argparse.ArgumentParser:
     funnel.add_argument("--since", default="24h", help="journeys entered in the last ... (24h)")
     funnel.add_argument("--format", choices=["table", "json"], default="table")
     funnel.set_defaults(func=cmd_funnel)
+
+    sub.add_parser(
+        "forward", help="deliver the alerts topic to Alertmanager (VIGIL_ALERTMANAGER_URL)"
+    ).set_defaults(func=cmd_forward)
 
     silence = sub.add_parser("silence", help="silences in Alertmanager (VIGIL_ALERTMANAGER_URL)")
     silence_sub = silence.add_subparsers(dest="silence_command", required=True)

@@ -230,7 +230,9 @@ async def test_an_alert_starting_three_times_in_30_minutes_raises_alert_recurrin
     # resolves once the source is resolved and its last start left the window
     await publisher.resolve(spec, 0.0, 0.05, _at(31))
     await publisher.fire(AlertSpec("XSSAttempts", "high", {"rule": "x"}, NOTE), 9, 5, _at(58))
-    assert [a["data"]["status"] for a in topic.alerts() if a["data"]["alertname"] == "AlertRecurring"] == ["firing"]  # noqa: E501
+    assert [
+        a["data"]["status"] for a in topic.alerts() if a["data"]["alertname"] == "AlertRecurring"
+    ] == ["firing"]
     await publisher.fire(AlertSpec("XSSAttempts", "high", {"rule": "x"}, NOTE), 9, 5, _at(59.5))
     recurring = [a["data"] for a in topic.alerts() if a["data"]["alertname"] == "AlertRecurring"]
     assert [r["status"] for r in recurring] == ["firing", "resolved"]
@@ -277,9 +279,7 @@ async def test_a_flapping_alert_is_held_firing_with_an_annotation_then_resolves_
     assert {r["fingerprint"] for r in resolved} == {spec.fingerprint}
 
 
-async def test_alerts_firing_before_a_restart_still_resolve(
-    topic: Topic, metrics: Metrics
-) -> None:
+async def test_alerts_firing_before_a_restart_still_resolve(topic: Topic, metrics: Metrics) -> None:
     spec = AlertSpec("P95LatencyBreach", "critical", LABELS, NOTE)
     publisher = AlertPublisher(None, topic.send, "a", metrics, dedup_window_s=300)
     assert await publisher.resolve(spec, 1, 2, _at(5)) is None  # unknown: nothing to resolve
