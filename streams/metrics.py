@@ -116,6 +116,16 @@ class Metrics:
             "Repeated alert notifications suppressed inside the dedup window.",
             registry=registry,
         )
+        self.webhook_alerts = Counter(
+            "vigil_alertmanager_webhook_alerts_total",
+            "Alerts Alertmanager handed back through the webhook receiver (recorded).",
+            registry=registry,
+        )
+        self.webhook_rejected = Counter(
+            "vigil_alertmanager_webhook_rejected_total",
+            "Webhook calls that were not Alertmanager webhook payloads (version 4).",
+            registry=registry,
+        )
         self.alerts_held = Counter(
             "vigil_alerts_held_flapping_total",
             "Alerts held firing instead of resolving because they flap.",

@@ -1,14 +1,23 @@
-"""Worker web views: ``/metrics``, ``/healthz``, ``/stats`` and (embedded mode) ``/query``.
+"""Worker web views: ``/metrics``, ``/healthz``, ``/stats``, ``/alerts/<fingerprint>``,
+``/alertmanager/webhook`` and (embedded mode) ``/query``.
 
 ``/query`` runs one read-only statement against the engine the worker owns (chDB allows
 a single process per data directory) with ClickHouse's ``readonly=1`` setting; it is only
 registered in embedded mode, where the web port is bound to 127.0.0.1.
+
+``/alerts/<fingerprint>`` is every alert's ``generatorURL``: its recorded transitions
+with their evidence (JSON; HTML for a browser). ``/alertmanager/webhook`` is the webhook
+receiver of the shipped Alertmanager configuration (payload version 4): it records each
+notified alert in ``alert_notifications`` (the daily report's low alerts) and answers
+200 only once the rows are stored, so Alertmanager retries otherwise.
 """
 
 from __future__ import annotations
 
 import asyncio
+import html
 import re
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from faust.web import View
@@ -86,6 +95,53 @@ def register_views(app: VigilApp, settings: Settings, metrics: Metrics) -> None:
             assigned = 0
         return web.json({**stats_snapshot(metrics), "assigned_partitions": assigned})
 
+    class AlertView(View):  # type: ignore[misc]
+        async def get(self, request: Any, fingerprint: str) -> Any:
+            if not re.fullmatch(r"[0-9a-f]{32}", fingerprint):
+                return self.json({"error": "not an alert fingerprint (32 hex)"}, status=400)
+            writer = app.runtime.writer
+            if writer is None:
+                return self.json({"error": "worker is still starting"}, status=503)
+            async with writer.engine_lock:
+                result = await asyncio.to_thread(
+                    writer.client.query,
+                    "SELECT ts, status, alertname, severity, labels, summary, description, "
+                    "runbook_url, value, threshold, starts_at, ends_at, evidence "
+                    f"FROM {settings.clickhouse_database}.alerts "
+                    "WHERE fingerprint = {fp:String} ORDER BY ts DESC LIMIT 50",
+                    parameters={"fp": fingerprint},
+                )
+            rows = [
+                {name: jsonable(v) for name, v in zip(result.column_names, row, strict=True)}
+                for row in result.result_rows
+            ]
+            if not rows:
+                return self.json({"error": f"no alert {fingerprint} recorded"}, status=404)
+            body = {"fingerprint": fingerprint, "transitions": rows}
+            if "text/html" in request.headers.get("Accept", ""):
+                return self.html(alert_page(body))
+            return self.json(body)
+
+    app.page("/alerts/{fingerprint}")(AlertView)
+
+    class WebhookView(View):  # type: ignore[misc]
+        async def post(self, request: Any) -> Any:
+            try:
+                payload = await request.json()
+                columns = notification_columns(payload, datetime.now(UTC))
+            except (ValueError, KeyError, TypeError) as exc:
+                metrics.webhook_rejected.inc()
+                return self.json({"error": f"not an Alertmanager webhook v4: {exc}"}, status=400)
+            writer = app.runtime.writer
+            if writer is None:
+                return self.json({"error": "worker is still starting"}, status=503)
+            await writer.add({"alert_notifications": columns})
+            await writer.flush()  # answer only once stored: Alertmanager retries otherwise
+            metrics.webhook_alerts.inc(len(columns["fingerprint"]))
+            return self.json({"recorded": len(columns["fingerprint"])})
+
+    app.page("/alertmanager/webhook")(WebhookView)
+
     if settings.mode != "embedded":
         return
 
@@ -120,3 +176,70 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [jsonable(v) for v in value]
     return str(value)
+
+
+def _ts(value: Any) -> datetime | None:
+    if not value or str(value).startswith("0001-01-01"):
+        return None
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+
+
+def notification_columns(payload: Any, now: datetime) -> dict[str, list[Any]]:
+    """Rows of ``alert_notifications`` from an Alertmanager webhook (version 4)."""
+    if not isinstance(payload, dict) or str(payload.get("version")) != "4":
+        raise ValueError('expected a JSON object with version "4"')
+    alerts = payload["alerts"]
+    if not isinstance(alerts, list):
+        raise TypeError("alerts must be a list")
+    cols: dict[str, list[Any]] = {
+        name: []
+        for name in (
+            "received_at", "receiver", "group_key", "status", "alertname", "severity",
+            "tenant_id", "fingerprint", "am_fingerprint", "labels", "summary", "starts_at",
+            "ends_at",
+        )
+    }  # fmt: skip
+    for alert in alerts:
+        labels = {str(k): str(v) for k, v in dict(alert.get("labels", {})).items()}
+        notes = dict(alert.get("annotations", {}))
+        starts = _ts(alert.get("startsAt"))
+        if starts is None:
+            raise ValueError("an alert without startsAt")
+        cols["received_at"].append(now)
+        cols["receiver"].append(str(payload.get("receiver", "")))
+        cols["group_key"].append(str(payload.get("groupKey", "")))
+        cols["status"].append(str(alert.get("status", payload.get("status", ""))))
+        cols["alertname"].append(labels.get("alertname", ""))
+        cols["severity"].append(labels.get("severity", ""))
+        cols["tenant_id"].append(labels.get("tenant_id", ""))
+        cols["fingerprint"].append(str(notes.get("fingerprint", "")))
+        cols["am_fingerprint"].append(str(alert.get("fingerprint", "")))
+        cols["labels"].append(labels)
+        cols["summary"].append(str(notes.get("summary", "")))
+        cols["starts_at"].append(starts)
+        cols["ends_at"].append(_ts(alert.get("endsAt")))
+    return cols
+
+
+def alert_page(body: dict[str, Any]) -> str:
+    """A plain HTML view of one alert's transitions and evidence (no scripts)."""
+    rows = []
+    for t in body["transitions"]:
+        rows.append(
+            "<tr>"
+            + "".join(
+                f"<td>{html.escape(str(t.get(k, '')))}</td>"
+                for k in ("ts", "status", "severity", "value", "threshold", "summary")
+            )
+            + f"<td><pre>{html.escape(str(t.get('evidence', '')))}</pre></td></tr>"
+        )
+    first = body["transitions"][0]
+    return (
+        "<!doctype html><meta charset=utf-8>"
+        f"<title>{html.escape(str(first['alertname']))}</title>"
+        f"<h1>{html.escape(str(first['alertname']))}</h1>"
+        f"<p>{html.escape(str(first['summary']))}</p>"
+        f"<p>runbook: {html.escape(str(first['runbook_url']))}</p>"
+        "<table border=1><tr><th>time</th><th>status</th><th>severity</th><th>value</th>"
+        "<th>threshold</th><th>summary</th><th>evidence</th></tr>" + "".join(rows) + "</table>"
+    )
