@@ -29,7 +29,14 @@ tools: ## Debian tools the tests use (promtool; amtool from prometheus-alertmana
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus-alertmanager >/dev/null; }
 
-run: install ## the embedded stack (broker + worker + chDB) with demo traffic; Ctrl-C stops
+run: install ## the embedded stack (broker + worker + chDB + Alertmanager) with demo traffic; Ctrl-C stops
+	@command -v prometheus-alertmanager >/dev/null || command -v alertmanager >/dev/null || { \
+	  if command -v apt-get >/dev/null; then \
+	    echo "installing Alertmanager (Debian package prometheus-alertmanager)"; \
+	    $(SUDO) apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus-alertmanager >/dev/null \
+	      || echo "could not install Alertmanager: the stack runs without it"; \
+	  fi; }
 	$(VENV)/bin/vigil up --demo
 
 lint: install ## ruff lint + format check

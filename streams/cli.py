@@ -30,6 +30,8 @@ def _settings() -> Settings:
             overrides["kafka_bootstrap"] = stack["kafka_bootstrap"]
         if "web_port" not in base.model_fields_set:
             overrides["web_port"] = stack["web_port"]
+        if "alertmanager_url" not in base.model_fields_set and stack.get("alertmanager_url"):
+            overrides["alertmanager_url"] = stack["alertmanager_url"]
     return load_settings(**overrides) if overrides else base
 
 

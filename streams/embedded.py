@@ -1,10 +1,17 @@
 """``vigil up``: the embedded stack on one machine.
 
 Starts the tansu broker on 127.0.0.1, one worker (which owns the chDB engine under
-``<data_dir>/clickhouse``) and optionally the demo generator, each as a child process in
-its own session; prints a compact live summary; on Ctrl-C (or after ``--for``) stops the
-demo, lets the worker flush and commit, then stops the broker. Children are also told by
-the kernel to stop if this supervisor dies, so nothing is left behind.
+``<data_dir>/clickhouse``), Prometheus Alertmanager with the shipped routing (when
+installed; gossip off, data under ``<data_dir>/alertmanager``) and the forwarder that
+delivers the alerts topic to it, and optionally the demo generator, each as a child
+process in its own session; prints a compact live summary; on Ctrl-C (or after ``--for``)
+stops the demo, lets the worker flush and commit, lets the forwarder deliver, then stops
+Alertmanager and the broker. Children are also told by the kernel to stop if this
+supervisor dies, so nothing is left behind.
+
+The local Alertmanager routes and groups like production but reaches no one: its Slack,
+PagerDuty and e-mail secrets are placeholders that point at a closed local port (see
+``<data_dir>/alertmanager/secrets``); the low alerts' webhook is this worker's.
 
 The running stack is described in ``<data_dir>/stack.json`` so ``vigil query``,
 ``vigil alerts`` and ``vigil produce`` in another terminal find it.
@@ -23,6 +30,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from streams.alertmanager import AlertmanagerProcess, binary, local_config
 from streams.broker import EmbeddedBroker
 from streams.errors import VigilError
 from streams.kafka import ensure_topics
@@ -73,6 +81,8 @@ class Stack:
         self.demo_duration_s = demo_duration_s
         self.worker: WorkerProcess | None = None
         self.demo: Any = None
+        self.alertmanager: AlertmanagerProcess | None = None
+        self.forwarder: Any = None
         self.memory = BrokerMemory(total_memory_bytes(), settings.broker_memory_warn_share)
 
     def child_env(self) -> dict[str, str]:
@@ -100,12 +110,14 @@ class Stack:
         self.broker.start()
         broker_settings = s.model_copy(update={"kafka_bootstrap": self.broker.bootstrap})
         asyncio.run(ensure_topics(broker_settings, [s.events_topic, s.dlq_topic, s.alerts_topic]))
+        am_url = self.start_alertmanager()
         stack_file(s).write_text(
             json.dumps(
                 {
                     "pid": os.getpid(),
                     "kafka_bootstrap": self.broker.bootstrap,
                     "web_port": self.web_port,
+                    "alertmanager_url": am_url,
                 }
             )
         )
@@ -115,6 +127,18 @@ class Stack:
         )
         self.worker = WorkerProcess(self.child_env(), self.web_port, self.logs / "worker.log")
         self.worker.start()
+        if self.alertmanager is not None:
+            print(f"vigil: starting the forwarder (alerts topic -> {self.alertmanager.url}) ...")
+            self.forwarder = spawn(
+                [sys.executable, "-m", "streams.cli", "forward"],
+                env={
+                    **self.child_env(),
+                    "VIGIL_ALERTMANAGER_URL": self.alertmanager.url,
+                    "VIGIL_FORWARD_PORT": str(free_port()),
+                    "VIGIL_PUBLIC_URL": f"http://127.0.0.1:{self.web_port}",
+                },
+                log=self.logs / "forwarder.log",
+            )
         if self.demo_rate:
             command = [sys.executable, "-m", "streams.cli", "demo", "--rate", str(self.demo_rate)]
             faster = ""
@@ -131,6 +155,58 @@ class Stack:
             f'vigil: up. logs in {self.logs}/; try `vigil query "SELECT kind, count() '
             'FROM vigil.events GROUP BY kind"` and `vigil alerts --follow`. Ctrl-C stops.'
         )
+        if self.alertmanager is not None:
+            print(
+                f"vigil: alerts in Alertmanager: {self.alertmanager.url}/#/alerts or "
+                f"`amtool --alertmanager.url={self.alertmanager.url} alert query`; "
+                "silence one: `vigil silence add --match alertname=NAME --match "
+                "tenant_id=T --for 2h --comment why --by you`"
+            )
+
+    def start_alertmanager(self) -> str:
+        """Alertmanager on a free loopback port with the shipped routing; "" (said once)
+        when it is not installed."""
+        if binary() is None:
+            print(
+                "vigil: Alertmanager is not installed, so alerts stay on the alerts topic and "
+                "in ClickHouse (Debian/Ubuntu: sudo apt-get install prometheus-alertmanager; "
+                "`make run` does it)"
+            )
+            return ""
+        home = self.settings.data_dir.resolve() / "alertmanager"
+        secrets = home / "secrets"
+        secrets.mkdir(parents=True, exist_ok=True)
+        closed = "http://127.0.0.1:9"  # the discard port: nothing listens, nothing leaves
+        placeholders = {
+            "slack-webhook-url": f"{closed}/slack",
+            "pagerduty-security": "local-placeholder",
+            "pagerduty-availability": "local-placeholder",
+            "pagerduty-performance": "local-placeholder",
+            "smtp-password": "local-placeholder",
+        }
+        for name, value in placeholders.items():
+            if not (secrets / name).exists():
+                (secrets / name).write_text(value)
+        config = home / "alertmanager.yml"
+        config.write_text(
+            local_config(
+                secrets,
+                replace={
+                    "https://events.pagerduty.com/v2/enqueue": f"{closed}/pagerduty",
+                    "smtp.example.com:587": "127.0.0.1:9",
+                    "http://vigil-worker:6066": f"http://127.0.0.1:{self.web_port}",
+                },
+            )
+        )
+        am = AlertmanagerProcess(config, home / "data", self.logs / "alertmanager.log")
+        print(f"vigil: starting Alertmanager on {am.url} ...")
+        try:
+            am.start()
+        except (OSError, RuntimeError) as exc:
+            print(f"vigil: Alertmanager did not start ({exc}); alerts stay on the topic")
+            return ""
+        self.alertmanager = am
+        return am.url
 
     def stats(self) -> dict[str, Any] | None:
         return self.worker.stats() if self.worker is not None else None
@@ -177,6 +253,11 @@ class Stack:
         if self.worker is not None:
             code = self.worker.stop(timeout_s=60)
             print(f"vigil: worker stopped (exit {code}) after flushing")
+        if self.forwarder is not None:
+            time.sleep(1.0)  # the worker's last alerts: one more poll of the forwarder
+            stop(self.forwarder, timeout_s=15)
+        if self.alertmanager is not None:
+            self.alertmanager.stop()
         self.broker.stop()
         stack_file(self.settings).unlink(missing_ok=True)
         if final:

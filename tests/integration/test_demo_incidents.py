@@ -8,7 +8,9 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,6 +31,53 @@ SECURITY = {
 }
 #: acme's e-mail verification collapses from 30 s: judged once its 10 minutes have passed
 FUNNEL = {"FunnelStageConversionLow"}
+
+
+def alertmanager_view(
+    stack: dict[str, object], found: list[dict[str, object]]
+) -> tuple[set[tuple[str, str]], dict[str, set[str]], dict[str, Any]]:
+    """What the running stack's Alertmanager shows (amtool, as a user would), the
+    evidence page behind a P95LatencyBreach's generatorURL, and a low alert handed back
+    through the webhook receiver, counted in ClickHouse."""
+    url = str(stack["alertmanager_url"])
+    assert url.startswith("http://127.0.0.1:")
+    fingerprint = found[0]["data"]["fingerprint"]  # type: ignore[index]
+    deadline = time.monotonic() + 30
+    alerts: list[dict[str, object]] = []
+    while time.monotonic() < deadline:
+        shown = subprocess.run(
+            ["amtool", f"--alertmanager.url={url}", "alert", "query", "-o", "json"],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        alerts = json.loads(shown.stdout)
+        if any(a["annotations"].get("fingerprint") == fingerprint for a in alerts):  # type: ignore[attr-defined]
+            break
+        time.sleep(1)
+    in_am = {(a["labels"]["alertname"], a["labels"].get("tenant_id", "")) for a in alerts}  # type: ignore[index,attr-defined]
+    receivers: dict[str, set[str]] = {}
+    for a in alerts:
+        name = a["labels"]["alertname"]  # type: ignore[index]
+        receivers.setdefault(name, set()).update(r["name"] for r in a["receivers"])  # type: ignore[attr-defined]
+    generator = next(
+        a["generatorURL"] for a in alerts
+        if a["annotations"].get("fingerprint") == fingerprint  # type: ignore[attr-defined]
+    )  # fmt: skip
+    with urllib.request.urlopen(str(generator), timeout=10) as r:  # noqa: S310
+        evidence = json.loads(r.read())
+    hook = {
+        "version": "4", "receiver": "daily-report", "status": "firing", "groupKey": "{}:{}",
+        "alerts": [{"status": "firing", "labels": {"alertname": "Example", "severity": "low"},
+                    "annotations": {"summary": "a low alert", "fingerprint": "f" * 32},
+                    "startsAt": "2026-12-06T10:00:00Z", "endsAt": "0001-01-01T00:00:00Z",
+                    "fingerprint": "abc"}],
+    }  # fmt: skip
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{stack['web_port']}/alertmanager/webhook",
+        data=json.dumps(hook).encode(), headers={"Content-Type": "application/json"},
+    )  # fmt: skip
+    with urllib.request.urlopen(request, timeout=30) as r:  # noqa: S310
+        assert json.loads(r.read()) == {"recorded": 1}
+    return in_am, receivers, evidence
 
 
 def test_the_demo_incidents_page_and_pii_is_stored_nowhere_raw(tmp_path: Path) -> None:
@@ -92,10 +141,25 @@ def test_the_demo_incidents_page_and_pii_is_stored_nowhere_raw(tmp_path: Path) -
                     and data["labels"].get("route") == "/v1/reports"
                 ):
                     found.append(alert)
+        stack = json.loads((tmp_path / ".vigil" / "stack.json").read_text())
+        in_am, receivers, evidence = alertmanager_view(stack, found)
     finally:
         up.send_signal(signal.SIGINT)
         output, _ = up.communicate(timeout=120)
     assert found, output
+    # the demo's criticals are in the local Alertmanager, routed to their receivers
+    assert ("P95LatencyBreach", "acme") in in_am, in_am
+    assert {"critical", "pagerduty-performance", "slack-rollup"} <= receivers["P95LatencyBreach"]
+    assert "pagerduty-security" in receivers["CrossTenantAccess"]
+    # its generatorURL opens the alert's transitions and evidence on the worker
+    assert evidence["transitions"][-1]["alertname"] == "P95LatencyBreach"
+    assert "latency_windows" in evidence["transitions"][-1]["evidence"]
+    notified = vigil(
+        "query", "SELECT count() AS n FROM vigil.alert_notifications WHERE receiver = "
+        "'daily-report' AND severity = 'low' AND fingerprint = '" + "f" * 32 + "'",
+        "--format", "json", env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert json.loads(notified.stdout)["n"] == 1  # the webhook receiver stored it
     # every security incident of the round raised its alerts, and nothing else fired
     assert names >= SECURITY | FUNNEL, (names, output)
     assert names <= SECURITY | FUNNEL | {"P95LatencyBreach", "PIILeakageDetected"}, names
