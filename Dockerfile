@@ -1,4 +1,5 @@
-# The Vigil worker image: `vigil worker` against external Kafka and ClickHouse.
+# The Vigil image: `vigil worker` (the default) or `vigil forward` against external Kafka,
+# ClickHouse and Alertmanager. Lint: hadolint Dockerfile (a test).
 FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md requirements.lock ./
@@ -21,6 +22,6 @@ ENV VIGIL_MODE=production \
     PYTHONUNBUFFERED=1
 EXPOSE 6066
 HEALTHCHECK --interval=15s --timeout=3s --start-period=60s \
-  CMD python -c "import urllib.request as u; u.urlopen('http://127.0.0.1:6066/healthz', timeout=2)"
+  CMD ["python", "-c", "import urllib.request as u; u.urlopen('http://127.0.0.1:6066/healthz', timeout=2)"]
 ENTRYPOINT ["vigil"]
 CMD ["worker"]
