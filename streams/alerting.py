@@ -150,7 +150,9 @@ class AlertPublisher:
         self._flap_window = timedelta(seconds=flap_window_s)
         #: open AlertRecurring alerts: source fingerprint -> its spec
         self._recurring: dict[str, AlertSpec] = {}
+        self._held: set[str] = set()
         self._clock: datetime | None = None
+        self._next_sweep: datetime | None = None
 
     def is_firing(self, spec: AlertSpec) -> bool:
         return spec.fingerprint in self._active
@@ -239,6 +241,7 @@ class AlertPublisher:
                 state.spec, state.value, state.threshold = spec, value, threshold
                 if not state.held:
                     state.held = True
+                    self._held.add(fingerprint)
                     self._metrics.alerts_held.inc()
                     await self._emit(
                         spec, "firing", value, threshold, state.starts_at, at,
@@ -291,12 +294,13 @@ class AlertPublisher:
         if self._clock is not None and at <= self._clock:
             return
         self._clock = at
-        for fingerprint, state in list(self._active.items()):
-            if not state.held or state.spec is None:
-                continue
+        for fingerprint in sorted(self._held):
+            state = self._active[fingerprint]
             spec = state.spec
+            assert spec is not None  # held only after a resolve() that set it
             if state.resolved_at is not None and at - state.resolved_at >= self._flap_window:
                 del self._active[fingerprint]
+                self._held.discard(fingerprint)
                 self._history.pop(fingerprint, None)
                 await self._emit(
                     spec, "resolved", state.value, state.threshold, state.starts_at,
@@ -315,6 +319,19 @@ class AlertPublisher:
                 continue
             del self._recurring[source]
             await self.resolve(recurring, 0.0, float(self._recurring_count), at)
+        if self._next_sweep is None or at >= self._next_sweep:
+            self._sweep(at)
+
+    def _sweep(self, at: datetime) -> None:
+        """Forget start/resolve histories that have left both windows (bounded memory
+        however many distinct alerts went by)."""
+        horizon = at - max(self._recurring_window, self._flap_window)
+        for fingerprint, history in list(self._history.items()):
+            _prune(history.starts, horizon)
+            _prune(history.resolves, horizon)
+            if not history.starts and not history.resolves and fingerprint not in self._active:
+                del self._history[fingerprint]
+        self._next_sweep = at + min(self._recurring_window, self._flap_window)
 
     async def _emit(
         self,

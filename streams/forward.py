@@ -50,7 +50,7 @@ from pydantic import ValidationError
 from schemas.alerts import Alert
 from sinks.alertmanager import to_alertmanager
 from streams.settings import Settings
-from streams.silences import _urls
+from streams.silences import alertmanager_urls
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +182,7 @@ class Forwarder:
     ) -> None:
         self.settings = settings
         self.metrics = metrics
-        self.urls = _urls(settings.alertmanager_url)
+        self.urls = alertmanager_urls(settings.alertmanager_url)
         self._post = post
         self._sleep = sleep
         public = settings.public_url or f"http://127.0.0.1:{settings.web_port}"

@@ -23,7 +23,8 @@ class AlertmanagerUnavailable(VigilError):
     """No Alertmanager answered at VIGIL_ALERTMANAGER_URL."""
 
 
-def _urls(setting: str) -> list[str]:
+def alertmanager_urls(setting: str) -> list[str]:
+    """The URLs of VIGIL_ALERTMANAGER_URL (comma-separated), checked."""
     urls = [u.strip().rstrip("/") for u in setting.split(",") if u.strip()]
     if not urls:
         raise VigilError("VIGIL_ALERTMANAGER_URL is empty: set the Alertmanager API URL(s)")
@@ -35,7 +36,7 @@ def _urls(setting: str) -> list[str]:
 
 def _call(url: str, method: str = "GET", body: Any = None) -> Any:
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(  # noqa: S310 (http(s) only: see _urls)
+    request = urllib.request.Request(  # noqa: S310 (http(s) only: see alertmanager_urls)
         url, data=data, method=method, headers={"Content-Type": "application/json"}
     )
     with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
@@ -80,7 +81,7 @@ def add(
     }
     ids: list[str] = []
     errors: list[str] = []
-    for url in _urls(setting):
+    for url in alertmanager_urls(setting):
         try:
             ids.append(_call(f"{url}/api/v2/silences", "POST", body)["silenceID"])
         except (urllib.error.URLError, OSError, KeyError, ValueError) as exc:
@@ -95,7 +96,7 @@ def add(
 
 def list_silences(setting: str) -> list[dict[str, Any]]:
     errors = []
-    for url in _urls(setting):
+    for url in alertmanager_urls(setting):
         try:
             result: list[dict[str, Any]] = _call(f"{url}/api/v2/silences")
             return sorted(result, key=lambda s: s.get("endsAt", ""), reverse=True)
@@ -109,7 +110,7 @@ def list_silences(setting: str) -> list[dict[str, Any]]:
 def expire(setting: str, silence_id: str) -> None:
     done = False
     errors = []
-    for url in _urls(setting):
+    for url in alertmanager_urls(setting):
         try:
             _call(f"{url}/api/v2/silence/{silence_id}", "DELETE")
             done = True

@@ -287,3 +287,17 @@ async def test_alerts_firing_before_a_restart_still_resolve(topic: Topic, metric
     assert await publisher.fire(spec, 900, 500, _at(3)) is None  # inside the dedup window
     resolved = await publisher.resolve(spec, 1, 2, _at(9))
     assert resolved is not None and resolved.data.starts_at == _at(0)
+
+
+async def test_escalation_history_is_bounded_however_many_alerts_went_by(
+    topic: Topic, metrics: Metrics
+) -> None:
+    publisher = AlertPublisher(None, topic.send, "a", metrics, dedup_window_s=300)
+    for k in range(500):
+        spec = AlertSpec("TenantErrorRateHigh", "high", {"tenant_id": f"t{k}"}, NOTE)
+        await publisher.fire(spec, 0.1, 0.05, _at(0))
+        await publisher.resolve(spec, 0.0, 0.05, _at(1))
+    assert len(publisher._history) == 500
+    quiet = AlertSpec("XSSAttempts", "high", {"rule": "x"}, NOTE)
+    await publisher.fire(quiet, 9, 5, _at(200))  # two hours on: every history has aged out
+    assert len(publisher._history) <= 1
