@@ -63,6 +63,7 @@ bench: install ## throughput benchmarks (prints figures and ratios; asserts noth
 	$(PY) -m benchmarks.bench_security
 	$(PY) -m benchmarks.bench_funnels
 	$(PY) -m benchmarks.bench_alert_quality
+	$(PY) -m benchmarks.bench_alerts
 
 lock: ## re-resolve the dependencies in a fresh venv and pin them in requirements.lock
 	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
