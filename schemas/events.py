@@ -50,6 +50,33 @@ class Envelope(BaseModel):
     schema_version: Annotated[int, Field(ge=1, le=SCHEMA_VERSION)] = SCHEMA_VERSION
     ip_hash: Hash | None = None
     ip_prefix: Annotated[str, Field(max_length=64)] | None = None
+    release: (
+        Annotated[
+            str,
+            Field(
+                min_length=1,
+                max_length=64,
+                pattern=r"^[A-Za-z0-9_.+:\-]+$",
+                description="The producing service's release (version string, e.g. 4.12.0).",
+            ),
+        ]
+        | None
+    ) = None
+    cohort: (
+        Annotated[
+            str,
+            Field(
+                min_length=1,
+                max_length=32,
+                pattern=r"^[a-z0-9_\-]+$",
+                description=(
+                    "The deployment cohort that served the event: `baseline`, `canary`, or "
+                    "another name. Only events with a cohort take part in canary comparisons."
+                ),
+            ),
+        ]
+        | None
+    ) = None
 
 
 class HttpRequest(Envelope):

@@ -5,7 +5,8 @@ Two shapes are accepted:
 * the envelope itself (``kind`` present);
 * the platform's structured security/performance log shape (Laravel/Monolog):
   ``timestamp, level, category, event_type, subcategory, severity, context{...},
-  trace_id, span_id``.
+  trace_id, span_id``; ``release`` and ``cohort`` at the top level or in ``context``
+  (also ``context.app_version`` and ``context.deployment_cohort``).
 
 Raw identifiers are pseudonymised here, before validation, so nothing downstream ever
 sees them: ``user_id`` becomes ``user_id_hash`` (keyed HMAC-SHA256) and an IP address
@@ -123,6 +124,12 @@ def _log_to_envelope(log: dict[str, Any], derived_id: str) -> dict[str, Any]:
         "span_id": _str_or_none(log.get("span_id")),
         "schema_version": 1,
     }
+    release = log.get("release", ctx.get("release", ctx.get("app_version")))
+    if release is not None:
+        out["release"] = str(release)
+    cohort = log.get("cohort", ctx.get("cohort", ctx.get("deployment_cohort")))
+    if cohort is not None:
+        out["cohort"] = str(cohort).lower()
     tenant = ctx.get("company_id", ctx.get("tenant_id", ctx.get("user_company_id")))
     if tenant is not None:
         out["tenant_id"] = str(tenant)

@@ -37,6 +37,8 @@ _EVENT_FIELDS: tuple[tuple[str, str, Any], ...] = (
     ("service", "service", ""),
     ("trace_id", "trace_id", ""),
     ("span_id", "span_id", ""),
+    ("release", "release", ""),
+    ("cohort", "cohort", ""),
     ("schema_version", "schema_version", 1),
     ("method", "method", ""),
     ("route", "route", ""),

@@ -112,6 +112,10 @@ def plausible(name: str) -> st.SearchStrategy[object]:
         return st.booleans() | st.sampled_from([0, 1, "true"])
     if name == "attack_type":
         return st.sampled_from(["sql_injection", "xss", "other"])
+    if name == "release":
+        return st.sampled_from(["4.12.0", "2026.12.1+b7", "v1-rc.2"]) | st.text(max_size=8)
+    if name == "cohort":
+        return st.sampled_from(["baseline", "canary", "blue"]) | st.text(max_size=8)
     return st.text(min_size=1, max_size=16)
 
 
@@ -283,3 +287,24 @@ def test_a_time_from_year_10000_is_left_to_the_contract() -> None:
     assert decode_fast(orjson.dumps(event)) is None
     event["ts"] = 253_402_300_799_999
     assert decode_fast(orjson.dumps(event)) is not None
+
+
+def test_release_and_cohort_are_stored_and_unknown_fields_ignored() -> None:
+    """Both are optional on every kind and need no schema-version bump: a worker that
+    does not know a field ignores it (checked here with fields this one does not know,
+    as an older worker sees release/cohort), on the fast path and the contract's."""
+    base = orjson.loads(http_events(1)[0])
+    labelled = {**base, "release": "4.12.0", "cohort": "canary"}
+    now_ms = datetime_ms(NOW)
+    for fast_path in (True, False):
+        ingest = Ingestor(PSEUDO, 1 << 20, 10**13, fast_path=fast_path)
+        plain = ingest.decode_batch([Rec(orjson.dumps(base), 0)], now_ms).columns()
+        stored = ingest.decode_batch([Rec(orjson.dumps(labelled), 0)], now_ms).columns()
+        events = stored
+        assert (events["release"], events["cohort"]) == (["4.12.0"], ["canary"])
+        assert (plain["release"], plain["cohort"]) == ([""], [""])
+        newer = {**labelled, "rollout_step": 3, "future": {"nested": True}}
+        again = ingest.decode_batch([Rec(orjson.dumps(newer), 0)], now_ms).columns()
+        assert again == stored
+    assert decode_fast(orjson.dumps(labelled)) is not None  # labelled events stay fast
+    assert decode_fast(orjson.dumps({**base, "cohort": "Canary"})) is None  # lower case only

@@ -142,3 +142,16 @@ def test_normalisation_errors(obj: dict[str, object], reason: str, pseudo: Pseud
     with pytest.raises(NormalisationError) as info:
         normalise(obj, pseudo, KINDS, TENANTLESS_KINDS, derived_id="d")
     assert info.value.reason == reason
+
+
+def test_release_and_cohort_come_from_the_log_shape_too(pseudo: Pseudonymizer) -> None:
+    top = run(log("auth_failure", {"company_id": 7}, release="4.12.0", cohort="Canary"), pseudo)
+    assert (top.release, top.cohort) == ("4.12.0", "canary")  # type: ignore[attr-defined]
+    ctx = run(
+        log("auth_failure", {"company_id": 7, "app_version": "4.11.2",
+                             "deployment_cohort": "baseline"}),
+        pseudo,
+    )  # fmt: skip
+    assert (ctx.release, ctx.cohort) == ("4.11.2", "baseline")  # type: ignore[attr-defined]
+    plain = run(log("auth_failure", {"company_id": 7}), pseudo)
+    assert (plain.release, plain.cohort) == (None, None)  # type: ignore[attr-defined]
