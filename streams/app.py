@@ -26,6 +26,9 @@ from sinks.clickhouse import ClickHouseWriter, connect
 from sinks.migrate import migrate
 from streams.alerting import AlertPublisher, firing_alerts
 from streams.detectors.analytics.health import AnalyticsHealth
+from streams.detectors.canary.detector import CanaryConfig, CanaryJudge, CanarySource
+from streams.detectors.canary.judge import JudgeConfig
+from streams.detectors.canary.stats import Thresholds
 from streams.detectors.funnel.detector import FunnelDetector
 from streams.detectors.latency.detector import LatencyDetector
 from streams.detectors.latency.sketch import gamma_for
@@ -68,7 +71,10 @@ class Runtime:
         self.security_groups: SecurityGroups | None = None
         self.funnels: FunnelDetector | None = None
         self.analytics_health: AnalyticsHealth | None = None
+        self.canary: CanarySource | None = None
+        self.canary_judge: CanaryJudge | None = None
         self.groups_gate = CommitGate()
+        self.canary_gate = CommitGate()
         self.health = DetectorHealth(metrics, settings.detector_failure_threshold)
 
     async def open(self, app: VigilApp) -> None:
@@ -91,7 +97,13 @@ class Runtime:
             retry_max_s=s.sink_retry_max_s,
         )
         self.writer.start()
-        for name in (s.events_topic, s.dlq_topic, s.alerts_topic, s.security_groups_topic):
+        for name in (
+            s.events_topic,
+            s.dlq_topic,
+            s.alerts_topic,
+            s.security_groups_topic,
+            s.canary_topic,
+        ):
             await app.topic(name).maybe_declare()
         ingestor = Ingestor(
             self.pseudonymizer,
@@ -145,6 +157,8 @@ class Runtime:
                 consumer_group=s.consumer_group,
                 checkpoint_interval_s=s.funnel_checkpoint_interval_s,
             )
+        if s.canary_detection:
+            self._start_canary(s, publisher, gate)
         if self.rules.analytics.enabled:
             self.analytics_health = AnalyticsHealth(self.rules.analytics, self.alerts, self.metrics)
         guard = None
@@ -167,7 +181,9 @@ class Runtime:
             self.writer,
             dead_letters,
             self.metrics,
-            detectors=[d for d in (self.latency, self.security, self.funnels) if d is not None],
+            detectors=[
+                d for d in (self.latency, self.security, self.funnels, self.canary) if d is not None
+            ],
             gate=gate,
             guard=guard,
             pii_alerts=self.pii_alerts,
@@ -181,6 +197,46 @@ class Runtime:
             on_skipped=self.metrics.replay_skipped.inc,
         )
         self.ready.set()
+
+    def _start_canary(self, s: Settings, publisher: Publisher, gate: CommitGate) -> None:
+        """Both stages of the canary judge (``VIGIL_CANARY_DETECTION``)."""
+        assert self.alerts is not None
+        config = CanaryConfig(
+            interval_ms=int(s.canary_interval_s * 1000),
+            lateness_ms=int(s.canary_lateness_s * 1000),
+            idle_timeout_ms=int(s.canary_idle_timeout_s * 1000),
+            canary=s.canary_cohort,
+            baseline=s.canary_baseline_cohort,
+            judge=JudgeConfig(
+                thresholds=Thresholds(alpha=s.canary_alpha),
+                min_requests=s.canary_min_requests,
+                pass_score=s.canary_pass_score,
+                marginal_score=s.canary_marginal_score,
+                consecutive=s.canary_consecutive,
+            ),
+        )
+        gamma = gamma_for(s.sketch_relative_accuracy)
+        self.canary_judge = CanaryJudge(
+            config,
+            gamma,
+            self.alerts,
+            self.writer,
+            self.metrics,
+            s.clickhouse_database,
+            gate=self.canary_gate,
+        )
+        self.health.register(self.canary_judge.name)
+        topic = s.canary_topic
+
+        async def forward(records: list[tuple[int, bytes]]) -> None:
+            await publisher.publish(
+                "canary",
+                [Message(topic, None, value, [], partition) for partition, value in records],
+            )
+
+        self.canary = CanarySource(
+            config, gamma, forward, s.topic_partitions, self.metrics, gate=gate
+        )
 
     def _start_security(
         self, s: Settings, alerts: AlertPublisher, publisher: Publisher, gate: CommitGate
@@ -248,6 +304,11 @@ class Runtime:
                 await self.funnels.tick()
             except Exception as exc:
                 self.health.failed(self.funnels.name, exc, "the funnel tick")
+        if self.canary is not None:
+            try:
+                await self.canary.tick()
+            except Exception as exc:
+                self.health.failed(self.canary.name, exc, "the canary interval tick")
         if self.analytics_health is not None:
             try:
                 await self.analytics_health.tick()
@@ -269,6 +330,22 @@ class Runtime:
             )
         else:
             self.health.succeeded(GROUPS)
+        written()
+
+    async def handle_canary(self, batch: SourceBatch, ack: Callable[[], None]) -> None:
+        """A batch of the internal canary partials topic: the judge. Its commit waits
+        until the verdict rows of the intervals it fed are stored."""
+        written = self.canary_gate.track(batch.partition, batch.last_offset, ack)
+        judge = self.canary_judge
+        if judge is None:
+            written()
+            return
+        try:
+            await judge.process(batch)
+        except Exception as exc:
+            self.health.failed(judge.name, exc, f"{batch.topic}[{batch.partition}]")
+        else:
+            self.health.succeeded(judge.name)
         written()
 
     async def close(self) -> None:
@@ -426,6 +503,12 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         app.topic(
             name, key_serializer="raw", value_serializer="raw", partitions=settings.topic_partitions
         )
+    canary = app.topic(
+        settings.canary_topic,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=settings.topic_partitions,
+    )
     groups = app.topic(
         settings.security_groups_topic,
         key_serializer="raw",
@@ -446,8 +529,22 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         async for event in stream.noack().events():
             await runtime.handle_groups(event.value, event.ack)
 
+    @app.agent(canary, name="vigil.canary-judge")  # type: ignore[untyped-decorator]
+    async def canary_judge(stream: Any) -> None:
+        await runtime.ready.wait()
+        async for event in stream.noack().events():
+            await runtime.handle_canary(event.value, event.ack)
+
     @app.on_partitions_assigned.connect  # type: ignore[untyped-decorator]
     async def on_assigned(sender: Any, assigned: set[Any], **_: Any) -> None:
+        if runtime.canary is not None:
+            try:
+                total = app.consumer.topic_partitions(settings.events_topic)
+            except Exception:
+                total = None
+            runtime.canary.assigned(
+                [tp.partition for tp in assigned if tp.topic == settings.events_topic], total
+            )
         if runtime.security is not None:
             try:  # the events topic's real partition count (it may predate the settings)
                 total = app.consumer.topic_partitions(settings.events_topic)
@@ -465,6 +562,12 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     @app.on_partitions_revoked.connect  # type: ignore[untyped-decorator]
     async def on_revoked(sender: Any, revoked: set[Any], **_: Any) -> None:
         for tp in revoked:
+            if tp.topic == settings.canary_topic:
+                if runtime.canary_judge is not None:
+                    runtime.canary_judge.forget(tp.partition)
+                continue
+            if runtime.canary is not None and tp.topic == settings.events_topic:
+                runtime.canary.forget(tp.partition)
             if tp.topic == settings.security_groups_topic:
                 if runtime.security_groups is not None:
                     runtime.security_groups.forget(tp.partition)

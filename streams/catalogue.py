@@ -117,6 +117,11 @@ _ENTRIES: tuple[AlertDef, ...] = (
     AlertDef("AnalyticsEventRateAbnormal", "medium", "business", "event_rate",
              ("tenant_id", "event_name"),
              "{event_name} rate of {tenant_id} outside its declared bounds"),
+    # --- canary analysis (streams/detectors/canary) -------------------------------------
+    AlertDef("CanaryVerdictFail", "critical", "availability", "canary", ("service", "release"),
+             "canary {release} of {service} fails against the baseline: roll back"),
+    AlertDef("CanaryVerdictMarginal", "medium", "availability", "canary",
+             ("service", "release"), "canary {release} of {service} is marginal"),
     # --- escalation (streams/alerting.py): one level above its source, its category ----
     AlertDef("AlertRecurring", "high", "availability", "recurring",
              ("source_alertname", "source_fingerprint"),

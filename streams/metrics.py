@@ -116,6 +116,24 @@ class Metrics:
             "Repeated alert notifications suppressed inside the dedup window.",
             registry=registry,
         )
+        # Canary analysis (streams/detectors/canary)
+        self.canary_late = Counter(
+            "vigil_canary_late_events_total",
+            "Cohort-labelled requests that arrived after their interval was sent to the judge.",
+            registry=registry,
+        )
+        self.canary_verdicts = Counter(
+            "vigil_canary_verdicts_total",
+            "Interval verdicts of the canary judge, by stage verdict.",
+            ["verdict"],
+            registry=registry,
+        )
+        self.canary_score = Gauge(
+            "vigil_canary_score",
+            "The canary judge's latest score (0-100) per service and live release.",
+            ["service", "release"],
+            registry=registry,
+        )
         self.webhook_alerts = Counter(
             "vigil_alertmanager_webhook_alerts_total",
             "Alerts Alertmanager handed back through the webhook receiver (recorded).",

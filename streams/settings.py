@@ -127,6 +127,20 @@ class Settings(BaseSettings):
     # How often (at most) each partition's security windows are checkpointed to
     # ClickHouse; commits wait for the checkpoint, so a restart re-reads at most this much.
     security_checkpoint_interval_s: float = Field(default=5.0, gt=0)
+    # Canary analysis (streams/detectors/canary): http.request events carrying `cohort`
+    # (these names) are compared per service and canary release, per interval and over
+    # the stage; Fail after `canary_consecutive` failing intervals. Off: no partials.
+    canary_detection: bool = True
+    canary_interval_s: float = Field(default=60.0, ge=1)
+    canary_lateness_s: float = Field(default=30.0, ge=0)
+    canary_idle_timeout_s: float = Field(default=30.0, gt=0)
+    canary_cohort: str = "canary"
+    canary_baseline_cohort: str = "baseline"
+    canary_min_requests: int = Field(default=50, ge=1)
+    canary_consecutive: int = Field(default=2, ge=1)
+    canary_pass_score: float = Field(default=95.0, ge=0, le=100)
+    canary_marginal_score: float = Field(default=75.0, ge=0, le=100)
+    canary_alpha: float = Field(default=0.001, gt=0, lt=0.5)
     # Funnels (the rules file's funnels section); off: no funnel state, rows or alerts.
     funnel_detection: bool = True
     # How often (at most) each partition's funnel position is checkpointed; commits wait
@@ -172,6 +186,11 @@ class Settings(BaseSettings):
     @property
     def alerts_topic(self) -> str:
         return f"{self.topic_prefix}.alerts"
+
+    @property
+    def canary_topic(self) -> str:
+        """Internal: per-partition canary partials, keyed by service (the judge's input)."""
+        return f"{self.topic_prefix}.canary.partials"
 
     @property
     def security_groups_topic(self) -> str:

@@ -20,6 +20,7 @@ import re
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from faust.web import View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -141,6 +142,64 @@ def register_views(app: VigilApp, settings: Settings, metrics: Metrics) -> None:
             return self.json({"recorded": len(columns["fingerprint"])})
 
     app.page("/alertmanager/webhook")(WebhookView)
+
+    class CanaryView(View):  # type: ignore[misc]
+        """``GET /api/v1/canary?service=S&release=R``: the current verdict (the shape is
+        documented in the README, "Canary analysis"); rollout tools poll it."""
+
+        async def get(self, request: Any) -> Any:
+            service = request.query.get("service", "")
+            release = request.query.get("release", "")
+            if not service or not release:
+                return self.json(
+                    {"error": "query parameters service and release are required"}, status=400
+                )
+            judge = app.runtime.canary_judge
+            if judge is None:
+                return self.json({"error": "canary analysis is off"}, status=404)
+            current = judge.current(service, release)
+            if current is None:
+                current = await stored_verdict(service, release)
+            if current is None:
+                return self.json(
+                    {"error": f"no verdict for {service} {release} yet", "verdict": "Nodata"},
+                    status=404,
+                )
+            return self.json(current)
+
+    async def stored_verdict(service: str, release: str) -> dict[str, Any] | None:
+        """The latest stored verdict (another worker judges this service)."""
+        writer = app.runtime.writer
+        if writer is None:
+            return None
+        async with writer.engine_lock:
+            result = await asyncio.to_thread(
+                writer.client.query,
+                "SELECT verdict, score, failing_run, interval_start, interval_end, "
+                "canary_requests, baseline_requests, metrics "
+                f"FROM {settings.clickhouse_database}.canary_verdicts FINAL "
+                "WHERE service = {s:String} AND release = {r:String} "
+                "ORDER BY interval_start DESC LIMIT 1",
+                parameters={"s": service, "r": release},
+            )
+        if not result.result_rows:
+            return None
+        verdict, score, run, start, end, cn, bn, metrics_json = result.result_rows[0]
+        return {
+            "service": service,
+            "release": release,
+            "verdict": verdict,
+            "score": round(float(score), 1),
+            "failing_intervals": int(run),
+            "consecutive_to_fail": settings.canary_consecutive,
+            "interval_start": start.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "interval_end": end.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "canary_requests": int(cn),
+            "baseline_requests": int(bn),
+            "last_interval": {"metrics": orjson.loads(metrics_json)},
+        }
+
+    app.page("/api/v1/canary")(CanaryView)
 
     if settings.mode != "embedded":
         return
