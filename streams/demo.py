@@ -7,8 +7,12 @@ the platform's structured-log shape and a small share of messages is malformed o
 Every ``incident_every_s`` seconds the schedule replays a set of incidents for the
 detectors: a latency spike on one tenant's route, a cross-tenant access, PII inside an
 analytics payload, a brute-force burst from one IP that then logs in successfully (an
-account takeover), webhook signature failures, and one tenant's e-mail verification
-collapsing for five minutes (a funnel incident).
+account takeover), webhook signature failures, one tenant's e-mail verification
+collapsing for five minutes (a funnel incident), and a bad canary release of the `web`
+service: the `web` service always runs a canary (10 % of its requests, release
+``CANARY_RELEASE``, cohort ``canary``; the rest ``BASELINE_RELEASE``, cohort
+``baseline``), healthy except during ``bad_canary``, when its latency is x1.6 and 2 % of
+its requests fail (the canary judge's incident).
 """
 
 from __future__ import annotations
@@ -82,6 +86,9 @@ HTTP_SHARE = 1 - (
 #: status of an HTTP request: 5xx, 404 and 401 shares (the rest 200)
 P_5XX, P_404, P_401 = 0.003, 0.017, 0.0005
 PII_SAMPLE = "please call me back at jane.roe@example.com"  # the demo's planted PII
+CANARY_SERVICE, CANARY_SHARE = "web", 0.1
+BASELINE_RELEASE, CANARY_RELEASE = "2.7.3", "2.8.0"
+CANARY_SLOWER, CANARY_5XX = 1.6, 0.02  # the bad release
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +107,8 @@ SCHEDULE: tuple[Incident, ...] = (
     Incident("webhook_signature", 60, 10),
     # acme's verification e-mails stop arriving: its new users rarely verify
     Incident("funnel_email_collapse", 30, 300),
+    # the web service's canary release goes bad (judged per event-time minute)
+    Incident("bad_canary", 150, 300),
 )
 
 
@@ -107,6 +116,8 @@ class DemoTraffic:
     def __init__(self, seed: int = 7, incident_every_s: float | None = 600.0) -> None:
         """``incident_every_s`` None: background traffic only."""
         self._rng = random.Random(seed)
+        #: the canary's own draws: the rest of the traffic is the same with or without it
+        self._canary_rng = random.Random(seed + 1)
         self._every_s = incident_every_s
         #: steps due later: (event time ms, sequence, tenant, user, step index)
         self._due: list[tuple[int, int, str, str, int]] = []
@@ -195,7 +206,13 @@ class DemoTraffic:
             and self.active("latency_spike", elapsed_s)
         ):
             duration *= SPIKE_FACTOR
+        canary = service == CANARY_SERVICE and self._canary_rng.random() < CANARY_SHARE
+        bad = canary and self.active("bad_canary", elapsed_s)
+        if bad:
+            duration *= CANARY_SLOWER
         r = rng.random()
+        if bad and self._canary_rng.random() < CANARY_5XX:
+            r = 0.0  # a 5xx
         status = (
             500
             if r < P_5XX
@@ -213,6 +230,11 @@ class DemoTraffic:
             duration_ms=round(duration, 3),
             user_id=f"user-{tenant}-{rng.randrange(5000)}",
         )
+        if service == CANARY_SERVICE:
+            ev.update(
+                release=CANARY_RELEASE if canary else BASELINE_RELEASE,
+                cohort="canary" if canary else "baseline",
+            )
         return orjson.dumps(ev), tenant.encode()
 
     def _auth_failure(self, now_ms: int, ip: str | None = None) -> tuple[bytes, bytes | None]:

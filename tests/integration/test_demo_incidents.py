@@ -31,6 +31,8 @@ SECURITY = {
 }
 #: acme's e-mail verification collapses from 30 s: judged once its 10 minutes have passed
 FUNNEL = {"FunnelStageConversionLow"}
+#: the web service's canary release goes bad from 150 s (for 300 s): judged per minute
+CANARY = {"CanaryVerdictFail"}
 
 
 def alertmanager_view(
@@ -120,7 +122,7 @@ def test_the_demo_incidents_page_and_pii_is_stored_nowhere_raw(tmp_path: Path) -
         deadline = time.monotonic() + 150
         while (
             time.monotonic() < deadline
-            and not (found and names >= SECURITY | FUNNEL)
+            and not (found and names >= SECURITY | FUNNEL | CANARY)
             and up.poll() is None
         ):
             time.sleep(5)
@@ -143,6 +145,9 @@ def test_the_demo_incidents_page_and_pii_is_stored_nowhere_raw(tmp_path: Path) -
                     found.append(alert)
         stack = json.loads((tmp_path / ".vigil" / "stack.json").read_text())
         in_am, receivers, evidence = alertmanager_view(stack, found)
+        url = f"http://127.0.0.1:{stack['web_port']}/api/v1/canary?service=web&release=2.8.0"
+        with urllib.request.urlopen(url, timeout=10) as r:
+            canary = json.loads(r.read())
     finally:
         up.send_signal(signal.SIGINT)
         output, _ = up.communicate(timeout=120)
@@ -161,8 +166,15 @@ def test_the_demo_incidents_page_and_pii_is_stored_nowhere_raw(tmp_path: Path) -
     )  # fmt: skip
     assert json.loads(notified.stdout)["n"] == 1  # the webhook receiver stored it
     # every security incident of the round raised its alerts, and nothing else fired
-    assert names >= SECURITY | FUNNEL, (names, output)
-    assert names <= SECURITY | FUNNEL | {"P95LatencyBreach", "PIILeakageDetected"}, names
+    assert names >= SECURITY | FUNNEL | CANARY, (names, output)
+    allowed = {"P95LatencyBreach", "PIILeakageDetected", "CanaryVerdictMarginal"}
+    assert names <= SECURITY | FUNNEL | CANARY | allowed, names
+    # the rollout API gives the judge's verdict on the bad release
+    assert canary["service"] == "web" and canary["release"] == "2.8.0"
+    assert canary["verdict"] in ("Fail", "Marginal", "Pass"), canary
+    assert {m["metric"] for m in canary["last_interval"]["metrics"]} >= {"p50", "p95", "p99",
+                                                                         "error_rate"}  # fmt: skip
+    assert canary["canary_requests"] > 0 and canary["baseline_requests"] > 0
     # the funnel incident: acme's e-mail verification, and no other tenant or stage
     assert {(f["labels"]["tenant_id"], f["labels"]["stage"]) for f in funnel} == {  # type: ignore[index]
         ("acme", "auth.email_verified")
@@ -186,6 +198,16 @@ def test_the_demo_incidents_page_and_pii_is_stored_nowhere_raw(tmp_path: Path) -
     other = vigil("funnel", "--tenant", "globex", "--format", "json", env=env, cwd=tmp_path)
     assert all(json.loads(line).get("status", "ok") == "ok" for line in other.stdout.splitlines())
 
+    verdicts = vigil(
+        "query", "SELECT verdict, toUnixTimestamp(interval_end) - (SELECT toUnixTimestamp("
+        "min(ts)) FROM vigil.events WHERE cohort != '') AS end_s FROM vigil.canary_verdicts "
+        "FINAL WHERE service = 'web' AND release = '2.8.0' ORDER BY interval_start",
+        "--format", "json", env=env, cwd=tmp_path,
+    )  # fmt: skip
+    rows = [json.loads(line) for line in verdicts.stdout.splitlines()]
+    # healthy before the bad release (150 s): never Fail; Fail while it is bad
+    assert rows and all(r["verdict"] != "Fail" for r in rows if r["end_s"] <= 150), rows
+    assert any(r["verdict"] == "Fail" and 150 < r["end_s"] <= 600 for r in rows), rows
     stored = vigil(
         "query",
         "SELECT count() AS n FROM vigil.alerts WHERE alertname = 'P95LatencyBreach' "
