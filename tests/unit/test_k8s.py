@@ -150,3 +150,40 @@ def test_the_dockerfile_passes_hadolint() -> None:
         [str(hadolint), "Dockerfile"], cwd=ROOT, capture_output=True, text=True, check=False
     )
     assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_rollout_templates_pass_their_crds_and_read_the_verdict_shape() -> None:
+    """Argo Rollouts' AnalysisTemplate and Flagger's MetricTemplate against their
+    vendored CRDs; the fields their conditions read are in the endpoint's answer."""
+    import re
+
+    from prometheus_client import CollectorRegistry
+
+    from streams.alerting import AlertPublisher
+    from streams.detectors.canary.detector import CanaryConfig, CanaryJudge
+    from streams.detectors.latency.sketch import gamma_for
+    from streams.metrics import Metrics
+
+    crds = crd_schemas()
+    argo = yaml.safe_load((ROOT / "infra/rollouts/argo-analysistemplate.yaml").read_text())
+    flagger = yaml.safe_load((ROOT / "infra/rollouts/flagger-metrictemplate.yaml").read_text())
+    jsonschema.validate(argo, crds[("argoproj.io/v1alpha1", "AnalysisTemplate")])
+    jsonschema.validate(flagger, crds[("flagger.app/v1beta1", "MetricTemplate")])
+    [metric] = argo["spec"]["metrics"]
+    assert metric["inconclusiveLimit"] > 0 and metric["failureLimit"] == 0
+    assert "/api/v1/canary?service=" in metric["provider"]["web"]["url"]
+    fields = set(re.findall(r"result\.(\w+)", metric["successCondition"]))
+    fields |= set(re.findall(r"result\.(\w+)", metric["failureCondition"]))
+    metrics = Metrics(CollectorRegistry())
+    judge = CanaryJudge(
+        CanaryConfig(), gamma_for(0.01), AlertPublisher(None, None, "a", metrics, 300),  # type: ignore[arg-type]
+        None, metrics, "vigil",
+    )  # fmt: skip
+    from streams.detectors.canary.detector import _Release
+    from streams.detectors.canary.judge import Stage
+
+    judge.releases[("web", "2.8.0")] = _Release(Stage(2), verdict="Pass", score=100.0)
+    shape = judge.current("web", "2.8.0")
+    assert shape is not None and fields <= set(shape), (fields, shape)
+    assert "vigil_canary_score" in flagger["spec"]["query"]
+    assert metrics.canary_score._labelnames == ("service", "release")
