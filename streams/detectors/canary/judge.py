@@ -143,7 +143,11 @@ class Stage:
             comparison = cumulative if cumulative.verdict != "Inconclusive" else comparison
         if comparison.verdict == "Inconclusive":
             return "Inconclusive"  # neither breaks nor extends a failing run
-        if comparison.failing or (cumulative is not None and cumulative.failing):
+        # the cumulative comparison adds power, but its looks are correlated (a fluke
+        # early on lingers): it extends a failing run only when this interval is not a
+        # clean Pass
+        backed = cumulative is not None and cumulative.failing and comparison.verdict != "Pass"
+        if comparison.failing or backed:
             self.failing_run += 1
             if self.failing_run >= self.consecutive:
                 self.failed = True
