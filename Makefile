@@ -62,6 +62,7 @@ bench: install ## throughput benchmarks (prints figures and ratios; asserts noth
 	$(PY) -m benchmarks.bench_pii
 	$(PY) -m benchmarks.bench_security
 	$(PY) -m benchmarks.bench_funnels
+	$(PY) -m benchmarks.bench_canary
 	$(PY) -m benchmarks.bench_alert_quality
 	$(PY) -m benchmarks.bench_alerts
 

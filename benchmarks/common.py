@@ -69,6 +69,10 @@ LOG_SHARE = 0.05  # lines in the platform's structured-log shape (the contract p
 PII_SHARE = 0.01  # analytics events whose free text holds an e-mail address
 
 
+#: share of HTTP requests labelled with a release and cohort (10 % of them canary)
+CANARIED_SHARE = 0.25
+
+
 def mixed_events(n: int, seed: int = 1, tenants: int = 20) -> tuple[list[bytes], list[bytes]]:
     """``n`` events as production sends them: (envelopes, log-shaped lines).
 
@@ -93,6 +97,10 @@ def mixed_events(n: int, seed: int = 1, tenants: int = 20) -> tuple[list[bytes],
         if kind == "http.request":
             request = orjson.loads(next(http))
             request["ts"] = ts  # on the corpus's clock, with every other kind
+            if rng.random() < CANARIED_SHARE:  # a service under a canary rollout
+                canary = rng.random() < 0.1
+                request["release"] = "3.1.0" if canary else "3.0.9"
+                request["cohort"] = "canary" if canary else "baseline"
             envelopes.append(orjson.dumps(request))
             continue
         event: dict[str, object] = {
