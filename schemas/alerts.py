@@ -53,6 +53,8 @@ class AlertData(BaseModel):
     evidence: dict[str, Any] = Field(default_factory=dict)
     #: the canary plan's instruction: roll the deployment back automatically
     auto_rollback: bool = False
+    #: wall-clock time it was published (``Alert.time`` is event time): MTTD starts here
+    published_at: datetime | None = None
 
 
 class Alert(BaseModel):

@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -32,6 +33,7 @@ import orjson
 from schemas.alerts import Alert, AlertData, Annotations, Severity, Status, alert_fingerprint
 from sinks.clickhouse import ClickHouseWriter
 from streams.catalogue import Category, lookup
+from streams.incidents import IncidentTracker
 from streams.metrics import Metrics
 from streams.publish import Message, Publisher, Send
 
@@ -132,6 +134,8 @@ class AlertPublisher:
         recurring_window_s: float = 1800.0,
         flap_max: int = 3,
         flap_window_s: float = 3600.0,
+        clock: Callable[[], datetime] | None = None,
+        incidents: IncidentTracker | None = None,
     ) -> None:
         """``send`` is the producer's send (wrapped in a :class:`Publisher` with default
         retries) or a configured :class:`Publisher`: an alert is retried with backoff
@@ -153,6 +157,8 @@ class AlertPublisher:
         self._held: set[str] = set()
         self._clock: datetime | None = None
         self._next_sweep: datetime | None = None
+        self._wall = clock or (lambda: datetime.now(UTC))
+        self.incidents = incidents
 
     def is_firing(self, spec: AlertSpec) -> bool:
         return spec.fingerprint in self._active
@@ -371,6 +377,7 @@ class AlertPublisher:
             ends_at=at if status == "resolved" else None,
             evidence=evidence,
             auto_rollback=spec.auto_rollback,
+            published_at=self._wall(),
         )
         alert = Alert.build(data, at)
         await self._publish(alert)
@@ -381,6 +388,11 @@ class AlertPublisher:
         message = Message(self._topic, data.fingerprint.encode(), alert.to_json(), [])
         await self._publisher.publish("alerts", [message])
         self._metrics.alerts_published.labels(severity=data.severity, status=data.status).inc()
+        if self.incidents is not None:
+            try:
+                await self.incidents.observe(alert)
+            except Exception:  # an incident's bookkeeping never costs the alert
+                log.exception("incident tracking failed for %s", data.alertname)
         if self._writer is not None:
             # buffered with the other rows: an alert storm (a PII incident across many
             # tenants) must not turn into one synchronous INSERT per alert on the hot path
@@ -405,6 +417,7 @@ def alert_columns(alerts: list[Alert]) -> dict[str, list[Any]]:
         "starts_at": [a.data.starts_at for a in alerts],
         "ends_at": [a.data.ends_at for a in alerts],
         "evidence": [orjson.dumps(a.data.evidence).decode() for a in alerts],
+        "published_at": [a.data.published_at for a in alerts],
     }
 
 

@@ -39,6 +39,7 @@ from streams.detectors.security.detector import SecurityDetector, SecurityGroups
 from streams.dlq import DeadLetters
 from streams.gate import CommitGate
 from streams.health import DetectorHealth
+from streams.incidents import IncidentTracker, open_incidents
 from streams.ingest import Ingestor
 from streams.limits import JsonLimits
 from streams.metrics import Metrics
@@ -72,6 +73,7 @@ class Runtime:
         self.funnels: FunnelDetector | None = None
         self.analytics_health: AnalyticsHealth | None = None
         self.canary: CanarySource | None = None
+        self.incidents: IncidentTracker | None = None
         self.canary_judge: CanaryJudge | None = None
         self.groups_gate = CommitGate()
         self.canary_gate = CommitGate()
@@ -131,6 +133,16 @@ class Runtime:
             flap_window_s=s.alert_flap_window_s,
         )
         self.alerts.restore(await asyncio.to_thread(firing_alerts, client, s.clickhouse_database))
+        writer = self.writer
+
+        async def write_incidents(columns: dict[str, list[Any]]) -> None:
+            await writer.add({"incidents": columns})
+
+        self.incidents = IncidentTracker(write_incidents, self.metrics, s.incident_merge_window_s)
+        self.incidents.restore(
+            await asyncio.to_thread(open_incidents, client, s.clickhouse_database)
+        )
+        self.alerts.incidents = self.incidents
         gate = CommitGate()
         self.latency = LatencyDetector(
             self.rules.slo,

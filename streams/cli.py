@@ -28,7 +28,7 @@ def _settings() -> Settings:
     if stack is not None:  # what the user set explicitly wins over the running stack
         if "kafka_bootstrap" not in base.model_fields_set:
             overrides["kafka_bootstrap"] = stack["kafka_bootstrap"]
-        if "web_port" not in base.model_fields_set:
+        if "web_port" not in base.model_fields_set or base.web_port == 0:  # 0: any port
             overrides["web_port"] = stack["web_port"]
         if "alertmanager_url" not in base.model_fields_set and stack.get("alertmanager_url"):
             overrides["alertmanager_url"] = stack["alertmanager_url"]
@@ -284,6 +284,63 @@ def cmd_funnel(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_incidents(args: argparse.Namespace) -> int:
+    """Incidents: list and show from ClickHouse; ack and resolve through the worker."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    from streams.query import render, run_query
+
+    settings = _settings()
+    db = settings.clickhouse_database
+    if args.incidents_command == "list":
+        where = "" if args.all else "WHERE status != 'resolved'"
+        if args.tenant:
+            safe = args.tenant.replace("'", "")
+            where += (" AND " if where else "WHERE ") + f"tenant_id = '{safe}'"
+        columns, rows = run_query(
+            settings,
+            "SELECT incident_id, status, severity, tenant_id, category, alertnames, "
+            "detected_at, round(mttd_s) AS mttd_s, round(mtta_s) AS mtta_s, "
+            f"round(mttr_s) AS mttr_s FROM {db}.incidents FINAL {where} "
+            "ORDER BY detected_at DESC LIMIT 100",
+        )
+        print(render(columns, rows, args.format))
+        return 0
+    if args.incidents_command == "show":
+        safe = args.id.replace("'", "")
+        columns, rows = run_query(
+            settings, f"SELECT * FROM {db}.incidents FINAL WHERE incident_id = '{safe}'"
+        )
+        if not rows:
+            raise VigilError(f"no incident {args.id}")
+        record = dict(zip(columns, rows[0], strict=True))
+        timeline = json.loads(record.pop("timeline"))
+        for key, value in record.items():
+            print(f"{key:16} {value}")
+        print("timeline:")
+        for step in timeline:
+            print(f"  {step['at']}  {step['what']}")
+        return 0
+    url = (
+        f"http://127.0.0.1:{settings.web_port}/api/v1/incidents/{args.id}/{args.incidents_command}"
+    )
+    request = urllib.request.Request(
+        url, data=json.dumps({"by": args.by}).encode(), method="POST",
+        headers={"Content-Type": "application/json"},
+    )  # fmt: skip
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+            answer = json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        raise VigilError(json.loads(exc.read() or b"{}").get("error", str(exc))) from None
+    except urllib.error.URLError as exc:
+        raise VigilError(f"no worker at {url} ({exc.reason}): is `vigil up` running?") from None
+    print(f"{answer['incident_id']}: {answer['status']}")
+    return 0
+
+
 def cmd_silence(args: argparse.Namespace) -> int:
     """Silences in Alertmanager (API v2) at VIGIL_ALERTMANAGER_URL."""
     from datetime import timedelta
@@ -395,6 +452,22 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "forward", help="deliver the alerts topic to Alertmanager (VIGIL_ALERTMANAGER_URL)"
     ).set_defaults(func=cmd_forward)
+
+    incidents = sub.add_parser("incidents", help="incidents: list, show, ack, resolve")
+    incidents_sub = incidents.add_subparsers(dest="incidents_command", required=True)
+    listing = incidents_sub.add_parser("list", help="open incidents (--all: every one)")
+    listing.add_argument("--all", action="store_true")
+    listing.add_argument("--tenant")
+    listing.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    listing.set_defaults(func=cmd_incidents)
+    show = incidents_sub.add_parser("show", help="one incident with its timeline")
+    show.add_argument("id")
+    show.set_defaults(func=cmd_incidents)
+    for action, text in (("ack", "acknowledge"), ("resolve", "resolve by hand")):
+        cmd = incidents_sub.add_parser(action, help=f"{text} an open incident")
+        cmd.add_argument("id")
+        cmd.add_argument("--by", required=True, help="who")
+        cmd.set_defaults(func=cmd_incidents)
 
     silence = sub.add_parser("silence", help="silences in Alertmanager (VIGIL_ALERTMANAGER_URL)")
     silence_sub = silence.add_subparsers(dest="silence_command", required=True)

@@ -116,6 +116,26 @@ class Metrics:
             "Repeated alert notifications suppressed inside the dedup window.",
             registry=registry,
         )
+        # Incidents (streams/incidents.py): wall-clock seconds
+        buckets = (30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400, 43200, 86400)
+        self.incident_mttd = Histogram(
+            "vigil_incident_mttd_seconds",
+            "Time to detect: first breaching event to the incident's first alert published.",
+            buckets=buckets,
+            registry=registry,
+        )
+        self.incident_mtta = Histogram(
+            "vigil_incident_mtta_seconds",
+            "Time to acknowledge: first alert published to acknowledged.",
+            buckets=buckets,
+            registry=registry,
+        )
+        self.incident_mttr = Histogram(
+            "vigil_incident_mttr_seconds",
+            "Time to resolve: first breaching event to resolved.",
+            buckets=buckets,
+            registry=registry,
+        )
         # Canary analysis (streams/detectors/canary)
         self.canary_late = Counter(
             "vigil_canary_late_events_total",

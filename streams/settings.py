@@ -98,6 +98,9 @@ class Settings(BaseSettings):
     # Alertmanager API base URL(s), comma-separated (an HA pair: every one is told);
     # `vigil silence` talks to it
     alertmanager_url: str = "http://127.0.0.1:9093"
+    # Incidents (streams/incidents.py): an alert joins an open incident of its tenant and
+    # category whose alerts were active within this many seconds of its start.
+    incident_merge_window_s: float = Field(default=1800.0, gt=0)
     # Escalation (streams/alerting.py): the same alert starting this many times within
     # the window raises AlertRecurring one level up; an alert resolved more than
     # flap_max times within the flap window is held firing (annotation `flapping`).

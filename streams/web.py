@@ -25,6 +25,7 @@ from faust.web import View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from streams.errors import QueryRejected
+from streams.incidents import UnknownIncident, pagerduty_ack
 from streams.metrics import Metrics
 from streams.settings import Settings
 
@@ -200,6 +201,57 @@ def register_views(app: VigilApp, settings: Settings, metrics: Metrics) -> None:
         }
 
     app.page("/api/v1/canary")(CanaryView)
+
+    class IncidentActionView(View):  # type: ignore[misc]
+        """``POST /api/v1/incidents/{id}/ack`` or ``/resolve`` with ``{"by": NAME}``."""
+
+        async def post(self, request: Any, incident_id: str, action: str) -> Any:
+            tracker = app.runtime.incidents
+            if tracker is None:
+                return self.json({"error": "worker is still starting"}, status=503)
+            try:
+                body = await request.json()
+            except ValueError:
+                body = {}
+            by = str(body.get("by") or "").strip()
+            if not by:
+                return self.json({"error": 'say who: {"by": "NAME"}'}, status=400)
+            try:
+                if action == "ack":
+                    incident = await tracker.acknowledge(incident_id, by)
+                elif action == "resolve":
+                    incident = await tracker.resolve(incident_id, by)
+                else:
+                    return self.json({"error": "action is ack or resolve"}, status=404)
+            except UnknownIncident:
+                return self.json(
+                    {"error": f"no open incident {incident_id} in this worker"}, status=404
+                )
+            return self.json({"incident_id": incident.id, "status": incident.status})
+
+    app.page("/api/v1/incidents/{incident_id}/{action}")(IncidentActionView)
+
+    class PagerDutyView(View):  # type: ignore[misc]
+        """PagerDuty v3 webhooks: ``incident.acknowledged`` acknowledges the open incident
+        holding the alert its title names (the shipped ``vigil.title``)."""
+
+        async def post(self, request: Any) -> Any:
+            tracker = app.runtime.incidents
+            try:
+                payload = await request.json()
+            except ValueError:
+                return self.json({"error": "not JSON"}, status=400)
+            ack = pagerduty_ack(payload)
+            if ack is None or tracker is None:
+                return self.json({"acknowledged": None, "reason": "not an acknowledgement"})
+            alertname, tenant, who, when = ack
+            incident = tracker.find(alertname, tenant)
+            if incident is None:
+                return self.json({"acknowledged": None, "reason": "no open incident matches"})
+            await tracker.acknowledge(incident.id, f"{who} (PagerDuty)", when)
+            return self.json({"acknowledged": incident.id})
+
+    app.page("/pagerduty/webhook")(PagerDutyView)
 
     if settings.mode != "embedded":
         return

@@ -148,6 +148,14 @@ def test_the_demo_incidents_page_and_pii_is_stored_nowhere_raw(tmp_path: Path) -
         url = f"http://127.0.0.1:{stack['web_port']}/api/v1/canary?service=web&release=2.8.0"
         with urllib.request.urlopen(url, timeout=10) as r:
             canary = json.loads(r.read())
+        unknown = vigil("incidents", "ack", "inc-nope", "--by", "test", env=env, cwd=tmp_path)
+        hook = urllib.request.Request(  # a PagerDuty v3 event that is no acknowledgement
+            f"http://127.0.0.1:{stack['web_port']}/pagerduty/webhook",
+            data=json.dumps({"event": {"event_type": "incident.triggered"}}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(hook, timeout=10) as r:  # noqa: S310
+            pagerduty = json.loads(r.read())
     finally:
         up.send_signal(signal.SIGINT)
         output, _ = up.communicate(timeout=120)
@@ -159,6 +167,17 @@ def test_the_demo_incidents_page_and_pii_is_stored_nowhere_raw(tmp_path: Path) -
     # its generatorURL opens the alert's transitions and evidence on the worker
     assert evidence["transitions"][-1]["alertname"] == "P95LatencyBreach"
     assert "latency_windows" in evidence["transitions"][-1]["evidence"]
+    # the bad canary opened an incident with its timeline and time to detect
+    assert unknown.returncode != 0 and "no open incident inc-nope" in unknown.stderr
+    assert pagerduty["acknowledged"] is None
+    listed = vigil("incidents", "list", "--all", "--format", "json", env=env, cwd=tmp_path)
+    incidents = [json.loads(line) for line in listed.stdout.splitlines()]
+    canary_incidents = [i for i in incidents if "CanaryVerdictFail" in i["alertnames"]]
+    assert canary_incidents, incidents
+    shown = vigil("incidents", "show", canary_incidents[0]["incident_id"], env=env, cwd=tmp_path)
+    assert "opened: CanaryVerdict" in shown.stdout, shown.stdout  # Marginal, then Fail
+    assert "first breach (CanaryVerdict" in shown.stdout, shown.stdout
+    assert canary_incidents[0]["mttd_s"] is not None
     notified = vigil(
         "query", "SELECT count() AS n FROM vigil.alert_notifications WHERE receiver = "
         "'daily-report' AND severity = 'low' AND fingerprint = '" + "f" * 32 + "'",
