@@ -10,6 +10,7 @@ from pydantic import TypeAdapter
 
 from schemas.alerts import Alert
 from schemas.events import EVENT_ADAPTER, KIND_MODELS
+from schemas.evidence import DOCUMENTS
 
 #: fields a producer may leave out although every stored event has them (Vigil fills them)
 FILLED_AT_INGEST = ("event_id",)
@@ -24,11 +25,14 @@ def _as_input(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 def json_schemas() -> dict[str, dict[str, Any]]:
-    """File name → JSON Schema, for the event union, each kind, and the alert."""
+    """File name → JSON Schema, for the event union, each kind, the alert and the
+    evidence documents."""
     out: dict[str, dict[str, Any]] = {"event.schema.json": _as_input(EVENT_ADAPTER.json_schema())}
     for kind, model in KIND_MODELS.items():
         out[f"event.{kind}.schema.json"] = _as_input(model.model_json_schema())
     out["alert.schema.json"] = TypeAdapter(Alert).json_schema(by_alias=True)
+    for name, document in DOCUMENTS.items():
+        out[name] = document.model_json_schema()
     return out
 
 

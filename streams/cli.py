@@ -341,6 +341,41 @@ def cmd_incidents(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evidence(args: argparse.Namespace) -> int:
+    """The rollout process's evidence documents (streams/evidence.py), as JSON."""
+    from datetime import UTC, datetime
+    from pathlib import Path
+
+    from streams import evidence
+    from streams.query import run_query
+
+    settings = _settings()
+    db = settings.clickhouse_database
+
+    def query(sql: str) -> tuple[list[str], list[list[Any]]]:
+        return run_query(settings, sql)
+
+    doc: Any
+    if args.evidence_command == "baseline":
+        until = datetime.now(UTC) if args.until is None else datetime.fromisoformat(args.until)
+        if until.tzinfo is None:
+            until = until.replace(tzinfo=UTC)
+        doc = evidence.baseline(query, db, args.service, args.minutes, until, args.cohort)
+    elif args.evidence_command == "stage":
+        doc = evidence.stage(query, db, args.service, args.release)
+    else:
+        doc = evidence.incident(query, db, args.id)
+        if args.markdown:
+            Path(args.markdown).write_text(evidence.postmortem(doc))
+    text = doc.model_dump_json(indent=2)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+        print(f"wrote {args.out}")
+    else:
+        print(text)
+    return 0
+
+
 def cmd_silence(args: argparse.Namespace) -> int:
     """Silences in Alertmanager (API v2) at VIGIL_ALERTMANAGER_URL."""
     from datetime import timedelta
@@ -452,6 +487,23 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "forward", help="deliver the alerts topic to Alertmanager (VIGIL_ALERTMANAGER_URL)"
     ).set_defaults(func=cmd_forward)
+
+    ev = sub.add_parser("evidence", help="evidence documents: baseline, stage, incident")
+    ev_sub = ev.add_subparsers(dest="evidence_command", required=True)
+    base = ev_sub.add_parser("baseline", help="a service's figures before a canary")
+    base.add_argument("--service", required=True)
+    base.add_argument("--minutes", type=int, default=30)
+    base.add_argument("--until", help="end of the window (ISO time; default now)")
+    base.add_argument("--cohort", default="", help="only this cohort (default: every request)")
+    st = ev_sub.add_parser("stage", help="one canary stage: per metric, decision")
+    st.add_argument("--service", required=True)
+    st.add_argument("--release", required=True)
+    inc = ev_sub.add_parser("incident", help="an incident's detection, alerts, timeline")
+    inc.add_argument("id")
+    inc.add_argument("--markdown", help="also write a post-mortem draft here")
+    for p in (base, st, inc):
+        p.add_argument("--out", help="write the JSON here (default: stdout)")
+        p.set_defaults(func=cmd_evidence)
 
     incidents = sub.add_parser("incidents", help="incidents: list, show, ack, resolve")
     incidents_sub = incidents.add_subparsers(dest="incidents_command", required=True)

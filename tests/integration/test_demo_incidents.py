@@ -178,6 +178,36 @@ def test_the_demo_incidents_page_and_pii_is_stored_nowhere_raw(tmp_path: Path) -
     assert "opened: CanaryVerdict" in shown.stdout, shown.stdout  # Marginal, then Fail
     assert "first breach (CanaryVerdict" in shown.stdout, shown.stdout
     assert canary_incidents[0]["mttd_s"] is not None
+    # the evidence documents, valid against their JSON Schemas
+    import jsonschema
+
+    schemas = Path(__file__).resolve().parents[2] / "schemas" / "jsonschema"
+    stage = vigil("evidence", "stage", "--service", "web", "--release", "2.8.0", env=env,
+                  cwd=tmp_path)  # fmt: skip
+    assert stage.returncode == 0, stage.stderr
+    stage_doc = json.loads(stage.stdout)
+    jsonschema.validate(stage_doc, json.loads((schemas / "evidence.stage.schema.json").read_text()))
+    assert stage_doc["decision"] == "ROLLBACK" and stage_doc["breach_count"] >= 2
+    assert {m["metric"] for m in stage_doc["metrics"]} >= {"p50", "p95", "p99", "error_rate"}
+    draft = tmp_path / "postmortem.md"
+    doc = vigil("evidence", "incident", canary_incidents[0]["incident_id"], "--markdown",
+                str(draft), env=env, cwd=tmp_path)  # fmt: skip
+    assert doc.returncode == 0, doc.stderr
+    incident_doc = json.loads(doc.stdout)
+    jsonschema.validate(
+        incident_doc, json.loads((schemas / "evidence.incident.schema.json").read_text())
+    )
+    assert {a["alertname"] for a in incident_doc["alerts"]} >= {"CanaryVerdictFail"}
+    assert incident_doc["mttd_s"] is not None and incident_doc["timeline"]
+    assert "# Post-mortem draft" in draft.read_text() and "CanaryVerdictFail" in draft.read_text()
+    base = vigil("evidence", "baseline", "--service", "web", "--cohort", "baseline",
+                 "--minutes", "1440", env=env, cwd=tmp_path)  # fmt: skip
+    assert base.returncode == 0, base.stderr
+    base_doc = json.loads(base.stdout)
+    jsonschema.validate(
+        base_doc, json.loads((schemas / "evidence.baseline.schema.json").read_text())
+    )
+    assert base_doc["requests"] > 1000 and 0 < base_doc["p50_ms"]["avg"] < base_doc["p99_ms"]["avg"]
     notified = vigil(
         "query", "SELECT count() AS n FROM vigil.alert_notifications WHERE receiver = "
         "'daily-report' AND severity = 'low' AND fingerprint = '" + "f" * 32 + "'",
