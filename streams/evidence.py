@@ -245,10 +245,12 @@ def postmortem(doc: IncidentEvidence) -> str:
         "| alert | severity | at the incident | threshold | after recovery | breaches |",
         "|---|---|---:|---:|---:|---:|",
     ]
+    routing = {"alertname", "severity", "category", "family", "auto_rollback"}
     for a in doc.alerts:
         after = "—" if a.value_after_recovery is None else f"{a.value_after_recovery:g}"
+        labels = ", ".join(f"{k}={v}" for k, v in a.labels.items() if k not in routing)
         lines.append(
-            f"| {a.alertname} {a.labels} | {a.severity} | {a.value_at_incident:g} | "
+            f"| {a.alertname} ({labels}) | {a.severity} | {a.value_at_incident:g} | "
             f"{a.threshold:g} | {after} | {a.consecutive_breaches} |"
         )
     lines += ["", "## Timeline", ""]

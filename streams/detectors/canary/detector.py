@@ -513,6 +513,7 @@ class CanaryJudge:
         evidence = {
             "verdict": verdict,
             "score": state.score,
+            "failing_intervals": state.stage.failing_run,
             "comparison": state.comparison,
             "query": (
                 "SELECT interval_start, verdict, score, canary_requests, baseline_requests, "
