@@ -219,6 +219,7 @@ class Runtime:
             idle_timeout_ms=int(s.canary_idle_timeout_s * 1000),
             canary=s.canary_cohort,
             baseline=s.canary_baseline_cohort,
+            services=self.rules.canary.services,
             judge=JudgeConfig(
                 thresholds=Thresholds(alpha=s.canary_alpha),
                 min_requests=s.canary_min_requests,

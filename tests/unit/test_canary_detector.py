@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -27,6 +28,7 @@ GAMMA = gamma_for(0.01)
 MIN = 60_000
 T0 = 1_780_000_000_000 - 1_780_000_000_000 % MIN
 PARTS = 3
+DEMO_RULES = Path(__file__).resolve().parents[2] / "streams" / "rules.demo.yaml"
 
 
 def request(
@@ -178,3 +180,38 @@ async def test_re_sent_partials_replace_and_judged_intervals_are_ignored() -> No
     for p, values in h.sent.items():
         await h.judge.process_records(p, [(10_000 + i, v) for i, v in enumerate(values)])
     assert h.judge.releases[("checkout", "4.13.0")].canary.requests == requests
+
+
+async def test_declared_weight_and_slo_thresholds_are_judged_too() -> None:
+    """From the rules file's canary section: a canary receiving 12.5 % of requests where
+    40 % was declared fails throughput_share (Marginal: one non-critical metric); an
+    absolute p95 threshold below the canary's p95 is a critical failure (Fail)."""
+    from streams.detectors.canary.rules import CanaryService
+    from streams.detectors.latency.slo import load_rules
+
+    async def verdict(declared: CanaryService) -> tuple[str, dict[str, str]]:
+        h = Harness(CanaryConfig(lateness_ms=5_000, services={"checkout": declared}))
+        rng = random.Random(8)
+        for minute in range(4):
+            for p in range(PARTS):
+                batch = sorted(
+                    (request(rng, T0 + minute * MIN + rng.randrange(MIN),
+                             "canary" if k % 8 == 0 else "baseline", 1.0, 0.0)
+                     for k in range(400)),
+                    key=lambda e: e["ts"],
+                )  # fmt: skip
+                await h.feed(p, batch)
+        await h.judge_all()
+        state = h.judge.releases[("checkout", "4.13.0")]
+        outcomes = {m["metric"]: m["outcome"] for m in state.comparison["metrics"]}
+        return state.verdict, outcomes
+
+    fair, outcomes = await verdict(CanaryService(weight=0.125, slo_ms={"p95": 5000}))
+    assert fair == "Pass" and outcomes["throughput_share"] == "Pass"
+    assert outcomes["slo_p95"] == "Pass"
+    starved, outcomes = await verdict(CanaryService(weight=0.4))
+    assert outcomes["throughput_share"] == "High" and starved == "Marginal"
+    slow, outcomes = await verdict(CanaryService(slo_ms={"p95": 100}))
+    assert outcomes["slo_p95"] == "High" and slow == "Fail"
+    assert load_rules(DEMO_RULES).canary.services["web"].weight == 0.1  # the demo's
+    assert load_rules(None).canary.services == {}

@@ -34,7 +34,7 @@ import contextlib
 import logging
 import time
 import zlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -46,6 +46,7 @@ from sinks.clickhouse import ClickHouseWriter
 from sinks.sqltext import sql_string as _sql
 from streams.alerting import AlertPublisher, AlertSpec
 from streams.detectors.canary.judge import Cohort, Comparison, JudgeConfig, Stage, compare
+from streams.detectors.canary.rules import CanaryService
 from streams.detectors.latency.sketch import Sketch, bucket_indices
 from streams.detectors.latency.windows import NO_WATERMARK, Watermark
 from streams.gate import CommitGate
@@ -76,6 +77,8 @@ class CanaryConfig:
     judge: JudgeConfig = field(default_factory=JudgeConfig)
     #: a release not seen for this many intervals is no longer live (its gauge goes)
     live_intervals: int = 10
+    #: what the rules file declares per service (weight, absolute SLO thresholds)
+    services: Mapping[str, CanaryService] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -433,8 +436,12 @@ class CanaryJudge:
                 )
             state.canary.merge(canary)
             state.baseline.merge(baseline)
-            interval = compare(canary, baseline, cfg.judge)
-            cumulative = compare(state.canary, state.baseline, cfg.judge)
+            declared = cfg.services.get(service)
+            extra: dict[str, Any] = {}
+            if declared is not None:
+                extra = {"weight": declared.weight, "slo_ms": declared.slo_ms, "gamma": self.gamma}
+            interval = compare(canary, baseline, cfg.judge, **extra)
+            cumulative = compare(state.canary, state.baseline, cfg.judge, **extra)
             verdict = state.stage.observe(interval, cumulative)
             shown = interval if interval.verdict != "Inconclusive" else cumulative
             state.verdict, state.score, state.last_interval = verdict, shown.score, start

@@ -44,6 +44,7 @@ from pydantic import (
 from schemas.alerts import Severity
 from streams.catalogue import register_rule_alert
 from streams.detectors.analytics.health import AnalyticsConfig
+from streams.detectors.canary.rules import CanaryRules
 from streams.detectors.funnel.rules import FunnelConfig
 from streams.detectors.latency.sketch import Sketch, bucket_value
 from streams.detectors.latency.windows import WindowSpec, parse_seconds
@@ -257,6 +258,7 @@ class RulesFile(_Strict):
     security: SecurityConfig = SecurityConfig()
     funnels: FunnelConfig = FunnelConfig()
     analytics: AnalyticsConfig = AnalyticsConfig()
+    canary: CanaryRules = CanaryRules()
 
 
 def load_rules(path: Path | None) -> RulesFile:
