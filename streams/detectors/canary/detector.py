@@ -36,17 +36,18 @@ import time
 import zlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
 from schemas.alerts import Annotations
 from sinks.clickhouse import ClickHouseWriter
+from sinks.sqltext import dt as _dt
 from sinks.sqltext import sql_string as _sql
 from streams.alerting import AlertPublisher, AlertSpec
 from streams.detectors.canary.judge import Cohort, Comparison, JudgeConfig, Stage, compare
 from streams.detectors.canary.rules import CanaryService
+from streams.detectors.latency.detector import HTTP_REQUEST
 from streams.detectors.latency.sketch import Sketch, bucket_indices
 from streams.detectors.latency.windows import NO_WATERMARK, Watermark
 from streams.gate import CommitGate
@@ -155,14 +156,12 @@ class CanarySource:
             return
         cfg = self.config
         names = (cfg.canary, cfg.baseline)
-        events = result.events
-        picked = [
-            i
-            for i, ev in enumerate(events)
-            if getattr(ev, "cohort", None) in names and ev.kind == "http.request"
-        ]
+        events: list[Any] = result.events
+        # only requests, found by the batch's per-type index (no scan of other kinds)
+        picked = [i for i in result.by_type().get(HTTP_REQUEST, ()) if events[i].cohort in names]
         if picked:
-            keys = bucket_indices([events[i].duration_ms for i in picked], self.gamma)  # type: ignore[attr-defined]
+            keys = bucket_indices([events[i].duration_ms for i in picked], self.gamma)
+            late = 0
             start = 0
             for j, i in enumerate(picked):
                 if i > start:
@@ -171,11 +170,10 @@ class CanarySource:
                 t = ts[i]
                 interval = t - t % cfg.interval_ms
                 if interval + cfg.interval_ms <= part.watermark.value_ms:
-                    self.late += 1
-                    self._metrics.canary_late.inc()
+                    late += 1
                     part.watermark.observe(t)
                     continue
-                ev: Any = events[i]
+                ev = events[i]
                 slot = part.open.get(interval)
                 if slot is None:
                     slot = part.open[interval] = _Open(result.offsets[i])
@@ -187,6 +185,9 @@ class CanarySource:
                 cohort.requests += 1
                 cohort.errors += ev.status >= 500
                 part.watermark.observe(t)
+            if late:
+                self.late += late
+                self._metrics.canary_late.inc(late)
             if start < len(ts):
                 part.watermark.observe(max(ts[start:]))
         else:
@@ -563,10 +564,6 @@ class CanaryJudge:
                 continue
             if state.verdict and state.verdict != "Inconclusive":
                 gauge.labels(service=service, release=release).set(state.score)
-
-
-def _dt(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC)
 
 
 def _iso(ms: int) -> str:
