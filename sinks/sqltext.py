@@ -10,6 +10,11 @@ def dt(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz=UTC)
 
 
+def as_utc(value: datetime) -> datetime:
+    """A time read back from ClickHouse (naive, in UTC) as an aware UTC datetime."""
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
 def sql_time(ms: int) -> str:
     text = dt(ms).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
     return f"toDateTime64('{text}', 3, 'UTC')"

@@ -18,7 +18,7 @@ from schemas.evidence import (
     StageMetric,
     Summary,
 )
-from sinks.sqltext import sql_string
+from sinks.sqltext import as_utc, sql_string, sql_time
 from streams.errors import VigilError
 
 #: run one read-only statement -> (column names, rows)
@@ -38,10 +38,8 @@ THRESHOLDS = {
 
 def _time(value: Any) -> datetime:
     if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
-    text = str(value).replace("Z", "+00:00").replace(" ", "T")
-    parsed = datetime.fromisoformat(text)
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        return as_utc(value)
+    return as_utc(datetime.fromisoformat(str(value).replace("Z", "+00:00").replace(" ", "T")))
 
 
 def _summary(values: list[float]) -> Summary:
@@ -66,8 +64,8 @@ def baseline(
     start = until - timedelta(minutes=minutes)
     where = (
         f"kind = 'http.request' AND service = {sql_string(service)} "
-        f"AND ts >= toDateTime64({sql_string(start.strftime('%Y-%m-%d %H:%M:%S'))}, 3, 'UTC') "
-        f"AND ts < toDateTime64({sql_string(until.strftime('%Y-%m-%d %H:%M:%S'))}, 3, 'UTC')"
+        f"AND ts >= {sql_time(int(start.timestamp() * 1000))} "
+        f"AND ts < {sql_time(int(until.timestamp() * 1000))}"
     )
     if cohort:
         where += f" AND cohort = {sql_string(cohort)}"

@@ -32,6 +32,7 @@ from typing import Any
 import orjson
 
 from schemas.alerts import Alert
+from sinks.sqltext import as_utc
 
 SEVERITY_ORDER = {"low": 0, "medium": 1, "high": 2, "critical": 3}
 #: rows of the incidents table -> awaitable once buffered
@@ -258,10 +259,9 @@ INCIDENT_COLUMNS = (
 
 def incidents_from_rows(rows: list[tuple[Any, ...]]) -> list[Incident]:
     """Incidents from ``SELECT <INCIDENT_COLUMNS> FROM incidents FINAL`` rows (restart)."""
-    from datetime import UTC
 
     def utc(v: Any) -> Any:
-        return v.replace(tzinfo=UTC) if isinstance(v, datetime) and v.tzinfo is None else v
+        return as_utc(v) if isinstance(v, datetime) else v
 
     out = []
     for row in rows:
