@@ -93,8 +93,8 @@ def fingerprint_rates() -> tuple[float, float]:
             alert_fingerprint(s.alertname, s.labels)
         old.append(N / (time.perf_counter() - started))
         started = time.perf_counter()
-        for s in batch:
-            _ = s.fingerprint
+        for s in batch:  # a spec derives its routing labels and fingerprint when made
+            AlertSpec(s.alertname, s.severity, s.labels, s.annotations)
         new.append(N / (time.perf_counter() - started))
     return statistics.median(old), statistics.median(new)
 
@@ -117,7 +117,7 @@ def main() -> None:
     fwd_rate, per_alert = forwarder_figures(sent)
     print("alert path (medians of 3 runs; fingerprints: 5 alternating runs)")
     print(f"  fingerprint, identity labels only {old_fp:>10,.0f} /s (before)")
-    print(f"  fingerprint, with routing labels  {new_fp:>10,.0f} /s (now)")
+    print(f"  spec + fingerprint with routing   {new_fp:>10,.0f} /s (now)")
     print(f"  publisher, new firing alerts      {rates['new']:>10,.0f} /s")
     print(f"  publisher, suppressed repeats     {rates['suppressed']:>10,.0f} /s")
     print(f"  publisher, fire/resolve cycles    {rates['cycle']:>10,.0f} transitions/s")

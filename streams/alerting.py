@@ -32,6 +32,7 @@ import orjson
 
 from schemas.alerts import Alert, AlertData, Annotations, Severity, Status, alert_fingerprint
 from sinks.clickhouse import ClickHouseWriter
+from sinks.sqltext import as_utc
 from streams.catalogue import Category, lookup
 from streams.incidents import IncidentTracker
 from streams.metrics import Metrics
@@ -89,16 +90,18 @@ class AlertSpec:
     annotations: Annotations
     auto_rollback: bool = False
     category: Category | None = None
+    #: derived once, when the spec is made (every fire() and resolve() reads both)
+    routing: dict[str, str] = field(init=False, repr=False, compare=False)
+    fingerprint: str = field(init=False, repr=False, compare=False)
 
-    @property
-    def routing(self) -> dict[str, str]:
-        return routing_labels(
+    def __post_init__(self) -> None:
+        routing = routing_labels(
             self.alertname, self.severity, self.labels, self.auto_rollback, self.category
         )
-
-    @property
-    def fingerprint(self) -> str:
-        return alert_fingerprint(self.alertname, {**self.routing, **self.labels})
+        object.__setattr__(self, "routing", routing)
+        object.__setattr__(
+            self, "fingerprint", alert_fingerprint(self.alertname, {**routing, **self.labels})
+        )
 
 
 @dataclass(slots=True)
@@ -433,10 +436,4 @@ def firing_alerts(client: Any, database: str) -> dict[str, tuple[datetime, datet
         f"SELECT fingerprint, argMax(starts_at, ts), max(ts) FROM {database}.alerts "
         "GROUP BY fingerprint HAVING argMax(status, ts) = 'firing'"
     ).result_rows
-    return {str(fp): (_utc(starts), _utc(sent)) for fp, starts, sent in rows}
-
-
-def _utc(value: datetime) -> datetime:
-    from datetime import UTC
-
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+    return {str(fp): (as_utc(starts), as_utc(sent)) for fp, starts, sent in rows}
