@@ -396,3 +396,58 @@ async def test_a_lost_process_rebuilds_exactly_the_same_rows_and_alerts(
     third = f"{database}_c"
     migrate(ch_client, third, 3650)
     assert await recorded_run(ch_client, third, batches, crash_after=13, prefetch=True) == expected
+
+
+async def test_the_cohort_is_a_key_dimension_only_where_events_carry_one(
+    harness: Harness,
+) -> None:
+    """Requests of one route: without a cohort, from the baseline and from a slow canary.
+    Each cohort gets its own windows, verdicts and alert (labelled with the cohort); the
+    cohort-less key keeps the row it always had; the tenant row sums all three."""
+
+    def tagged(i: int, duration: float, cohort: str | None, n: int) -> list[dict[str, Any]]:
+        out = [request(BASE + i * 30_000 + j * 900, duration) for j in range(n)]
+        if cohort:
+            for e in out:
+                e |= {"cohort": cohort, "release": "2.8.0" if cohort == "canary" else "2.7.3"}
+        return out
+
+    for i in range(5):
+        await harness.feed(
+            tagged(i, 40.0, None, 20) + tagged(i, 50.0, "baseline", 30)
+            + tagged(i, 900.0, "canary", 30)
+        )  # fmt: skip
+        await harness.tick()
+    await harness.feed([request(BASE + 6 * 30_000, 50.0)])
+    await harness.tick()
+    rows = harness.ch.query(
+        "SELECT cohort, count(), sum(count), max(p95_ms) "
+        f"FROM {harness.db}.latency_windows FINAL WHERE resolution_s = 30 AND service = 'api' "
+        "GROUP BY cohort ORDER BY cohort"
+    ).result_rows
+    assert [(c, n, total) for c, n, total, _ in rows] == [
+        ("", 5, 100), ("baseline", 5, 150), ("canary", 5, 150),
+    ]  # fmt: skip
+    assert rows[2][3] > 800 > rows[1][3]
+    tenant = harness.ch.query(
+        f"SELECT sum(count) FROM {harness.db}.latency_windows FINAL "
+        "WHERE resolution_s = 30 AND service = '*'"
+    ).result_rows[0][0]
+    assert tenant == 400
+    verdicts = harness.ch.query(
+        f"SELECT cohort, status, count() FROM {harness.db}.slo_samples FINAL "
+        "WHERE rule = 'P95LatencyBreach' AND service = 'api' GROUP BY cohort, status "
+        "ORDER BY cohort, status"
+    ).result_rows
+    assert ("canary", "fail", 5) in verdicts and ("baseline", "pass", 5) in verdicts
+    p95 = [
+        a.data
+        for a in harness.recorder.alerts
+        if a.data.alertname == "P95LatencyBreach" and a.data.labels.get("route")
+    ]  # the tenant as a whole breaches too (150 of 400 slow); per route only the canary
+    assert [(a.labels.get("cohort"), a.status) for a in p95] == [("canary", "firing")]
+    assert "cohort = 'canary'" in a_query(p95[0].evidence)
+
+
+def a_query(evidence: Any) -> str:
+    return str((evidence or {}).get("query", ""))

@@ -16,7 +16,7 @@ from streams.detectors.latency.slo import (
 )
 from streams.errors import ConfigError
 
-KEY = ("acme", "api", "/v1/reports")
+KEY = ("acme", "api", "/v1/reports", "")
 S = 30_000
 
 
@@ -122,6 +122,8 @@ slo:
       thresholds: {P95LatencyBreach: 800}
     - match: {tenant: acme}
       min_throughput_rps: 10
+    - match: {service: api, cohort: canary}
+      thresholds: {P95LatencyBreach: 300}
 """
     )
     config = load_rules(path).slo
@@ -130,7 +132,12 @@ slo:
         "P95LatencyBreach": 800,
         "ThroughputDrop": 10,
     }
-    assert [r.id for r, _ in evaluator.rules_for(("globex", "api", "/x"))] == ["P95LatencyBreach"]
+    assert [r.id for r, _ in evaluator.rules_for(("globex", "api", "/x", ""))] == [
+        "P95LatencyBreach"
+    ]
+    # a cohort is a key dimension: the canary's own threshold, the rest untouched
+    canary = ("acme", "api", "/v1/reports", "canary")
+    assert dict((r.id, t) for r, t in evaluator.rules_for(canary))["P95LatencyBreach"] == 300
     assert run(evaluator, [sample(i, p95=700, count=600) for i in range(4)]) == []
     quiet = [sample(i, count=0, throughput_rps=0.0, p95_ms=math.nan) for i in range(4, 6)]
     fired = run(evaluator, quiet)  # zero traffic is data for a throughput minimum
@@ -167,7 +174,7 @@ def test_burn_rates_follow_the_documented_math() -> None:
     assert rates[3600] == pytest.approx(20.0) and rates[300] == pytest.approx(20.0)
     names = [t.alertname for t in fired if t.action == "fire"]
     assert names == ["ErrorBudgetBurnFast", "ErrorBudgetBurnSlow"]
-    assert all(t.key == ("acme", ALL, ALL) for t in fired)
+    assert all(t.key == ("acme", ALL, ALL, "") for t in fired)
 
 
 def test_a_burn_rate_needs_its_short_window_covered() -> None:
@@ -209,7 +216,7 @@ def test_a_tenant_above_5_percent_5xx_over_5_minutes_fires_the_tenant_rule() -> 
     statuses, fired = tenant_run(config, [(1000, 80)] * 12 + [(1000, 0)] * 30)
     assert statuses[:9] == [["insufficient"]] * 9 and statuses[9] == ["fail"]
     assert (fired[0].action, fired[0].at_ms) == ("fire", 10 * S)
-    assert fired[0].key == ("acme", ALL, ALL) and fired[0].severity == "high"
+    assert fired[0].key == ("acme", ALL, ALL, "") and fired[0].severity == "high"
     assert "8.00% (800 of 10000 requests" in fired[0].description
     # after the errors stop (sample 12) the window still holds k failing samples: 80 * k
     # of 10,000 requests; k = 6 (sample 15, 4.8 %) is the first within 5 %

@@ -20,7 +20,7 @@ from streams.detectors.latency.slo import (
 )
 from streams.detectors.latency.state import Stats
 
-KEY = ("hooli", "auth", "/v1/auth/login")
+KEY = ("hooli", "auth", "/v1/auth/login", "")
 S = 30_000
 GAMMA = gamma_for(0.01)
 
@@ -157,7 +157,7 @@ slo:
     # hooli's override asks 10 bad events: 9 of 100 is not enough, 12 of 100 is
     assert statuses(evaluator, real_sample(1, 100, errors=9), "Strict") == "insufficient"
     assert statuses(evaluator, real_sample(2, 100, errors=12), "Strict") == "fail"
-    other = replace(real_sample(3, 100, errors=9), key=("acme", "api", "/x"))
+    other = replace(real_sample(3, 100, errors=9), key=("acme", "api", "/x", ""))
     assert statuses(evaluator, other, "Strict") == "fail"
 
 

@@ -3,7 +3,8 @@
 Per partition of the events topic (producers key by tenant, so a tenant's traffic --
 and every key of it -- lives in one partition):
 
-* ``process`` adds each ``http.request`` to the pane of its (tenant, service, route) in
+* ``process`` adds each ``http.request`` to the pane of its (tenant, service, route,
+  cohort -- "" unless the event carries one) in
   its open sample, or -- when the partition's watermark has already passed the sample's
   end -- to a *late* accumulator, counted and stored flagged ``late``;
 * ``tick`` (a timer, every ``VIGIL_WINDOW_TICK_S``) closes every sample the watermark
@@ -49,6 +50,8 @@ from streams.detectors.latency.slo import (
     SloConfig,
     SloEvaluator,
     Transition,
+    tenant_key,
+    text_key,
 )
 from streams.detectors.latency.state import OpenSample, PartitionState, Stats
 from streams.detectors.latency.windows import (
@@ -66,13 +69,23 @@ from streams.transport import SourceBatch
 log = logging.getLogger(__name__)
 
 HTTP_REQUEST = FAST_STRUCTS["http.request"]
-_KEY = attrgetter("tenant_id", "service", "route")
+#: an event's key as decoded: the cohort is None when the event carries none (normalised
+#: to "" by :func:`_key` where the key is kept)
+_KEY = attrgetter("tenant_id", "service", "route", "cohort")
 _STATUS = attrgetter("status")
 _DURATION = attrgetter("duration_ms")
 #: closed samples without traffic examined per tick for declared minimums (bounds work
 #: after a long gap)
 MAX_EMPTY_SAMPLES = 120
 MAX_KEY_IDS = 200_000
+
+
+_RawKey = tuple[str, str, str, str | None]
+
+
+def _key(raw: _RawKey) -> Key:
+    cohort = raw[3]
+    return (raw[0], raw[1], raw[2], cohort) if cohort is not None else (raw[0], raw[1], raw[2], "")
 
 
 class LatencyDetector:
@@ -105,7 +118,8 @@ class LatencyDetector:
         self._parts: dict[int, PartitionState] = {}
         #: partition → (topic, the query reading the checkpoints of newly assigned ones)
         self._prefetched: dict[int, tuple[str, asyncio.Task[dict[int, tuple[Any, ...]]]]] = {}
-        self._key_ids: dict[Key, int] = {}  # per-batch grouping aid; reset when large
+        #: decoded key -> id, a per-batch grouping aid (reset when large); ids name keys
+        self._key_ids: dict[_RawKey, int] = {}
         self._id_keys: list[Key] = []
         gate.add_holder(self.first_needed_offset)
 
@@ -145,7 +159,7 @@ class LatencyDetector:
         group's counts, status classes, max and buckets are added in one step."""
         spec = self.spec
         n = len(http)
-        keys: list[Key] = list(map(_KEY, http))
+        keys: list[_RawKey] = list(map(_KEY, http))
         status = np.fromiter(map(_STATUS, http), dtype=np.int64, count=n)
         duration = np.fromiter(map(_DURATION, http), dtype=np.float64, count=n)
         if picked is None:  # every event of the batch
@@ -182,7 +196,7 @@ class LatencyDetector:
                     k = ids.get(key)
                     if k is None:
                         k = ids[key] = len(self._id_keys)
-                        self._id_keys.append(key)
+                        self._id_keys.append(_key(key))
                     kid[j] = k
         pane_ms = spec.pane_ms
         pane_index = (window_start(ts, pane_ms) // pane_ms)[on_time]
@@ -264,7 +278,7 @@ class LatencyDetector:
         self,
         part: PartitionState,
         late: npt.NDArray[np.intp],
-        keys: list[Key],
+        keys: list[_RawKey],
         ts: npt.NDArray[np.int64],
         offsets: npt.NDArray[np.int64],
         status: npt.NDArray[np.int64],
@@ -275,7 +289,7 @@ class LatencyDetector:
         sample_ms = self.spec.sample_ms
         for j in late.tolist():
             t = int(ts[j])
-            slot = (window_start(t, sample_ms), keys[j])
+            slot = (window_start(t, sample_ms), _key(keys[j]))
             stats = part.late.get(slot)
             if stats is None:
                 stats = part.late[slot] = Stats()
@@ -377,7 +391,7 @@ class LatencyDetector:
                 tenant = tenants[key[0]] = Stats()
             tenant.merge(total)
         for tenant_id, stats in tenants.items():
-            per_key[(tenant_id, ALL, ALL)] = stats
+            per_key[tenant_key(tenant_id)] = stats
         for key in part.declared:
             per_key.setdefault(key, Stats())
         seconds = spec.sample_ms / 1000
@@ -417,10 +431,12 @@ class LatencyDetector:
     # --- alerts -------------------------------------------------------------------------
 
     async def _publish(self, t: Transition) -> None:
-        tenant, service, route = t.key
+        tenant, service, route, cohort = t.key
         labels = {"tenant_id": tenant}
         if service != ALL:
             labels |= {"service": service, "route": route}
+        if cohort:
+            labels["cohort"] = cohort
         spec = AlertSpec(
             t.alertname,
             t.severity,
@@ -460,14 +476,15 @@ class LatencyDetector:
 
     def evidence_query(self, t: Transition) -> str:
         """SQL that shows the samples behind ``t`` from ``latency_windows``."""
-        tenant, service, route = t.key
+        tenant, service, route, cohort = t.key
         first = min(s["window_start_ms"] for s in t.evidence) if t.evidence else t.at_ms
         last = max(s["window_end_ms"] for s in t.evidence) if t.evidence else t.at_ms
         return (
             "SELECT window_start, window_end, count, p50_ms, p95_ms, p99_ms, error_rate, "
             f"client_error_rate, throughput_rps FROM {self._db}.latency_windows FINAL "
             f"WHERE tenant_id = {_sql(tenant)} AND service = {_sql(service)} "
-            f"AND route = {_sql(route)} AND resolution_s = {self.spec.sample_ms // 1000} "
+            f"AND route = {_sql(route)} AND cohort = {_sql(cohort)} "
+            f"AND resolution_s = {self.spec.sample_ms // 1000} "
             f"AND late = 0 AND window_start >= {_sql_time(first)} "
             f"AND window_end <= {_sql_time(last)} ORDER BY window_start"
         )
@@ -502,7 +519,7 @@ class LatencyDetector:
         part.last_checkpoint = (part.processed, part.wm.value_ms)
         saved = orjson.loads(state)
         part.evaluator.load(saved.get("streaks", {}))
-        part.declared = {(k[0], k[1], k[2]) for k in saved.get("declared", [])}
+        part.declared = {text_key("\x1f".join(k)) for k in saved.get("declared", [])}
         if part.closed_through is not None:
             await self._reload_history(part, part.closed_through)
         log.info(
@@ -556,18 +573,18 @@ class LatencyDetector:
         horizon_ms = part.budget.horizon_samples * self.spec.sample_ms
         since = min([*starts, closed_through - horizon_ms])
         rows = await self._writer.query_rows(
-            "SELECT tenant_id, service, route, toUnixTimestamp64Milli(window_start), count, "
-            "c2xx, c3xx, c4xx, c5xx, max_ms, bucket_keys, bucket_counts "
+            "SELECT tenant_id, service, route, cohort, toUnixTimestamp64Milli(window_start), "
+            "count, c2xx, c3xx, c4xx, c5xx, max_ms, bucket_keys, bucket_counts "
             f"FROM {self._db}.latency_windows FINAL WHERE resolution_s = {{r:UInt32}} "
             "AND late = 0 AND src_partition = {p:UInt32} "
             "AND window_start >= fromUnixTimestamp64Milli({since:Int64}, 'UTC') "
             "AND window_end <= fromUnixTimestamp64Milli({until:Int64}, 'UTC') "
-            "ORDER BY window_start, tenant_id, service, route",
+            "ORDER BY window_start, tenant_id, service, route, cohort",
             {"r": sample_s, "p": part.partition, "since": since, "until": closed_through},
         )
-        for tenant, service, route, start, count, c2, c3, c4, c5, mx, keys, counts in rows:
+        for tenant, service, route, cohort, start, count, c2, c3, c4, c5, mx, keys, counts in rows:
             stats = Stats(count, c2, c3, c4, c5, float(mx), Sketch.from_arrays(keys, counts))
-            key = (tenant, service, route)
+            key = (tenant, service, route, cohort)
             for size, rstart in zip(self.spec.rollups_ms, starts, strict=True):
                 if start >= rstart:
                     part.rollups[size].setdefault(rstart, {}).setdefault(key, Stats()).merge(stats)

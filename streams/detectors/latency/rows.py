@@ -27,9 +27,11 @@ class Rows:
         self.verdict_counts: dict[str, int] = {}
 
     def window(self, size_ms: int, start: int, key: Key, stats: Stats, late: str = "") -> None:
-        tenant, service, route = key
+        tenant, service, route, cohort = key
         resolution = size_ms // 1000
         ident = f"{resolution}|{start}|{tenant}|{service}|{route}|{self.partition}|{late}"
+        if cohort:  # ids of keys without a cohort stay what they were
+            ident += f"|{cohort}"
         window_id = hashlib.sha256(ident.encode()).hexdigest()[:32]
         slis = stats.slis(self.gamma, size_ms / 1000)
         keys, counts = stats.sketch.arrays()
@@ -38,6 +40,7 @@ class Rows:
                 tenant,
                 service,
                 route,
+                cohort,
                 resolution,
                 start / 1000,
                 (start + size_ms) / 1000,
@@ -97,6 +100,7 @@ class Rows:
                 "tenant_id": [v.key[0] for v in self.slo],
                 "service": [v.key[1] for v in self.slo],
                 "route": [v.key[2] for v in self.slo],
+                "cohort": [v.key[3] for v in self.slo],
                 "window_start": [v.start_ms / 1000 for v in self.slo],
                 "window_end": [v.end_ms / 1000 for v in self.slo],
                 "rule": [v.rule for v in self.slo],
@@ -121,6 +125,7 @@ WINDOW_COLUMNS = (
     "tenant_id",
     "service",
     "route",
+    "cohort",
     "resolution_s",
     "window_start",
     "window_end",

@@ -64,8 +64,10 @@ SLI = Literal[
     "throughput_rps",
     "burn_rate",
 ]
-#: (tenant, service, route); the tenant as a whole is (tenant, "*", "*")
-Key = tuple[str, str, str]
+#: (tenant, service, route, cohort); the tenant as a whole is (tenant, "*", "*", ""). The
+#: cohort (``baseline``, ``canary``, ...) is "" for events that carry none, so keys of
+#: traffic without release labels are the ones they always were.
+Key = tuple[str, str, str, str]
 ALL = "*"
 Status = Literal["pass", "fail", "insufficient", "no_data"]
 #: percentile SLIs and their quantile
@@ -147,13 +149,15 @@ class Match(_Strict):
     tenant: str | None = None
     service: str | None = None
     route: str | None = None
+    cohort: str | None = None
 
     def matches(self, key: Key) -> bool:
-        tenant, service, route = key
+        tenant, service, route, cohort = key
         return (
             (self.tenant is None or self.tenant == tenant)
             and (self.service is None or self.service == service)
             and (self.route is None or self.route == route)
+            and (self.cohort is None or self.cohort == cohort)
         )
 
 
@@ -437,7 +441,18 @@ def replace_knobs(rule: Rule, confidence: dict[str, float], min_bad: dict[str, i
 
 
 def key_text(key: Key) -> str:
-    return "\x1f".join(key)
+    """A key as checkpoint text; without a cohort it is the three-part text of before."""
+    return "\x1f".join(key if key[3] else key[:3])
+
+
+def tenant_key(tenant: str) -> Key:
+    """The key of a tenant as a whole."""
+    return (tenant, ALL, ALL, "")
+
+
+def text_key(text: str) -> Key:
+    parts = text.split("\x1f")
+    return (parts[0], parts[1], parts[2], parts[3] if len(parts) > 3 else "")
 
 
 class SloEvaluator:
@@ -585,8 +600,10 @@ class SloEvaluator:
         needed: int,
     ) -> Transition:
         assert rule.alert is not None
-        tenant, service, route = sample.key
+        tenant, service, route, cohort = sample.key
         where = tenant if service == ALL else f"{tenant} {service} {route}"
+        if cohort:
+            where += f" (cohort {cohort})"
         if action == "fire":
             text = (
                 f"{rule.sli} {rule.op} {threshold:g} for {needed} consecutive "
@@ -654,7 +671,7 @@ class SloEvaluator:
         and its tenant-level rules (``over``: the 5xx share of the trailing window)."""
         rates = budget.add(tenant, end_ms, count, errors)
         verdicts, transitions = self._burn(tenant, start_ms, end_ms, count, budget, rates)
-        key: Key = (tenant, ALL, ALL)
+        key = tenant_key(tenant)
         for rule, threshold in self.rules_for(key):
             if rule.over is None:
                 continue
@@ -726,7 +743,7 @@ class SloEvaluator:
         """The burn-rate alerts. A window burns when its error share is shown (at the
         alert's confidence) to be above ``factor * (1 - objective)``; the alert needs
         both windows burning."""
-        key: Key = (tenant, ALL, ALL)
+        key = tenant_key(tenant)
         verdicts: list[Verdict] = []
         transitions: list[Transition] = []
         allowed = 1 - budget.availability.objective
@@ -794,7 +811,7 @@ class SloEvaluator:
 
     def load(self, data: dict[str, dict[str, list[Any]]]) -> None:
         self.streaks = {
-            (tuple(k.split("\x1f")), rule_id): Streak.load(s)  # type: ignore[misc]
+            (text_key(k), rule_id): Streak.load(s)
             for k, rules in data.items()
             for rule_id, s in rules.items()
         }
