@@ -14,6 +14,7 @@ import logging
 import os
 import ssl
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -39,7 +40,7 @@ from streams.detectors.security.detector import SecurityDetector, SecurityGroups
 from streams.dlq import DeadLetters
 from streams.gate import CommitGate
 from streams.health import DetectorHealth
-from streams.incidents import IncidentTracker, open_incidents
+from streams.incidents import IncidentTracker, open_incidents, pending_requests
 from streams.ingest import Ingestor
 from streams.limits import JsonLimits
 from streams.metrics import Metrics
@@ -74,6 +75,7 @@ class Runtime:
         self.analytics_health: AnalyticsHealth | None = None
         self.canary: CanarySource | None = None
         self.incidents: IncidentTracker | None = None
+        self._requests_polled = 0.0
         self.canary_judge: CanaryJudge | None = None
         self.groups_gate = CommitGate()
         self.canary_gate = CommitGate()
@@ -327,6 +329,19 @@ class Runtime:
                 await self.analytics_health.tick()
             except Exception as exc:
                 self.health.failed(self.analytics_health.name, exc, "the analytics health tick")
+        if self.incidents is not None and self.incidents.open and self.writer is not None:
+            now = time.monotonic()
+            if now - self._requests_polled >= self.settings.incident_poll_s:
+                self._requests_polled = now
+                try:
+                    await self.incidents.apply_requests(
+                        await pending_requests(
+                            self.writer, self.settings.clickhouse_database,
+                            sorted(self.incidents.open),
+                        )
+                    )  # fmt: skip
+                except Exception as exc:
+                    self.health.failed("incidents", exc, "applying incident requests")
 
     async def handle_groups(self, batch: SourceBatch, ack: Callable[[], None]) -> None:
         """A batch of the internal groups topic: the security rules grouped across

@@ -1,11 +1,13 @@
 """Incidents: alert transitions grouped into what an on-call engineer works on.
 
-An alert that starts firing joins an open incident of the same tenant (its routing
-``tenant_id``; "" for alerts about an IP or a provider) and the same category when that
-incident's alerts were active within ``merge_window_s`` of the alert's start (they
-overlap in time); otherwise it opens one. An incident resolves when every alert in it
-has resolved. Each change is a row of ``incidents`` (ReplacingMergeTree by ``version``)
-with a timeline:
+An alert that starts firing joins the open incident that holds one of the trace ids its
+evidence names (``evidence.trace_ids``: a PII leak and a cross-tenant read in one request
+are one incident, whatever their tenants and categories); otherwise an open incident of
+the same tenant (its routing ``tenant_id``; "" for alerts about an IP or a provider) and
+the same category when that incident's alerts were active within ``merge_window_s`` of
+the alert's start (they overlap in time); otherwise it opens one. An incident resolves
+when every alert in it has resolved. Each change is a row of ``incidents``
+(ReplacingMergeTree by ``version``) with a timeline:
 
 * ``first_breach_at`` -- the earliest ``startsAt`` of its alerts (event time: when the
   data first breached);
@@ -17,24 +19,36 @@ with a timeline:
 MTTD = detected - first breach, MTTA = acknowledged - detected, MTTR = resolved - first
 breach: columns of the row and Prometheus histograms ``vigil_incident_mttd_seconds``,
 ``_mtta_``, ``_mttr_``. Incidents are tracked by the worker whose detectors raised the
-alerts (a tenant's events are keyed to one partition, so to one worker).
+alerts (a tenant's events are keyed to one partition, so to one worker). A worker asked
+to acknowledge or resolve an incident it does not track stores the request in
+``incident_requests`` when the incident is open; the owner applies the requests of its
+open incidents every ``VIGIL_INCIDENT_POLL_S`` (:meth:`IncidentTracker.apply_requests`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from schemas.alerts import Alert
 from sinks.sqltext import as_utc
 
+if TYPE_CHECKING:
+    from sinks.clickhouse import ClickHouseWriter
+
 SEVERITY_ORDER = {"low": 0, "medium": 1, "high": 2, "critical": 3}
+#: trace ids an alert contributes to its incident (evidence lists are already short)
+MAX_TRACES_PER_ALERT = 10
+#: and an incident keeps at most
+MAX_TRACES = 100
 #: rows of the incidents table -> awaitable once buffered
 Write = Callable[[dict[str, list[Any]]], Awaitable[None]]
 
@@ -54,6 +68,7 @@ class Incident:
     severity: str
     firing: set[str] = field(default_factory=set)  # fingerprints firing now
     alerts: dict[str, str] = field(default_factory=dict)  # fingerprint -> alertname
+    trace_ids: set[str] = field(default_factory=set)
     acknowledged_at: datetime | None = None
     acknowledged_by: str = ""
     resolved_at: datetime | None = None
@@ -103,6 +118,7 @@ class IncidentTracker:
         self._clock = clock or (lambda: datetime.now(UTC))
         self.open: dict[str, Incident] = {}
         self._by_alert: dict[str, str] = {}  # fingerprint -> open incident id
+        self._by_trace: dict[str, str] = {}  # trace id -> open incident id
 
     def restore(self, incidents: list[Incident]) -> None:
         for incident in incidents:
@@ -110,6 +126,8 @@ class IncidentTracker:
                 self.open[incident.id] = incident
                 for fp in incident.alerts:
                     self._by_alert[fp] = incident.id
+                for trace in incident.trace_ids:
+                    self._by_trace[trace] = incident.id
 
     async def observe(self, alert: Alert) -> Incident | None:
         """One published alert transition; the incident it changed, if any."""
@@ -134,6 +152,14 @@ class IncidentTracker:
         if incident is not None and fp in incident.firing:
             incident.last_active = max(incident.last_active, alert.time)
             return None  # a reminder: nothing new for the incident
+        traces = _traces(data.evidence)
+        shared = ""
+        if incident is None:
+            for trace in traces:
+                incident = self.open.get(self._by_trace.get(trace, ""))
+                if incident is not None:
+                    shared = trace
+                    break
         if incident is None:
             incident = self._match(tenant, category, data.starts_at)
         if incident is None:
@@ -149,8 +175,14 @@ class IncidentTracker:
             self.open[incident.id] = incident
             incident.note(data.starts_at, f"first breach ({data.alertname})")
             incident.note(published, f"opened: {data.alertname} published")
+        elif shared:
+            incident.note(published, f"{data.alertname} joined (shared trace {shared})")
         else:
             incident.note(published, f"{data.alertname} joined")
+        for trace in traces:
+            if len(incident.trace_ids) < MAX_TRACES and trace not in incident.trace_ids:
+                incident.trace_ids.add(trace)
+                self._by_trace.setdefault(trace, incident.id)
         self._by_alert[fp] = incident.id
         incident.alerts[fp] = data.alertname
         incident.firing.add(fp)
@@ -177,6 +209,9 @@ class IncidentTracker:
         for fp in incident.alerts:
             if self._by_alert.get(fp) == incident.id:
                 del self._by_alert[fp]
+        for trace in incident.trace_ids:
+            if self._by_trace.get(trace) == incident.id:
+                del self._by_trace[trace]
         mttr = incident.seconds()[2]
         if mttr is not None:
             self._metrics.incident_mttr.observe(max(mttr, 0.0))
@@ -205,6 +240,22 @@ class IncidentTracker:
         self._close(incident)
         await self._save(incident)
         return incident
+
+    async def apply_requests(self, requests: list[tuple[Any, ...]]) -> list[Incident]:
+        """(incident_id, action, by, at) rows of ``incident_requests`` that other workers
+        received: those of this worker's open incidents are applied, in order; the rest
+        (other owners', or done already) are ignored. Idempotent."""
+        changed = []
+        for incident_id, action, by, at in requests:
+            incident = self.open.get(str(incident_id))
+            if incident is None:
+                continue
+            when = as_utc(at) if isinstance(at, datetime) else None
+            if action == "ack" and incident.acknowledged_at is None:
+                changed.append(await self.acknowledge(incident.id, str(by), when))
+            elif action == "resolve":
+                changed.append(await self.resolve(incident.id, str(by), when))
+        return changed
 
     def find(self, alertname: str, tenant: str) -> Incident | None:
         """The newest open incident holding ``alertname`` for ``tenant``."""
@@ -241,6 +292,7 @@ def incident_columns(incidents: list[Incident]) -> dict[str, list[Any]]:
         cols["alerts"].append(dict(i.alerts))
         cols["alertnames"].append(sorted(set(i.alerts.values())))
         cols["firing"].append(sorted(i.firing))
+        cols["trace_ids"].append(sorted(i.trace_ids))
         cols["mttd_s"].append(mttd)
         cols["mtta_s"].append(mtta)
         cols["mttr_s"].append(mttr)
@@ -252,7 +304,7 @@ def incident_columns(incidents: list[Incident]) -> dict[str, list[Any]]:
 INCIDENT_COLUMNS = (
     "incident_id", "tenant_id", "category", "status", "severity", "first_breach_at",
     "detected_at", "acknowledged_at", "acknowledged_by", "resolved_at",
-    "alerts", "alertnames", "firing", "mttd_s", "mtta_s", "mttr_s", "timeline",
+    "alerts", "alertnames", "firing", "trace_ids", "mttd_s", "mtta_s", "mttr_s", "timeline",
     "version",
 )  # fmt: skip
 
@@ -270,7 +322,8 @@ def incidents_from_rows(rows: list[tuple[Any, ...]]) -> list[Incident]:
             str(r["incident_id"]), str(r["tenant_id"]), str(r["category"]),
             first_breach_at=utc(r["first_breach_at"]), detected_at=utc(r["detected_at"]),
             last_active=utc(r["detected_at"]), severity=str(r["severity"]),
-            firing=set(r["firing"]), acknowledged_at=utc(r["acknowledged_at"]),
+            firing=set(r["firing"]), trace_ids=set(r["trace_ids"]),
+            acknowledged_at=utc(r["acknowledged_at"]),
             acknowledged_by=str(r["acknowledged_by"]), resolved_at=utc(r["resolved_at"]),
             timeline=orjson.loads(r["timeline"]), version=int(r["version"]),
         )  # fmt: skip
@@ -300,6 +353,13 @@ def pagerduty_ack(payload: Any) -> tuple[str, str, str, datetime | None] | None:
     return match["alertname"], match["tenant"] or "", who, at
 
 
+def _traces(evidence: dict[str, Any]) -> list[str]:
+    found = evidence.get("trace_ids") if isinstance(evidence, dict) else None
+    if not isinstance(found, list):
+        return []
+    return [str(t) for t in found if t][:MAX_TRACES_PER_ALERT]
+
+
 def open_incidents(client: Any, database: str) -> list[Incident]:
     """The open incidents stored by the previous run (newest version of each)."""
     names = ", ".join(INCIDENT_COLUMNS)
@@ -307,3 +367,55 @@ def open_incidents(client: Any, database: str) -> list[Incident]:
         f"SELECT {names} FROM {database}.incidents FINAL WHERE status != 'resolved'"
     ).result_rows
     return incidents_from_rows(rows)
+
+
+STORED_OPEN = "SELECT status FROM {db}.incidents FINAL WHERE incident_id = {{i:String}}"
+STORED_MATCH = (
+    "SELECT incident_id FROM {db}.incidents FINAL WHERE status != 'resolved' "
+    "AND has(alertnames, {{a:String}}) AND ({{t:String}} = '' OR tenant_id = {{t:String}}) "
+    "ORDER BY detected_at DESC LIMIT 1"
+)
+
+
+async def request_elsewhere(
+    writer: ClickHouseWriter, database: str, incident_id: str, action: str, by: str, at: datetime
+) -> bool:
+    """Store an acknowledgement or resolution of an open incident this worker does not
+    track, for its owner to apply; False when no such open incident is stored."""
+    rows = await writer.query_rows(STORED_OPEN.format(db=database), {"i": incident_id})
+    if not rows or rows[0][0] == "resolved":
+        return False
+    await writer.add(
+        {
+            "incident_requests": {
+                "incident_id": [incident_id],
+                "action": [action],
+                "by": [by],
+                "at": [at],
+                "received_by": [f"{socket.gethostname()}:{os.getpid()}"],
+            }
+        }
+    )
+    await writer.flush()
+    return True
+
+
+async def stored_match(
+    writer: ClickHouseWriter, database: str, alertname: str, tenant: str
+) -> str | None:
+    """The newest stored open incident holding ``alertname`` for ``tenant`` (any worker's)."""
+    rows = await writer.query_rows(STORED_MATCH.format(db=database), {"a": alertname, "t": tenant})
+    return str(rows[0][0]) if rows else None
+
+
+async def pending_requests(
+    writer: ClickHouseWriter, database: str, ids: list[str]
+) -> list[tuple[Any, ...]]:
+    """The stored requests for ``ids`` (this worker's open incidents), oldest first."""
+    if not ids:
+        return []
+    return await writer.query_rows(
+        f"SELECT incident_id, action, by, at FROM {database}.incident_requests "
+        "WHERE incident_id IN {ids:Array(String)} ORDER BY at",
+        {"ids": ids},
+    )

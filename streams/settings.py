@@ -101,6 +101,9 @@ class Settings(BaseSettings):
     # Incidents (streams/incidents.py): an alert joins an open incident of its tenant and
     # category whose alerts were active within this many seconds of its start.
     incident_merge_window_s: float = Field(default=1800.0, gt=0)
+    # Acknowledgements sent to a worker that does not track the incident are stored as
+    # requests; the owner applies those of its open incidents this often.
+    incident_poll_s: float = Field(default=2.0, gt=0)
     # Escalation (streams/alerting.py): the same alert starting this many times within
     # the window raises AlertRecurring one level up; an alert resolved more than
     # flap_max times within the flap window is held firing (annotation `flapping`).

@@ -25,7 +25,7 @@ from faust.web import View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from streams.errors import QueryRejected
-from streams.incidents import UnknownIncident, pagerduty_ack
+from streams.incidents import UnknownIncident, pagerduty_ack, request_elsewhere, stored_match
 from streams.metrics import Metrics
 from streams.settings import Settings
 
@@ -224,8 +224,22 @@ def register_views(app: VigilApp, settings: Settings, metrics: Metrics) -> None:
                 else:
                     return self.json({"error": "action is ack or resolve"}, status=404)
             except UnknownIncident:
+                # another worker's? its owner applies the stored request on its next poll
+                writer = app.runtime.writer
+                queued = writer is not None and await request_elsewhere(
+                    writer, settings.clickhouse_database, incident_id, action, by,
+                    datetime.now(UTC),
+                )  # fmt: skip
+                if not queued:
+                    return self.json({"error": f"no open incident {incident_id}"}, status=404)
                 return self.json(
-                    {"error": f"no open incident {incident_id} in this worker"}, status=404
+                    {
+                        "incident_id": incident_id,
+                        "status": "requested",
+                        "detail": f"tracked by another worker, which applies the {action} "
+                        f"within {settings.incident_poll_s:g} s",
+                    },
+                    status=202,
                 )
             return self.json({"incident_id": incident.id, "status": incident.status})
 
@@ -246,10 +260,20 @@ def register_views(app: VigilApp, settings: Settings, metrics: Metrics) -> None:
                 return self.json({"acknowledged": None, "reason": "not an acknowledgement"})
             alertname, tenant, who, when = ack
             incident = tracker.find(alertname, tenant)
-            if incident is None:
+            if incident is not None:
+                await tracker.acknowledge(incident.id, f"{who} (PagerDuty)", when)
+                return self.json({"acknowledged": incident.id})
+            writer = app.runtime.writer
+            found = writer is not None and await stored_match(
+                writer, settings.clickhouse_database, alertname, tenant
+            )
+            if not found or writer is None:
                 return self.json({"acknowledged": None, "reason": "no open incident matches"})
-            await tracker.acknowledge(incident.id, f"{who} (PagerDuty)", when)
-            return self.json({"acknowledged": incident.id})
+            await request_elsewhere(
+                writer, settings.clickhouse_database, found, "ack", f"{who} (PagerDuty)",
+                when or datetime.now(UTC),
+            )  # fmt: skip
+            return self.json({"acknowledged": found, "applied_by": "its owner worker"})
 
     app.page("/pagerduty/webhook")(PagerDutyView)
 

@@ -1,5 +1,6 @@
-"""Incidents with explicit times: grouping by tenant, category and overlap; timeline;
-MTTD / MTTA / MTTR; acknowledgement by hand and from a PagerDuty v3 webhook."""
+"""Incidents with explicit times: grouping by tenant, category and overlap, and by shared
+trace ids; timeline; MTTD / MTTA / MTTR; acknowledgement by hand, from a PagerDuty v3
+webhook and from requests stored by another worker."""
 
 from __future__ import annotations
 
@@ -140,3 +141,56 @@ def test_alerts_carry_the_wall_clock_time_they_were_published() -> None:
     alert = asyncio.run(publisher.fire(spec("XSSAttempts", "high", rule="x"), 9, 5, at(1)))
     assert isinstance(alert, Alert)
     assert alert.time == at(1) and alert.data.published_at == at(99)
+
+
+async def test_alerts_sharing_a_trace_are_one_incident_across_tenants_and_categories() -> None:
+    publisher, tracker, wall, rows, _ = harness()
+    leak = spec("PIILeakageDetected", "critical", tenant_id="acme", entity="email")
+    crossed = spec("CrossTenantAccess", "critical", tenant_id="globex", actor="u")
+    unrelated = spec("CrossTenantAccess", "critical", tenant_id="globex", actor="v")
+    await publisher.fire(leak, 1, 0, at(1), {"trace_ids": ["t-1", "t-2"]}, starts_at=at(1))
+    wall.now = at(2)
+    await publisher.fire(crossed, 1, 0, at(2), {"trace_ids": ["t-9", "t-2"]}, starts_at=at(2))
+    await publisher.fire(unrelated, 1, 0, at(2), {"trace_ids": ["t-7"]}, starts_at=at(2))
+    one = tracker.find("PIILeakageDetected", "acme")
+    assert one is not None and tracker.find("CrossTenantAccess", "") is not None
+    assert set(one.alerts.values()) == {"PIILeakageDetected", "CrossTenantAccess"}
+    assert one.trace_ids == {"t-1", "t-2", "t-9"}
+    assert "CrossTenantAccess joined (shared trace t-2)" in [t["what"] for t in one.timeline]
+    assert len(tracker.open) == 2  # the access in another trace is its own incident
+    # the trace ids are stored, and a restart groups by them again
+    latest: dict[str, tuple[Any, ...]] = {}
+    for cols in rows:
+        for values in zip(*cols.values(), strict=True):
+            latest[values[0]] = values
+    restored = IncidentTracker(None, Metrics(CollectorRegistry()))
+    restored.restore(incidents_from_rows(list(latest.values())))
+    assert restored.open[one.id].trace_ids == one.trace_ids
+    again = spec("PIILeakageDetected", "critical", tenant_id="hooli", entity="phone")
+    restored_pub = AlertPublisher(None, Topic().send, "a", Metrics(CollectorRegistry()), 300,
+                                  clock=wall, incidents=restored)  # fmt: skip
+    await restored_pub.fire(again, 1, 0, at(3), {"trace_ids": ["t-9"]}, starts_at=at(3))
+    assert len(restored.open[one.id].alerts) == 3 and len(restored.open) == 2
+
+
+async def test_requests_received_elsewhere_are_applied_once_by_the_owner() -> None:
+    publisher, tracker, wall, _, metrics = harness()
+    p95 = spec("P95LatencyBreach", "critical", tenant_id="acme", service="api", route="/r")
+    wall.now = at(1)
+    await publisher.fire(p95, 900, 500, at(1), starts_at=at(0))
+    incident = tracker.find("P95LatencyBreach", "acme")
+    assert incident is not None
+    requests = [
+        ("inc-of-another-worker", "ack", "carol", at(2)),
+        (incident.id, "ack", "bob", at(4)),
+        (incident.id, "ack", "dave", at(5)),  # second ack: the first one stands
+    ]
+    changed = await tracker.apply_requests(requests)
+    assert [i.id for i in changed] == [incident.id]
+    assert incident.acknowledged_by == "bob" and incident.acknowledged_at == at(4)
+    version = incident.version
+    assert await tracker.apply_requests(requests) == []  # polled again: nothing new
+    assert incident.version == version
+    assert metrics.registry.get_sample_value("vigil_incident_mtta_seconds_sum") == 180.0
+    await tracker.apply_requests([(incident.id, "resolve", "bob", at(9))])
+    assert incident.status == "resolved" and not tracker.open

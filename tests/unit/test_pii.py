@@ -255,7 +255,9 @@ async def test_pii_alerts_deduplicate_count_and_resolve_after_quiet() -> None:
     finding = SHARED.scan_text("mail jane.roe@example.com", "$.properties.items[3].note")[0]
 
     def seen(offset: int) -> Detected:
-        return Detected(finding, "acme", "analytics", "signup", f"e{offset}", 1, 0, offset, 0)
+        return Detected(
+            finding, "acme", "analytics", "signup", f"e{offset}", 1, 0, offset, 0, f"t{offset}"
+        )
 
     await alerts.report([seen(1), seen(2)])
     now[0] += 60
@@ -270,6 +272,7 @@ async def test_pii_alerts_deduplicate_count_and_resolve_after_quiet() -> None:
     }
     assert first.severity == "critical" and first.auto_rollback
     assert first.annotations.description.startswith("2 finding(s)")
+    assert first.evidence["trace_ids"] == ["t1", "t2"]  # incidents group by them
     assert "jane" not in sent[0].model_dump_json()
     now[0] += 400  # past the dedup window: a reminder with the running count
     await alerts.report([seen(4)])

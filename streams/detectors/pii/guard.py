@@ -64,6 +64,7 @@ class Detected:
     partition: int
     offset: int
     line: int
+    trace_id: str = ""
 
 
 class PiiGuard:
@@ -150,6 +151,7 @@ class PiiGuard:
                         result.partitions[i],
                         result.offsets[i],
                         result.lines[i],
+                        getattr(original, "trace_id", None) or "",
                     )
                 )
         return copies, detected
@@ -196,6 +198,7 @@ class _Track:
     first_ms: int
     last_wall: float
     previews: list[str] = field(default_factory=list)
+    traces: list[str] = field(default_factory=list)
 
     def spec(self, key: _AlertKey) -> AlertSpec:
         tenant, event_name, entity, path = key
@@ -250,11 +253,14 @@ class PiiAlerts:
             track.count += len(items)
             track.last_wall = now
             track.previews = (track.previews + [d.finding.preview for d in items])[-3:]
+            traces = [d.trace_id for d in items if d.trace_id]
+            track.traces = list(dict.fromkeys(track.traces + traces))[-5:]
             tenant, _, entity, _ = key
             evidence = {
                 "count": track.count,
                 "previews": track.previews,
                 "hmacs": sorted({d.finding.hmac for d in items})[:5],
+                "trace_ids": track.traces,  # the incident of a request's other alerts
                 "query": (
                     "SELECT ts, event_id, entity, json_path, preview "
                     f"FROM {self._db}.pii_findings WHERE tenant_id = '{tenant}' "
