@@ -167,8 +167,14 @@ def is_all_default(values: list[Any]) -> bool:
     return False
 
 
+#: tables a detector restores its state from although not named ``*checkpoints``: the
+#: canary judge's verdict rows hold its failing runs (a Fail restored without its alert
+#: row would fire again, later, with another start)
+STATE_TABLES = frozenset({"canary_verdicts"})
+
+
 def _checkpoints_last(item: tuple[str, Any]) -> bool:
-    return item[0].endswith("checkpoints")
+    return item[0].endswith("checkpoints") or item[0] in STATE_TABLES
 
 
 class ClickHouseWriter:

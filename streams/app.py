@@ -222,6 +222,7 @@ class Runtime:
             canary=s.canary_cohort,
             baseline=s.canary_baseline_cohort,
             services=self.rules.canary.services,
+            per_tenant=s.canary_per_tenant,
             judge=JudgeConfig(
                 thresholds=Thresholds(alpha=s.canary_alpha),
                 min_requests=s.canary_min_requests,

@@ -89,6 +89,8 @@ class Stack:
         env = dict(os.environ)
         if self.demo_rate and "VIGIL_RULES_FILE" not in env:  # the demo's declared rates
             env["VIGIL_RULES_FILE"] = str(resources.files("streams").joinpath("rules.demo.yaml"))
+        if self.demo_rate:  # the demo shows per-tenant canary verdicts too
+            env.setdefault("VIGIL_CANARY_PER_TENANT", "true")
         return {
             **env,
             "VIGIL_MODE": "embedded",

@@ -147,6 +147,9 @@ class Settings(BaseSettings):
     canary_pass_score: float = Field(default=95.0, ge=0, le=100)
     canary_marginal_score: float = Field(default=75.0, ge=0, le=100)
     canary_alpha: float = Field(default=0.001, gt=0, lt=0.5)
+    # Also judge each tenant's canary against that tenant's own baseline (rows, API
+    # `tenant=`, alerts with tenant_id); the service-wide verdict is unchanged.
+    canary_per_tenant: bool = False
     # Funnels (the rules file's funnels section); off: no funnel state, rows or alerts.
     funnel_detection: bool = True
     # How often (at most) each partition's funnel position is checkpointed; commits wait

@@ -20,10 +20,10 @@ import re
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-import orjson
 from faust.web import View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from streams.detectors.canary.detector import stored_verdict_sql
 from streams.errors import QueryRejected
 from streams.incidents import UnknownIncident, pagerduty_ack, request_elsewhere, stored_match
 from streams.metrics import Metrics
@@ -145,12 +145,13 @@ def register_views(app: VigilApp, settings: Settings, metrics: Metrics) -> None:
     app.page("/alertmanager/webhook")(WebhookView)
 
     class CanaryView(View):  # type: ignore[misc]
-        """``GET /api/v1/canary?service=S&release=R``: the current verdict (the shape is
-        documented in the README, "Canary analysis"); rollout tools poll it."""
+        """``GET /api/v1/canary?service=S&release=R[&tenant=T]``: the current verdict (the
+        shape is documented in the README, "Canary analysis"); rollout tools poll it."""
 
         async def get(self, request: Any) -> Any:
             service = request.query.get("service", "")
             release = request.query.get("release", "")
+            tenant = request.query.get("tenant", "")
             if not service or not release:
                 return self.json(
                     {"error": "query parameters service and release are required"}, status=400
@@ -158,47 +159,34 @@ def register_views(app: VigilApp, settings: Settings, metrics: Metrics) -> None:
             judge = app.runtime.canary_judge
             if judge is None:
                 return self.json({"error": "canary analysis is off"}, status=404)
-            current = judge.current(service, release)
-            if current is None:
-                current = await stored_verdict(service, release)
-            if current is None:
+            if tenant and not judge.config.per_tenant:
                 return self.json(
-                    {"error": f"no verdict for {service} {release} yet", "verdict": "Nodata"},
+                    {"error": "per-tenant verdicts are off (VIGIL_CANARY_PER_TENANT=false)"},
+                    status=404,
+                )
+            current = judge.current(service, release, tenant)
+            if current is None:
+                current = await stored_verdict(judge, service, release, tenant)
+            if current is None:
+                who = f" for {tenant}" if tenant else ""
+                return self.json(
+                    {"error": f"no verdict for {service} {release}{who} yet", "verdict": "Nodata"},
                     status=404,
                 )
             return self.json(current)
 
-    async def stored_verdict(service: str, release: str) -> dict[str, Any] | None:
+    async def stored_verdict(
+        judge: Any, service: str, release: str, tenant: str
+    ) -> dict[str, Any] | None:
         """The latest stored verdict (another worker judges this service)."""
         writer = app.runtime.writer
         if writer is None:
             return None
-        async with writer.engine_lock:
-            result = await asyncio.to_thread(
-                writer.client.query,
-                "SELECT verdict, score, failing_run, interval_start, interval_end, "
-                "canary_requests, baseline_requests, metrics "
-                f"FROM {settings.clickhouse_database}.canary_verdicts FINAL "
-                "WHERE service = {s:String} AND release = {r:String} "
-                "ORDER BY interval_start DESC LIMIT 1",
-                parameters={"s": service, "r": release},
-            )
-        if not result.result_rows:
-            return None
-        verdict, score, run, start, end, cn, bn, metrics_json = result.result_rows[0]
-        return {
-            "service": service,
-            "release": release,
-            "verdict": verdict,
-            "score": round(float(score), 1),
-            "failing_intervals": int(run),
-            "consecutive_to_fail": settings.canary_consecutive,
-            "interval_start": start.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "interval_end": end.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "canary_requests": int(cn),
-            "baseline_requests": int(bn),
-            "last_interval": {"metrics": orjson.loads(metrics_json)},
-        }
+        rows = await writer.query_rows(
+            stored_verdict_sql(settings.clickhouse_database),
+            {"s": service, "r": release, "t": tenant},
+        )
+        return judge.from_row(service, release, tenant, rows[0]) if rows else None
 
     app.page("/api/v1/canary")(CanaryView)
 

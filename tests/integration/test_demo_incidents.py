@@ -148,6 +148,8 @@ def test_the_demo_incidents_page_and_pii_is_stored_nowhere_raw(tmp_path: Path) -
         url = f"http://127.0.0.1:{stack['web_port']}/api/v1/canary?service=web&release=2.8.0"
         with urllib.request.urlopen(url, timeout=10) as r:
             canary = json.loads(r.read())
+        with urllib.request.urlopen(url + "&tenant=acme", timeout=10) as r:  # noqa: S310
+            canary_acme = json.loads(r.read())
         unknown = vigil("incidents", "ack", "inc-nope", "--by", "test", env=env, cwd=tmp_path)
         hook = urllib.request.Request(  # a PagerDuty v3 event that is no acknowledgement
             f"http://127.0.0.1:{stack['web_port']}/pagerduty/webhook",
@@ -224,6 +226,9 @@ def test_the_demo_incidents_page_and_pii_is_stored_nowhere_raw(tmp_path: Path) -
     assert {m["metric"] for m in canary["last_interval"]["metrics"]} >= {"p50", "p95", "p99",
                                                                          "error_rate"}  # fmt: skip
     assert canary["canary_requests"] > 0 and canary["baseline_requests"] > 0
+    # and per tenant (the demo turns VIGIL_CANARY_PER_TENANT on): acme's own share of it
+    assert canary_acme["tenant_id"] == "acme" and "tenant_id" not in canary
+    assert 0 < canary_acme["canary_requests"] < canary["canary_requests"]
     # the funnel incident: acme's e-mail verification, and no other tenant or stage
     assert {(f["labels"]["tenant_id"], f["labels"]["stage"]) for f in funnel} == {  # type: ignore[index]
         ("acme", "auth.email_verified")
@@ -248,14 +253,17 @@ def test_the_demo_incidents_page_and_pii_is_stored_nowhere_raw(tmp_path: Path) -
     assert all(json.loads(line).get("status", "ok") == "ok" for line in other.stdout.splitlines())
 
     verdicts = vigil(
-        "query", "SELECT verdict, toUnixTimestamp(interval_end) - (SELECT toUnixTimestamp("
-        "min(ts)) FROM vigil.events WHERE cohort != '') AS end_s FROM vigil.canary_verdicts "
-        "FINAL WHERE service = 'web' AND release = '2.8.0' ORDER BY interval_start",
+        "query", "SELECT tenant_id, verdict, toUnixTimestamp(interval_end) - (SELECT "
+        "toUnixTimestamp(min(ts)) FROM vigil.events WHERE cohort != '') AS end_s FROM "
+        "vigil.canary_verdicts FINAL WHERE service = 'web' AND release = '2.8.0' "
+        "ORDER BY interval_start, tenant_id",
         "--format", "json", env=env, cwd=tmp_path,
     )  # fmt: skip
-    rows = [json.loads(line) for line in verdicts.stdout.splitlines()]
+    every = [json.loads(line) for line in verdicts.stdout.splitlines()]
+    rows = [r for r in every if r["tenant_id"] == ""]  # the service as a whole
+    assert {r["tenant_id"] for r in every} > {""}  # and per tenant
     # healthy before the bad release (150 s): never Fail; Fail while it is bad
-    assert rows and all(r["verdict"] != "Fail" for r in rows if r["end_s"] <= 150), rows
+    assert rows and all(r["verdict"] != "Fail" for r in every if r["end_s"] <= 150), every
     assert any(r["verdict"] == "Fail" and 150 < r["end_s"] <= 600 for r in rows), rows
     stored = vigil(
         "query",

@@ -107,7 +107,7 @@ async def test_partials_merged_across_partitions_equal_one_comparison_over_all_e
             assert set(h.judge.judged) == {"checkout"}
     await h.judge_all()
     # the judge saw minutes 0..4 (minute 5 is still open: the watermark is behind it)
-    state = h.judge.releases[("checkout", "4.13.0")]
+    state = h.judge.releases[("checkout", "4.13.0", "")]
     assert state.last_interval == T0 + 4 * MIN
     # brute force: one comparison per interval over every event of every partition
     stage = Stage(config.judge.consecutive)
@@ -161,7 +161,7 @@ async def test_nothing_is_judged_before_every_partition_passed_the_interval() ->
     h.source._clock_ms = lambda: T0 + 10 * MIN
     await h.source.tick()
     await h.judge_all()
-    assert h.judge.releases[("checkout", "4.13.0")].verdict in ("Pass", "Marginal")
+    assert h.judge.releases[("checkout", "4.13.0", "")].verdict in ("Pass", "Marginal")
     assert not [a for a in h.alerts() if a["alertname"] == "CanaryVerdictFail"]
 
 
@@ -174,12 +174,12 @@ async def test_re_sent_partials_replace_and_judged_intervals_are_ignored() -> No
     for p in range(PARTS):
         await h.feed(p, events)
     await h.judge_all()
-    before = h.judge.releases[("checkout", "4.13.0")]
+    before = h.judge.releases[("checkout", "4.13.0", "")]
     requests = before.canary.requests
     # every partial sent again (a source restarted): nothing counts twice
     for p, values in h.sent.items():
         await h.judge.process_records(p, [(10_000 + i, v) for i, v in enumerate(values)])
-    assert h.judge.releases[("checkout", "4.13.0")].canary.requests == requests
+    assert h.judge.releases[("checkout", "4.13.0", "")].canary.requests == requests
 
 
 async def test_declared_weight_and_slo_thresholds_are_judged_too() -> None:
@@ -202,7 +202,7 @@ async def test_declared_weight_and_slo_thresholds_are_judged_too() -> None:
                 )  # fmt: skip
                 await h.feed(p, batch)
         await h.judge_all()
-        state = h.judge.releases[("checkout", "4.13.0")]
+        state = h.judge.releases[("checkout", "4.13.0", "")]
         outcomes = {m["metric"]: m["outcome"] for m in state.comparison["metrics"]}
         return state.verdict, outcomes
 
@@ -215,3 +215,52 @@ async def test_declared_weight_and_slo_thresholds_are_judged_too() -> None:
     assert outcomes["slo_p95"] == "High" and slow == "Fail"
     assert load_rules(DEMO_RULES).canary.services["web"].weight == 0.1  # the demo's
     assert load_rules(None).canary.services == {}
+
+
+async def test_per_tenant_verdicts_judge_each_tenant_and_leave_the_service_verdict_alone() -> None:
+    """Tenant t0's canary is 60 % slower, the others' are healthy. Per tenant: t0 fails
+    (its alert carries tenant_id), no other tenant does; the service-wide verdict, counts
+    and sketches are exactly those of a run without per-tenant verdicts."""
+
+    async def run(per_tenant: bool) -> Harness:
+        h = Harness(CanaryConfig(lateness_ms=5_000, per_tenant=per_tenant))
+        rng = random.Random(13)
+        for minute in range(6):
+            for p in range(PARTS):
+                batch = []
+                for k in range(1200):
+                    cohort = "canary" if k % 4 == 0 else "baseline"
+                    e = request(rng, T0 + minute * MIN + rng.randrange(MIN), cohort, 1.0, 0.002)
+                    if cohort == "canary" and e["tenant_id"] == "t0":
+                        e["duration_ms"] = round(e["duration_ms"] * 1.6, 3)
+                    batch.append(e)
+                await h.feed(p, sorted(batch, key=lambda e: e["ts"]))
+        await h.judge_all()
+        return h
+
+    plain, tenants = await run(False), await run(True)
+    whole, same = (
+        plain.judge.releases[("checkout", "4.13.0", "")],
+        tenants.judge.releases[("checkout", "4.13.0", "")],
+    )
+    assert (whole.verdict, whole.score, whole.canary.requests) == (
+        same.verdict, same.score, same.canary.requests,
+    )  # fmt: skip
+    assert whole.canary.sketch == same.canary.sketch
+    assert whole.baseline.sketch == same.baseline.sketch
+    assert set(plain.judge.releases) == {("checkout", "4.13.0", "")}
+    verdicts = {k[2]: s.verdict for k, s in tenants.judge.releases.items() if k[2]}
+    assert verdicts["t0"] == "Fail" and set(verdicts) == {f"t{i}" for i in range(5)}
+    assert all(v != "Fail" for t, v in verdicts.items() if t != "t0"), verdicts
+    fails = [a for a in tenants.alerts() if a["alertname"] == "CanaryVerdictFail"]
+    tenant_fails = [a["labels"] for a in fails if "tenant_id" in a["labels"]]
+    assert tenant_fails and all(labels["tenant_id"] == "t0" for labels in tenant_fails)
+    doc = tenants.judge.current("checkout", "4.13.0", "t0")
+    assert doc is not None and doc["tenant_id"] == "t0" and doc["verdict"] == "Fail"
+    assert tenants.judge.current("checkout", "4.13.0", "t9") is None
+    # the score gauge stays per service: no tenant series
+    samples = [
+        s for m in tenants.metrics.registry.collect() if m.name == "vigil_canary_score"
+        for s in m.samples
+    ]  # fmt: skip
+    assert [s.labels for s in samples] == [{"service": "checkout", "release": "4.13.0"}]

@@ -182,7 +182,7 @@ def test_rollout_templates_pass_their_crds_and_read_the_verdict_shape() -> None:
     from streams.detectors.canary.detector import _Release
     from streams.detectors.canary.judge import Stage
 
-    judge.releases[("web", "2.8.0")] = _Release(Stage(2), verdict="Pass", score=100.0)
+    judge.releases[("web", "2.8.0", "")] = _Release(Stage(2), verdict="Pass", score=100.0)
     shape = judge.current("web", "2.8.0")
     assert shape is not None and fields <= set(shape), (fields, shape)
     assert "vigil_canary_score" in flagger["spec"]["query"]

@@ -174,12 +174,16 @@ async def test_a_cross_tenant_access_pages_at_once_and_says_when_data_crossed(
             envelope(
                 "http.request", "acme", T0_LATER, 1, method="GET", route="/v1/documents/{id}",
                 status=200, duration_ms=12.0, actor_tenant_id="globex",
-                resource_tenant_id="acme",
+                resource_tenant_id="acme", trace_id="4bf92f3577b34da6a3ce929d0e0e4736",
             )
         ]
     )  # fmt: skip
     targets = {a["labels"]["target"] for a in h.alerts("CrossTenantAccess")}
     assert targets == {"Document", "/v1/documents/{id}"}
+    # the request's trace is in the evidence: incidents group its other alerts with it
+    traced = [a for a in h.alerts("CrossTenantAccess") if a["labels"]["target"] != "Document"]
+    assert traced[0]["evidence"]["trace_ids"] == ["4bf92f3577b34da6a3ce929d0e0e4736"]
+    assert alert["evidence"]["trace_ids"] == []
 
 
 async def test_brute_force_across_tenants_fires_on_the_51st_login_in_a_sliding_minute(

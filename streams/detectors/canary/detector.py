@@ -23,8 +23,14 @@ cannot judge it. Two stages, like the security detector's:
   from those rows after a restart, and the partials topic's commits wait until the rows
   of every interval they fed are stored.
 
+With ``VIGIL_CANARY_PER_TENANT`` the partials are also kept per tenant, and each tenant's
+canary is judged against that tenant's own baseline next to the service-wide verdict
+(tenant "" in rows and state; the service-wide verdict is the merge of every tenant's, so
+it is exactly what it would be without the option).
+
 Alerts: ``CanaryVerdictFail`` (critical, ``auto_rollback``) while the stage verdict is
-Fail, ``CanaryVerdictMarginal`` (medium) while Marginal; both resolve on Pass.
+Fail, ``CanaryVerdictMarginal`` (medium) while Marginal; both resolve on Pass. Per-tenant
+verdicts alert with a ``tenant_id`` label.
 """
 
 from __future__ import annotations
@@ -58,8 +64,8 @@ from streams.transport import SourceBatch
 log = logging.getLogger(__name__)
 FAIL = "CanaryVerdictFail"
 MARGINAL = "CanaryVerdictMarginal"
-#: (service, release, cohort)
-Key = tuple[str, str, str]
+#: (service, release, cohort, tenant -- "" unless judged per tenant)
+Key = tuple[str, str, str, str]
 #: publish(records as (partition, value)) -> awaitable once the broker has them
 Forward = Callable[[list[tuple[int, bytes]]], Awaitable[None]]
 
@@ -80,6 +86,8 @@ class CanaryConfig:
     live_intervals: int = 10
     #: what the rules file declares per service (weight, absolute SLO thresholds)
     services: Mapping[str, CanaryService] = field(default_factory=dict)
+    #: also judge each tenant's canary against that tenant's baseline
+    per_tenant: bool = False
 
 
 @dataclass(slots=True)
@@ -156,6 +164,7 @@ class CanarySource:
             return
         cfg = self.config
         names = (cfg.canary, cfg.baseline)
+        per_tenant = cfg.per_tenant
         events: list[Any] = result.events
         # only requests, found by the batch's per-type index (no scan of other kinds)
         picked = [i for i in result.by_type().get(HTTP_REQUEST, ()) if events[i].cohort in names]
@@ -177,7 +186,7 @@ class CanarySource:
                 slot = part.open.get(interval)
                 if slot is None:
                     slot = part.open[interval] = _Open(result.offsets[i])
-                key = (ev.service, ev.release or "", ev.cohort)
+                key = (ev.service, ev.release or "", ev.cohort, ev.tenant_id if per_tenant else "")
                 cohort = slot.cohorts.get(key)
                 if cohort is None:
                     cohort = slot.cohorts[key] = Cohort()
@@ -212,11 +221,11 @@ class CanarySource:
         records: list[tuple[int, bytes]] = []
         for interval in sorted(i for i in part.open if i + cfg.interval_ms <= through):
             slot = part.open[interval]
-            for (service, release, cohort), c in sorted(slot.cohorts.items()):
+            for (service, release, cohort, tenant), c in sorted(slot.cohorts.items()):
                 keys, counts = c.sketch.arrays()
                 body = {
                     "t": "p", "src": partition, "srcs": self.total_partitions,
-                    "service": service, "release": release, "cohort": cohort,
+                    "service": service, "release": release, "cohort": cohort, "tenant": tenant,
                     "start": interval, "keys": keys, "counts": counts,
                     "n": c.requests, "e": c.errors,
                 }  # fmt: skip
@@ -239,7 +248,7 @@ class CanarySource:
 
 @dataclass(slots=True)
 class _Release:
-    """One (service, canary release) across its stage."""
+    """One (service, canary release, tenant or "") across its stage."""
 
     stage: Stage
     canary: Cohort = field(default_factory=Cohort)
@@ -251,12 +260,13 @@ class _Release:
     comparison: dict[str, Any] = field(default_factory=dict)
 
 
+_Slot = tuple[int, str, str, str]
+
+
 @dataclass(slots=True)
 class _JudgePart:
-    #: service -> interval start -> (src, release, cohort) -> (cohort data, offset)
-    pending: dict[str, dict[int, dict[tuple[int, str, str], tuple[Cohort, int]]]] = field(
-        default_factory=dict
-    )
+    #: service -> interval start -> (src, release, cohort, tenant) -> (data, offset)
+    pending: dict[str, dict[int, dict[_Slot, tuple[Cohort, int]]]] = field(default_factory=dict)
     progress: dict[int, int] = field(default_factory=dict)
     srcs: int = 1
     next_offset: int = -1
@@ -288,7 +298,8 @@ class CanaryJudge:
         self.parts: dict[int, _JudgePart] = {}
         #: service -> last judged interval start (shared: a service lives in one partition)
         self.judged: dict[str, int] = {}
-        self.releases: dict[tuple[str, str], _Release] = {}
+        #: (service, release, tenant) -> its stage; tenant "" is the service as a whole
+        self.releases: dict[tuple[str, str, str], _Release] = {}
         self._restored = False
         if gate is not None:
             gate.add_holder(self.first_needed_offset)
@@ -305,24 +316,55 @@ class CanaryJudge:
     def forget(self, partition: int) -> None:
         self.parts.pop(partition, None)
 
-    def current(self, service: str, release: str) -> dict[str, Any] | None:
-        """The latest verdict of (service, release) as the rollout API shows it."""
-        state = self.releases.get((service, release))
+    def current(self, service: str, release: str, tenant: str = "") -> dict[str, Any] | None:
+        """The latest verdict of (service, release[, tenant]) as the rollout API shows it."""
+        state = self.releases.get((service, release, tenant))
         if state is None:
             return None
+        return self._document(
+            service, release, tenant, state.verdict, state.score, state.stage.failing_run,
+            state.last_interval, state.started, state.canary.requests,
+            state.baseline.requests, state.comparison,
+        )  # fmt: skip
+
+    def from_row(
+        self, service: str, release: str, tenant: str, row: Sequence[Any]
+    ) -> dict[str, Any]:
+        """The same document from a ``stored_verdict_sql`` row (another worker's verdict)."""
+        verdict, score, run, start, started, cn, bn, metrics = row
+        return self._document(
+            service, release, tenant, str(verdict), float(score), int(run), int(start),
+            int(started), int(cn), int(bn), {"metrics": orjson.loads(metrics)},
+        )  # fmt: skip
+
+    def _document(
+        self,
+        service: str,
+        release: str,
+        tenant: str,
+        verdict: str,
+        score: float,
+        failing_run: int,
+        last_interval: int,
+        started: int,
+        canary_requests: int,
+        baseline_requests: int,
+        comparison: dict[str, Any],
+    ) -> dict[str, Any]:
         return {
             "service": service,
             "release": release,
-            "verdict": state.verdict,
-            "score": round(state.score, 1),
-            "failing_intervals": state.stage.failing_run,
+            **({"tenant_id": tenant} if tenant else {}),
+            "verdict": verdict,
+            "score": round(score, 1),
+            "failing_intervals": failing_run,
             "consecutive_to_fail": self.config.judge.consecutive,
-            "interval_start": _iso(state.last_interval),
-            "interval_end": _iso(state.last_interval + self.config.interval_ms),
-            "stage_started": _iso(state.started),
-            "canary_requests": state.canary.requests,
-            "baseline_requests": state.baseline.requests,
-            "last_interval": state.comparison,
+            "interval_start": _iso(last_interval),
+            "interval_end": _iso(last_interval + self.config.interval_ms),
+            "stage_started": _iso(started),
+            "canary_requests": canary_requests,
+            "baseline_requests": baseline_requests,
+            "last_interval": comparison,
         }
 
     async def restore(self) -> None:
@@ -335,20 +377,21 @@ class CanaryJudge:
             rows = await asyncio.to_thread(
                 lambda: (
                     client.query(
-                        "SELECT service, release, toUnixTimestamp64Milli(interval_start), verdict, "
+                        "SELECT service, release, tenant_id, "
+                        "toUnixTimestamp64Milli(interval_start), verdict, "
                         "score, failing_run, canary_keys, canary_counts, canary_requests, "
                         "canary_errors, baseline_keys, baseline_counts, baseline_requests, "
                         f"baseline_errors FROM {self._db}.canary_verdicts FINAL "
-                        "ORDER BY service, release, interval_start"
+                        "ORDER BY service, release, tenant_id, interval_start"
                     ).result_rows
                 )
             )
-        for (service, release, start, verdict, score, run, ck, cc, cn, ce, bk, bc, bn,
+        for (service, release, tenant, start, verdict, score, run, ck, cc, cn, ce, bk, bc, bn,
              be) in rows:  # fmt: skip
             self.judged[service] = max(self.judged.get(service, 0), int(start))
-            state = self.releases.get((service, release))
+            state = self.releases.get((service, release, tenant))
             if state is None:
-                state = self.releases[(service, release)] = _Release(
+                state = self.releases[(service, release, tenant)] = _Release(
                     Stage(self.config.judge.consecutive), started=int(start)
                 )
             state.canary.merge(Cohort(Sketch.from_arrays(ck, cc), int(cn), int(ce)))
@@ -388,10 +431,13 @@ class CanaryJudge:
                     int(record["e"]),
                 )
                 slots = part.pending.setdefault(service, {}).setdefault(start, {})
-                slots[(int(record["src"]), str(record["release"]), str(record["cohort"]))] = (
-                    cohort,
-                    offset,
+                slot = (
+                    int(record["src"]),
+                    str(record["release"]),
+                    str(record["cohort"]),
+                    str(record.get("tenant", "")),
                 )
+                slots[slot] = (cohort, offset)
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
                 # only Vigil writes this topic: a bad record is a bug, not input
                 log.error("canary partials: bad record at [%d]@%d: %r", partition, offset, exc)
@@ -415,24 +461,28 @@ class CanaryJudge:
         part: _JudgePart,
         service: str,
         start: int,
-        slots: dict[tuple[int, str, str], tuple[Cohort, int]],
+        slots: dict[_Slot, tuple[Cohort, int]],
     ) -> None:
         cfg = self.config
-        merged: dict[tuple[str, str], Cohort] = {}
-        for (_, release, cohort), (data, _) in slots.items():
-            merged.setdefault((release, cohort), Cohort()).merge(data)
-        baseline = Cohort()
-        for (_, cohort), data in merged.items():
+        # (tenant, release, cohort): tenant "" is the service as a whole (every tenant)
+        merged: dict[tuple[str, str, str], Cohort] = {}
+        for (_, release, cohort, tenant), (data, _) in slots.items():
+            merged.setdefault(("", release, cohort), Cohort()).merge(data)
+            if tenant:
+                merged.setdefault((tenant, release, cohort), Cohort()).merge(data)
+        baselines: dict[str, Cohort] = {}  # per tenant: every release of its baseline
+        for (tenant, _, cohort), data in merged.items():
             if cohort == cfg.baseline:
-                baseline.merge(data)
+                baselines.setdefault(tenant, Cohort()).merge(data)
         self.judged[service] = max(self.judged.get(service, -1), start)
         rows: list[dict[str, Any]] = []
-        for (release, cohort), canary in sorted(merged.items()):
+        for (tenant, release, cohort), canary in sorted(merged.items()):
             if cohort != cfg.canary:
                 continue
-            state = self.releases.get((service, release))
+            baseline = baselines.get(tenant) or Cohort()
+            state = self.releases.get((service, release, tenant))
             if state is None:
-                state = self.releases[(service, release)] = _Release(
+                state = self.releases[(service, release, tenant)] = _Release(
                     Stage(cfg.judge.consecutive), started=start
                 )
             state.canary.merge(canary)
@@ -448,9 +498,9 @@ class CanaryJudge:
             state.verdict, state.score, state.last_interval = verdict, shown.score, start
             state.comparison = interval.as_dict()
             self._metrics.canary_verdicts.labels(verdict=verdict).inc()
-            rows.append(self._row(service, release, start, verdict, interval, cumulative,
-                                  state, canary, baseline))  # fmt: skip
-            await self._alert(service, release, verdict, state, interval, start)
+            rows.append(self._row(service, release, tenant, start, verdict, interval,
+                                  cumulative, state, canary, baseline))  # fmt: skip
+            await self._alert(service, release, tenant, verdict, state, interval, start)
         self._refresh_gauge(start)
         if not rows:
             return
@@ -473,6 +523,7 @@ class CanaryJudge:
         self,
         service: str,
         release: str,
+        tenant: str,
         start: int,
         verdict: str,
         interval: Comparison,
@@ -486,6 +537,7 @@ class CanaryJudge:
         return {
             "service": service,
             "release": release,
+            "tenant_id": tenant,
             "interval_start": _dt(start),
             "interval_end": _dt(start + self.config.interval_ms),
             "verdict": verdict,
@@ -510,6 +562,7 @@ class CanaryJudge:
         self,
         service: str,
         release: str,
+        tenant: str,
         verdict: str,
         state: _Release,
         interval: Comparison,
@@ -517,6 +570,10 @@ class CanaryJudge:
     ) -> None:
         at = _dt(start + self.config.interval_ms)
         labels = {"service": service, "release": release}
+        who = ""
+        if tenant:
+            labels["tenant_id"] = tenant
+            who = f" for {tenant}"
         failing = [m["metric"] for m in interval.as_dict()["metrics"] if m["outcome"] == "High"]
         evidence = {
             "verdict": verdict,
@@ -526,12 +583,13 @@ class CanaryJudge:
             "query": (
                 "SELECT interval_start, verdict, score, canary_requests, baseline_requests, "
                 f"metrics FROM {self._db}.canary_verdicts FINAL WHERE service = "
-                f"{_sql(service)} AND release = {_sql(release)} ORDER BY interval_start"
+                f"{_sql(service)} AND release = {_sql(release)} AND tenant_id = {_sql(tenant)} "
+                "ORDER BY interval_start"
             ),
         }
         fail = AlertSpec(
             FAIL, "critical", labels,
-            Annotations(summary=f"canary {release} of {service} fails against the baseline "
+            Annotations(summary=f"canary {release} of {service}{who} fails against the baseline "
                         f"({', '.join(failing) or 'cumulative'}): roll back",
                         description=f"score {state.score:.0f}/100 after "
                         f"{state.stage.failing_run} failing intervals"),
@@ -539,7 +597,7 @@ class CanaryJudge:
         )  # fmt: skip
         marginal = AlertSpec(
             MARGINAL, "medium", labels,
-            Annotations(summary=f"canary {release} of {service} is marginal "
+            Annotations(summary=f"canary {release} of {service}{who} is marginal "
                         f"({', '.join(failing) or 'score'})"),
         )  # fmt: skip
         if verdict == "Fail":
@@ -557,13 +615,28 @@ class CanaryJudge:
         """``vigil_canary_score{service,release}`` for live releases only (bounded)."""
         horizon = now - self.config.live_intervals * self.config.interval_ms
         gauge = self._metrics.canary_score
-        for (service, release), state in list(self.releases.items()):
+        for (service, release, tenant), state in list(self.releases.items()):
+            if tenant:
+                continue  # the gauge is per service (no tenant label: bounded)
             if state.last_interval < horizon:
                 with contextlib.suppress(KeyError):
                     gauge.remove(service, release)
                 continue
             if state.verdict and state.verdict != "Inconclusive":
                 gauge.labels(service=service, release=release).set(state.score)
+
+
+def stored_verdict_sql(database: str) -> str:
+    """The latest stored verdict of ``{s}`` service, ``{r}`` release, ``{t}`` tenant, as
+    :meth:`CanaryJudge.from_row` reads it. Cumulative counts are the stage's sums."""
+    return (
+        "SELECT argMax(verdict, interval_start), argMax(score, interval_start), "
+        "argMax(failing_run, interval_start), toUnixTimestamp64Milli(max(interval_start)), "
+        "toUnixTimestamp64Milli(min(interval_start)), sum(canary_requests), "
+        "sum(baseline_requests), argMax(metrics, interval_start) "
+        f"FROM {database}.canary_verdicts FINAL WHERE service = {{s:String}} "
+        "AND release = {r:String} AND tenant_id = {t:String} HAVING count() > 0"
+    )
 
 
 def _iso(ms: int) -> str:

@@ -296,6 +296,14 @@ class _Stage:
 
     # --- output ---------------------------------------------------------------------------
 
+    def _traces(self, event_ids: list[str]) -> list[str]:
+        """The trace ids of the sample events the engines saw cross tenants."""
+        found: list[str] = []
+        for part in self.parts.values():
+            traces = part.engine.traces
+            found.extend(traces[i] for i in event_ids if i in traces)
+        return list(dict.fromkeys(found))[:10]
+
     async def _publish(self, changes: Changes) -> None:
         if not changes:
             return
@@ -315,6 +323,7 @@ class _Stage:
                     "threshold": threshold,
                     "group": dict(spec.labels),
                     "sample_event_ids": episode.sample_ids,
+                    "trace_ids": self._traces(episode.sample_ids),
                     "first_event": _dt(episode.first_event_ms).isoformat(),
                     "query": self._query(track, episode),
                 }

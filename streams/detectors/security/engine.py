@@ -165,6 +165,9 @@ class SecurityEngine:
         #: late matching events since the caller last drained it (not checkpointed: a
         #: replay flags them again, and the table keeps one row per rule and event)
         self.flagged: list[Late] = []
+        #: trace ids of recent cross-tenant events (rare; bounded): an alert's evidence
+        #: names them so incidents group the request's other alerts with it
+        self.traces: dict[str, str] = {}
 
     # --- watermarks -----------------------------------------------------------------------
 
@@ -259,6 +262,11 @@ class SecurityEngine:
         if track is None:
             counter = SlidingCount(_INSTANT_MS, "gte", 1, self.config.quiet_ms, self.grace_ms)
             track = self.tracks[key] = Track(None, 1, counter)
+        trace = getattr(event, "trace_id", None)
+        if trace:
+            if len(self.traces) >= MAX_TRACES:
+                del self.traces[next(iter(self.traces))]
+            self.traces[event.event_id] = trace
         _, changes = track.counter.add(group, ts, event.event_id, watermark=wm)
         out.extend((track, c) for c in changes)
 
@@ -460,6 +468,7 @@ def _value(corr: Correlation, event: Any, step: int | None) -> str | None:
 
 #: the kinds the built-in cross-tenant rule looks at (:func:`_crosses`)
 CROSSING_KINDS = frozenset({"security.tenant_violation", "http.request"})
+MAX_TRACES = 4096
 
 
 def _crosses(kind: str, event: Any) -> bool:
