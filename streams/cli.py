@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
 import sys
 import time
@@ -152,6 +153,39 @@ def cmd_demo(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return 0
     print(f"demo: sent {sent} messages")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """The overview (or a tenant's page) from the console's JSON, drawn with rich."""
+    from urllib.parse import quote
+
+    from rich.console import Console
+    from rich.live import Live
+
+    from streams.board import fetch, render
+
+    settings = _settings()
+    base = (args.url or f"http://127.0.0.1:{settings.web_port}").rstrip("/")
+    url = f"{base}/api/v1/views/overview"
+    if args.tenant:
+        url += f"?tenant={quote(args.tenant)}"
+    token = settings.console_token.get_secret_value() if settings.console_token else ""
+    doc = fetch(url, token)
+    if args.json:
+        print(json.dumps(doc, indent=2))
+        return 0
+    console = Console()
+    if not args.follow:
+        console.print(render(doc))
+        return 0
+    with (
+        contextlib.suppress(KeyboardInterrupt),
+        Live(render(doc), console=console, screen=False, auto_refresh=False) as live,
+    ):
+        while True:
+            time.sleep(settings.console_refresh_s)
+            live.update(render(fetch(url, token)), refresh=True)
     return 0
 
 
@@ -535,6 +569,14 @@ def build_parser() -> argparse.ArgumentParser:
     expire = silence_sub.add_parser("expire", help="end a silence now")
     expire.add_argument("id")
     expire.set_defaults(func=cmd_silence)
+
+    status = sub.add_parser("status", help="the console's overview in the terminal")
+    status.add_argument("--follow", action="store_true", help="redraw it in place until Ctrl-C")
+    status.add_argument("--tenant", default="", help="one tenant's page (health, SLOs, funnel)")
+    status.add_argument("--url", default="", help="the console's base URL (default: the "
+                        "worker of the running `vigil up`, or VIGIL_PUBLIC_URL)")  # fmt: skip
+    status.add_argument("--json", action="store_true", help="print the document as JSON")
+    status.set_defaults(func=cmd_status)
 
     rules = sub.add_parser("rules", help="the security rules as ClickHouse SQL or Sigma")
     rules_sub = rules.add_subparsers(dest="rules_command", required=True)

@@ -26,6 +26,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -157,6 +158,10 @@ class Stack:
             f'vigil: up. logs in {self.logs}/; try `vigil query "SELECT kind, count() '
             'FROM vigil.events GROUP BY kind"` and `vigil alerts --follow`. Ctrl-C stops.'
         )
+        print(
+            f"vigil: console at http://127.0.0.1:{self.web_port}/console "
+            "(`vigil status` draws it in a terminal)"
+        )
         if self.alertmanager is not None:
             print(
                 f"vigil: alerts in Alertmanager: {self.alertmanager.url}/#/alerts or "
@@ -214,6 +219,39 @@ class Stack:
         return self.worker.stats() if self.worker is not None else None
 
     def watch(self, duration_s: float | None, interval_s: float = 2.0) -> None:
+        """The status line every ``interval_s`` -- on a terminal, as the header of the
+        terminal board (streams/board.py), redrawn in place; for logs and pipes, a line."""
+        if not sys.stdout.isatty():
+            self._watch(duration_s, interval_s, print_line)
+            return
+        from rich.console import Console
+        from rich.live import Live
+
+        from streams.board import fetch, render
+
+        url = f"http://127.0.0.1:{self.web_port}/api/v1/views/overview"
+        token = self.settings.console_token
+        secret = token.get_secret_value() if token is not None else ""
+        board: dict[str, Any] = {"doc": None, "at": 0.0, "error": ""}
+        with Live(console=Console(), auto_refresh=False, screen=False) as live:
+
+            def show(line: str) -> None:
+                now = time.monotonic()
+                if now - board["at"] >= self.settings.console_refresh_s:
+                    board["at"] = now
+                    try:
+                        board["doc"], board["error"] = fetch(url, secret), ""
+                    except VigilError as exc:
+                        board["error"] = str(exc)
+                doc = board["doc"]
+                header = line + (f"\n{board['error']}" if board["error"] else "")
+                live.update(render(doc, header) if doc else header, refresh=True)
+
+            self._watch(duration_s, interval_s, show)
+
+    def _watch(
+        self, duration_s: float | None, interval_s: float, show: Callable[[str], None]
+    ) -> None:
         assert self.worker is not None, "start() first"
         started = time.monotonic()
         last = self.stats() or {}
@@ -235,12 +273,11 @@ class Stack:
                 )
                 continue
             rss = resident_bytes(self.broker.pid) if self.broker.pid else None
-            print(
+            show(
                 f"[{time.monotonic() - started:6.0f}s] events/s {rate:8,.0f} | events "
                 f"{_fmt(now['events'])} | dlq {_fmt(now['dlq'])} | rows "
                 f"{_fmt(now['rows_written'])} | alerts {_fmt(now['alerts'])} | lag "
-                f"{_fmt(now['lag'])}" + (f" | broker {human(rss)}" if rss else ""),
-                flush=True,
+                f"{_fmt(now['lag'])}" + (f" | broker {human(rss)}" if rss else "")
             )
             warning = self.memory.observe(time.monotonic() - started, rss) if rss else None
             if warning:
@@ -332,3 +369,7 @@ def run_up(
     finally:
         stack.shutdown()
     return 0
+
+
+def print_line(line: str) -> None:
+    print(line, flush=True)

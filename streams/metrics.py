@@ -154,6 +154,11 @@ class Metrics:
             ["service", "release"],
             registry=registry,
         )
+        self.console_denied = Counter(
+            "vigil_console_denied_total",
+            "Console and operator API requests refused for a missing or wrong token.",
+            registry=registry,
+        )
         self.webhook_alerts = Counter(
             "vigil_alertmanager_webhook_alerts_total",
             "Alerts Alertmanager handed back through the webhook receiver (recorded).",

@@ -160,6 +160,12 @@ class Settings(BaseSettings):
     # Web (metrics, health, local query endpoint)
     web_host: str = "127.0.0.1"
     web_port: int = Field(default=6066, ge=0, le=65535)
+    # The console (/console, /api/v1/overview; `vigil serve` in production): documents are
+    # rebuilt from ClickHouse at most this often, whatever the number of viewers. With a
+    # token, pages and operator APIs need `Authorization: Bearer <token>` (or the cookie
+    # set by /console/login); `vigil serve` refuses to start without one.
+    console_refresh_s: float = Field(default=10.0, gt=0)
+    console_token: SecretStr | None = None
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 

@@ -265,6 +265,8 @@ def register_views(app: VigilApp, settings: Settings, metrics: Metrics) -> None:
 
     app.page("/pagerduty/webhook")(PagerDutyView)
 
+    register_console(app, settings)
+
     if settings.mode != "embedded":
         return
 
@@ -366,3 +368,91 @@ def alert_page(body: dict[str, Any]) -> str:
         "<table border=1><tr><th>time</th><th>status</th><th>severity</th><th>value</th>"
         "<th>threshold</th><th>summary</th><th>evidence</th></tr>" + "".join(rows) + "</table>"
     )
+
+
+def register_console(app: VigilApp, settings: Settings) -> None:
+    """The console and its JSON on the worker's web port (embedded mode serves it from the
+    engine the worker owns; documents are cached, see streams/views.py)."""
+    from streams import console as pages
+    from streams.views import Console, bearer_ok, view_config
+
+    state: dict[str, Console] = {}
+
+    def service() -> Console | None:
+        if "c" not in state:
+            writer = app.runtime.writer
+            if writer is None:
+                return None
+            state["c"] = Console(
+                writer.query_rows,
+                view_config(settings, app.runtime.rules),
+                settings.console_refresh_s,
+            )
+        return state["c"]
+
+    def denied(view: Any, request: Any) -> Any:
+        token = settings.console_token
+        if token is None or not token.get_secret_value():
+            return None
+        if bearer_ok(
+            token.get_secret_value(),
+            request.headers.get("Authorization", ""),
+            request.cookies.get("vigil_token", ""),
+        ):
+            return None
+        app.runtime.metrics.console_denied.inc()
+        return view.json(
+            {"error": "console token required: Authorization: Bearer <VIGIL_CONSOLE_TOKEN>"},
+            status=401,
+        )
+
+    def html_response(view: Any, text: str) -> Any:
+        return view.html(text, headers={"Content-Security-Policy": pages.CSP})
+
+    class ConsoleView(View):  # type: ignore[misc]
+        async def get(self, request: Any, which: str = "") -> Any:
+            refused = denied(self, request)
+            if refused is not None:
+                return refused
+            console = service()
+            if console is None:
+                return self.json({"error": "worker is still starting"}, status=503)
+            if which == "security":
+                return html_response(
+                    self, pages.security_page(await console.security(), console.cache.refresh_s)
+                )
+            return html_response(
+                self, pages.overview_page(await console.overview(), console.cache.refresh_s)
+            )
+
+    class ConsoleTenantView(View):  # type: ignore[misc]
+        async def get(self, request: Any, tenant_id: str) -> Any:
+            refused = denied(self, request)
+            if refused is not None:
+                return refused
+            console = service()
+            if console is None:
+                return self.json({"error": "worker is still starting"}, status=503)
+            doc = await console.tenant(tenant_id)
+            return html_response(self, pages.tenant_page(doc, console.cache.refresh_s))
+
+    class OverviewApi(View):  # type: ignore[misc]
+        async def get(self, request: Any, which: str) -> Any:
+            refused = denied(self, request)
+            if refused is not None:
+                return refused
+            console = service()
+            if console is None:
+                return self.json({"error": "worker is still starting"}, status=503)
+            if which == "overview":
+                tenant_id = request.query.get("tenant", "")
+                doc = await (console.tenant(tenant_id) if tenant_id else console.overview())
+                return self.json(doc)
+            if which == "security":
+                return self.json(await console.security())
+            return self.json({"error": "unknown view"}, status=404)
+
+    app.page("/console")(ConsoleView)
+    app.page("/console/{which}")(ConsoleView)
+    app.page("/console/tenants/{tenant_id}")(ConsoleTenantView)
+    app.page("/api/v1/views/{which}")(OverviewApi)

@@ -158,10 +158,38 @@ def test_the_demo_incidents_page_and_pii_is_stored_nowhere_raw(tmp_path: Path) -
         )
         with urllib.request.urlopen(hook, timeout=10) as r:  # noqa: S310
             pagerduty = json.loads(r.read())
+        # the console, its JSON and the terminal board, from the worker that owns the engine
+        base = f"http://127.0.0.1:{stack['web_port']}"
+        pages: dict[str, tuple[str, str]] = {}
+        for path in ("/console", "/console/security", "/console/tenants/acme"):
+            with urllib.request.urlopen(base + path, timeout=60) as r:  # noqa: S310
+                pages[path] = (r.headers.get("Content-Security-Policy", ""), r.read().decode())
+        with urllib.request.urlopen(base + "/api/v1/views/overview", timeout=60) as r:  # noqa: S310
+            overview = json.loads(r.read())
+        with urllib.request.urlopen(base + "/api/v1/views/security", timeout=60) as r:  # noqa: S310
+            security_view = json.loads(r.read())
+        board_text = vigil("status", "--tenant", "acme", env=env, cwd=tmp_path)
     finally:
         up.send_signal(signal.SIGINT)
         output, _ = up.communicate(timeout=120)
     assert found, output
+    # the console: every page under its CSP (nothing loaded from elsewhere), with data
+    from streams.console import CSP
+
+    assert all(csp == CSP for csp, _ in pages.values()), pages.keys()
+    assert "SLO compliance" in pages["/console"][1] and "<polyline" in pages["/console"][1]
+    assert "Health of acme" in pages["/console/tenants/acme"][1]
+    assert "initech" in pages["/console/security"][1]
+    assert overview["series"] and overview["series"][-1]["p95_ms"] > 0
+    assert set(overview["firing"]) & names, (overview["firing"], names)
+    acme_score = {t["tenant_id"]: t["score"] for t in overview["tenants"]}["acme"]
+    assert 0 <= acme_score < 100  # acme's latency incident and cross-tenant read cost it
+    assert sum(overview["pii_findings"].values()) >= 1  # the demo's PII leak, redacted
+    crossing = security_view["cross_tenant"][0]
+    assert (crossing["actor_tenant_id"], crossing["resource_tenant_id"]) == ("initech", "acme")
+    assert security_view["top_ip_prefixes"][0]["ip_prefix"].startswith("203.0.113.")
+    assert board_text.returncode == 0, board_text.stderr
+    assert "tenant acme  health" in board_text.stdout and "SLO compliance" in board_text.stdout
     # the demo's criticals are in the local Alertmanager, routed to their receivers
     assert ("P95LatencyBreach", "acme") in in_am, in_am
     assert {"critical", "pagerduty-performance", "slack-rollup"} <= receivers["P95LatencyBreach"]
