@@ -48,7 +48,7 @@ from streams.pipeline import IngestPipeline
 from streams.publish import Message, Publisher
 from streams.settings import Settings
 from streams.transport import BatchTransport, ConsumerHooks, SourceBatch
-from streams.web import register_views
+from streams.web import register_views, tenant_token_guard
 
 log = logging.getLogger(__name__)
 GROUPS = "security_groups"  # the groups stage's name in /healthz and the detector metrics
@@ -514,6 +514,8 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         web_bind=settings.web_host,
         web_host=settings.web_host,
         web_port=settings.web_port,
+        # tenant tokens read their tenant's two URLs and nothing else (streams/web.py)
+        web_application_options={"middlewares": [tenant_token_guard(metrics)]},
         datadir=str(settings.data_dir / "faust"),
         autodiscover=False,
     )

@@ -9,6 +9,8 @@ import json
 import logging
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -154,6 +156,79 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return 0
     print(f"demo: sent {sent} messages")
     return 0
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    """Tenant tokens: through the worker in embedded mode (it owns the engine), else
+    straight to ClickHouse."""
+    settings = _settings()
+    action = args.token_command
+    body = {"tenant": getattr(args, "tenant", ""), "ttl": getattr(args, "ttl", ""),
+            "by": getattr(args, "by", ""), "token_id": getattr(args, "token_id", "")}  # fmt: skip
+    if settings.mode == "embedded":
+        answer = _post_worker(settings, f"/admin/tokens/{action}", body)
+    else:
+        answer = _token_direct(settings, action, body)
+    if action == "create":
+        print(f"token for {answer['tenant_id']} (shown once; store it now):")
+        print(answer["token"])
+        print(f"id {answer['token_id']}, expires {answer['expires_at'] or 'never'}")
+    elif action == "revoke":
+        print(f"{answer['token_id']}: revoked at {answer['revoked_at']}")
+    else:
+        for t in answer["tokens"]:
+            state = "revoked" if t["revoked_at"] else f"expires {t['expires_at'] or 'never'}"
+            print(f"{t['token_id']}  {t['tenant_id']:16} created {t['created_at']} by "
+                  f"{t['created_by']}  {state}")  # fmt: skip
+    return 0
+
+
+def _post_worker(settings: Settings, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    url = f"http://127.0.0.1:{settings.web_port}{path}"
+    headers = {"Content-Type": "application/json"}
+    if settings.console_token is not None:
+        headers["Authorization"] = f"Bearer {settings.console_token.get_secret_value()}"
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                     headers=headers)  # fmt: skip
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+            return dict(json.loads(response.read()))
+    except urllib.error.HTTPError as exc:
+        raise VigilError(json.loads(exc.read() or b"{}").get("error", str(exc))) from None
+    except urllib.error.URLError as exc:
+        raise VigilError(f"no worker at {url} ({exc.reason}): is `vigil up` running?") from None
+
+
+def _token_direct(settings: Settings, action: str, body: dict[str, Any]) -> dict[str, Any]:
+    from sinks.clickhouse import connect
+    from streams import tokens as tk
+
+    db = settings.clickhouse_database
+    client = connect(settings.resolved_clickhouse_url, db)
+    try:
+        if action == "create":
+            ttl = tk.parse_ttl(body["ttl"]) if body["ttl"] else None
+            token, record = tk.mint(settings.hash_key_bytes, body["tenant"], ttl, body["by"])
+            cols = tk.columns([record])
+            client.insert(f"{db}.api_tokens", list(zip(*cols.values(), strict=True)),
+                          column_names=list(cols))  # fmt: skip
+            return {"token": token, **record.public()}
+        rows = client.query(
+            f"SELECT {', '.join(tk.TOKEN_COLUMNS)} FROM {db}.api_tokens FINAL ORDER BY created_at"
+        ).result_rows
+        records = tk.records_from_rows(rows)
+        if action == "revoke":
+            found = [r for r in records if r.token_id == body["token_id"]]
+            if not found:
+                raise VigilError(f"no token {body['token_id']}")
+            cols = tk.columns([tk.revoked(found[0])])
+            client.insert(f"{db}.api_tokens", list(zip(*cols.values(), strict=True)),
+                          column_names=list(cols))  # fmt: skip
+            return tk.revoked(found[0]).public()
+        return {"tokens": [r.public() for r in records
+                           if not body["tenant"] or r.tenant_id == body["tenant"]]}  # fmt: skip
+    finally:
+        client.close()
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -569,6 +644,21 @@ def build_parser() -> argparse.ArgumentParser:
     expire = silence_sub.add_parser("expire", help="end a silence now")
     expire.add_argument("id")
     expire.set_defaults(func=cmd_silence)
+
+    token = sub.add_parser("token", help="per-tenant API tokens: create, list, revoke")
+    token_sub = token.add_subparsers(dest="token_command", required=True)
+    create = token_sub.add_parser("create", help="a token for one tenant (shown once)")
+    create.add_argument("--tenant", required=True, help="the tenant it reads")
+    create.add_argument("--ttl", default="90d", help="lifetime: 90d, 12h, 2w (default 90d)")
+    create.add_argument("--by", default="vigil", help="who asked for it (kept with it)")
+    create.set_defaults(func=cmd_token)
+    tlist = token_sub.add_parser("list", help="tokens (never their secret or hash)")
+    tlist.add_argument("--tenant", default="", help="only this tenant's")
+    tlist.set_defaults(func=cmd_token)
+    revoke = token_sub.add_parser("revoke", help="revoke a token by its id (effective in "
+                                  "VIGIL_TOKEN_REFRESH_S)")  # fmt: skip
+    revoke.add_argument("token_id")
+    revoke.set_defaults(func=cmd_token)
 
     status = sub.add_parser("status", help="the console's overview in the terminal")
     status.add_argument("--follow", action="store_true", help="redraw it in place until Ctrl-C")

@@ -154,6 +154,13 @@ class Metrics:
             ["service", "release"],
             registry=registry,
         )
+        self.tenant_api = Counter(
+            "vigil_tenant_api_requests_total",
+            "Requests bearing a tenant token or asking a tenant-scoped URL, by outcome (ok, "
+            "missing, invalid, expired, revoked, forbidden).",
+            ["outcome"],
+            registry=registry,
+        )
         self.console_denied = Counter(
             "vigil_console_denied_total",
             "Console and operator API requests refused for a missing or wrong token.",

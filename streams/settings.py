@@ -166,6 +166,9 @@ class Settings(BaseSettings):
     # set by /console/login); `vigil serve` refuses to start without one.
     console_refresh_s: float = Field(default=10.0, gt=0)
     console_token: SecretStr | None = None
+    # Per-tenant API tokens (vigil token create): how often a worker reloads them when a
+    # request needs it -- the most a revocation takes to reach every worker.
+    token_refresh_s: float = Field(default=2.0, gt=0)
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 

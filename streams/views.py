@@ -535,6 +535,11 @@ class Console:
     async def security(self) -> dict[str, Any]:
         return await self.cache.get("security", lambda: security(self.run, self.cfg))
 
+    async def public(self, tenant_id: str) -> dict[str, Any]:
+        return await self.cache.get(
+            f"public:{tenant_id}", lambda: tenant_public(self.run, self.cfg, tenant_id)
+        )
+
 
 def bearer_ok(expected: str, authorization: str, cookie: str) -> bool:
     """``Authorization: Bearer <token>`` or the ``vigil_token`` cookie equals the token
@@ -543,3 +548,56 @@ def bearer_ok(expected: str, authorization: str, cookie: str) -> bool:
 
     given = authorization[7:].strip() if authorization.lower().startswith("bearer ") else cookie
     return bool(given) and hmac.compare_digest(given.encode(), expected.encode())
+
+
+#: labels a tenant may see on its own alerts (never one naming a tenant)
+PUBLIC_LABELS = frozenset(
+    {"service", "route", "cohort", "target", "blocked", "entity", "event_name", "funnel",
+     "stage", "release", "provider", "rule"}
+)  # fmt: skip
+
+
+async def tenant_alerts(run: Run, db: str, tenant_id: str) -> list[dict[str, Any]]:
+    """The alerts firing now that concern ``tenant_id`` -- its own, and cross-tenant ones
+    on either side -- with every other tenant's id withheld."""
+    rows = await run(
+        "SELECT fingerprint, argMax(status, ts) AS st, any(alertname), any(severity), "
+        f"argMax(labels, ts), min(starts_at) FROM {db}.alerts WHERE tenant_id = {{t:String}} "
+        "OR labels['actor_tenant_id'] = {t:String} OR labels['resource_tenant_id'] = {t:String} "
+        "GROUP BY fingerprint HAVING st = 'firing' ORDER BY min(starts_at) DESC LIMIT 50",
+        {"t": tenant_id},
+    )
+    out = []
+    for _, _, name, severity, labels, since in rows:
+        labels = dict(labels)
+        shown = {k: str(v) for k, v in labels.items() if k in PUBLIC_LABELS}
+        entry: dict[str, Any] = {"alertname": name, "severity": severity,
+                                 "since": _iso(since), "labels": shown}  # fmt: skip
+        actor, resource = labels.get("actor_tenant_id"), labels.get("resource_tenant_id")
+        if actor or resource:
+            # a cross-tenant access: each side learns its role, never the other's name
+            entry["cross_tenant"] = (
+                "your data was accessed by another tenant"
+                if resource == tenant_id
+                else "one of your users accessed another tenant's data"
+            )
+        out.append(entry)
+    return out
+
+
+async def tenant_public(run: Run, cfg: ViewConfig, tenant_id: str) -> dict[str, Any]:
+    """The tenant-scoped API's document (``/api/v1/tenants/{id}/health`` and ``/slo``)."""
+    at = await anchor(run, cfg.database)
+    h = await health(run, cfg, at, tenant_id)
+    rules = await slo(run, cfg, at, tenant_id)
+    return {
+        "tenant_id": tenant_id,
+        "as_of": _iso(at),
+        "health": {k: h[k] for k in ("score", "parts", "error_budget")},
+        "slo": [
+            {k: r[k] for k in ("rule", "sli", "op", "threshold", "compliance", "pass", "fail",
+                               "consecutive_breaches")}
+            for r in rules if r["pass"] or r["fail"]
+        ],
+        "alerts": await tenant_alerts(run, cfg.database, tenant_id),
+    }  # fmt: skip

@@ -24,7 +24,7 @@ from faust.web import View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from streams.detectors.canary.detector import stored_verdict_sql
-from streams.errors import QueryRejected
+from streams.errors import QueryRejected, VigilError
 from streams.incidents import UnknownIncident, pagerduty_ack, request_elsewhere, stored_match
 from streams.metrics import Metrics
 from streams.settings import Settings
@@ -452,7 +452,129 @@ def register_console(app: VigilApp, settings: Settings) -> None:
                 return self.json(await console.security())
             return self.json({"error": "unknown view"}, status=404)
 
+    from streams import tokens as tk
+
+    store_state: dict[str, tk.TokenStore] = {}
+
+    def store() -> tk.TokenStore | None:
+        if "s" not in store_state:
+            writer = app.runtime.writer
+            if writer is None:
+                return None
+
+            async def load() -> list[tk.TokenRecord]:
+                rows = await writer.query_rows(
+                    f"SELECT {', '.join(tk.TOKEN_COLUMNS)} FROM "
+                    f"{settings.clickhouse_database}.api_tokens FINAL",
+                    {},
+                )
+                return tk.records_from_rows(rows)
+
+            store_state["s"] = tk.TokenStore(
+                settings.hash_key_bytes, load, settings.token_refresh_s
+            )
+        return store_state["s"]
+
+    class TenantApi(View):  # type: ignore[misc]
+        """``GET /api/v1/tenants/{id}/health`` and ``/slo``: a tenant's token (or the
+        console token) reads its own tenant, nothing else (streams/tokens.py)."""
+
+        async def get(self, request: Any, tenant_id: str, doc: str) -> Any:
+            tokens, console = store(), service()
+            if tokens is None or console is None:
+                return self.json({"error": "worker is still starting"}, status=503)
+            metric = app.runtime.metrics.tenant_api
+            header = request.headers.get("Authorization", "")
+            operator = settings.console_token
+            if operator is not None and bearer_ok(operator.get_secret_value(), header, ""):
+                outcome: tk.Outcome = "ok"
+            else:
+                outcome, _ = await tokens.check(tk.token_of(header), tenant_id)
+            metric.labels(outcome=outcome).inc()
+            if outcome != "ok":
+                status = 403 if outcome == "forbidden" else 401
+                return self.json({"error": tk.REASONS[outcome], "reason": outcome}, status=status)
+            if doc not in ("health", "slo"):
+                return self.json({"error": "health or slo"}, status=404)
+            public = await console.public(tenant_id)
+            body = {k: public[k] for k in ("tenant_id", "as_of")}
+            if doc == "health":
+                body |= {**public["health"], "alerts": public["alerts"]}
+            else:
+                body |= {"objectives": public["slo"],
+                         "error_budget": public["health"]["error_budget"]}  # fmt: skip
+            return self.json(body)
+
+    class TokenAdmin(View):  # type: ignore[misc]
+        """``vigil token`` in embedded mode (the worker owns the engine): create, list,
+        revoke. Local only, like /query; the console token is needed when one is set."""
+
+        async def post(self, request: Any, action: str = "") -> Any:
+            refused = denied(self, request)
+            if refused is not None:
+                return refused
+            writer = app.runtime.writer
+            if writer is None or settings.mode != "embedded":
+                return self.json({"error": "embedded mode only: use vigil token with "
+                                  "VIGIL_CLICKHOUSE_URL"}, status=404)  # fmt: skip
+            body = await request.json()
+            db = settings.clickhouse_database
+            if action == "create":
+                try:
+                    ttl = tk.parse_ttl(body["ttl"]) if body.get("ttl") else None
+                    token, record = tk.mint(settings.hash_key_bytes, str(body.get("tenant", "")),
+                                            ttl, str(body.get("by") or "vigil"))  # fmt: skip
+                except VigilError as exc:
+                    return self.json({"error": str(exc)}, status=400)
+                await writer.add({"api_tokens": tk.columns([record])})
+                await writer.flush()
+                return self.json({"token": token, **record.public()})
+            rows = await writer.query_rows(
+                f"SELECT {', '.join(tk.TOKEN_COLUMNS)} FROM {db}.api_tokens FINAL "
+                "ORDER BY created_at", {},
+            )  # fmt: skip
+            records = tk.records_from_rows(rows)
+            if action == "revoke":
+                found = [r for r in records if r.token_id == body.get("token_id")]
+                if not found:
+                    return self.json({"error": f"no token {body.get('token_id')}"}, status=404)
+                await writer.add({"api_tokens": tk.columns([tk.revoked(found[0])])})
+                await writer.flush()
+                return self.json(tk.revoked(found[0]).public())
+            tenant = body.get("tenant") or ""
+            return self.json(
+                {"tokens": [r.public() for r in records if not tenant or r.tenant_id == tenant]}
+            )
+
+    app.page("/api/v1/tenants/{tenant_id}/{doc}")(TenantApi)
+    app.page("/admin/tokens/{action}")(TokenAdmin)
     app.page("/console")(ConsoleView)
     app.page("/console/{which}")(ConsoleView)
     app.page("/console/tenants/{tenant_id}")(ConsoleTenantView)
     app.page("/api/v1/views/{which}")(OverviewApi)
+
+
+_TENANT_URL = re.compile(r"^/api/v1/tenants/(?P<tenant>[^/]+)/(?P<doc>health|slo)$")
+
+
+def tenant_token_guard(metrics: Metrics) -> Any:
+    """aiohttp middleware: a request bearing a tenant token (``vgt_``) reaches only the
+    tenant-scoped URLs (which check the token's tenant); anything else is 403."""
+    from aiohttp import web
+
+    from streams.tokens import token_of
+
+    @web.middleware
+    async def guard(request: Any, handler: Any) -> Any:
+        if token_of(request.headers.get("Authorization", "")) is not None and not (
+            _TENANT_URL.match(request.path)
+        ):
+            metrics.tenant_api.labels(outcome="forbidden").inc()
+            return web.json_response(
+                {"error": "a tenant token reads only /api/v1/tenants/<its tenant>/health "
+                 "and /slo"},
+                status=403,
+            )  # fmt: skip
+        return await handler(request)
+
+    return guard

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -80,6 +82,20 @@ def alertmanager_view(
     with urllib.request.urlopen(request, timeout=30) as r:  # noqa: S310
         assert json.loads(r.read()) == {"recorded": 1}
     return in_am, receivers, evidence
+
+
+def call(base: str, path: str, token: str, post: bool = False) -> tuple[int, str]:
+    """(status, body) of a request bearing ``token`` (none when empty)."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    request = urllib.request.Request(  # noqa: S310
+        base + path, headers={**headers, "Content-Type": "application/json"},
+        data=b"{}" if post else None, method="POST" if post else "GET",
+    )  # fmt: skip
+    try:
+        with urllib.request.urlopen(request, timeout=60) as r:  # noqa: S310
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
 
 
 def test_the_demo_incidents_page_and_pii_is_stored_nowhere_raw(tmp_path: Path) -> None:
@@ -169,6 +185,48 @@ def test_the_demo_incidents_page_and_pii_is_stored_nowhere_raw(tmp_path: Path) -
         with urllib.request.urlopen(base + "/api/v1/views/security", timeout=60) as r:  # noqa: S310
             security_view = json.loads(r.read())
         board_text = vigil("status", "--tenant", "acme", env=env, cwd=tmp_path)
+        # the tenant-scoped API and its tokens
+        made = {}
+        for tenant, ttl in (("acme", "90d"), ("globex", "90d"), ("hooli", "1s")):
+            created = vigil("token", "create", "--tenant", tenant, "--ttl", ttl, "--by", "test",
+                            env=env, cwd=tmp_path)  # fmt: skip
+            assert created.returncode == 0, created.stderr
+            made[tenant] = created.stdout.splitlines()[1].strip()
+        acme_token = made["acme"]
+        tenant_api = {
+            doc: call(base, f"/api/v1/tenants/acme/{doc}", acme_token) for doc in ("health", "slo")
+        }
+        fp = "f" * 32
+        refused = {
+            path: call(base, path, acme_token, post)[0]
+            for path, post in (
+                ("/api/v1/tenants/globex/health", False), ("/api/v1/tenants/globex/slo", False),
+                ("/console", False), ("/console/security", False),
+                ("/console/tenants/acme", False), ("/api/v1/views/overview?tenant=acme", False),
+                ("/api/v1/views/security", False), ("/api/v1/canary?service=web&release=2.8.0",
+                                                    False),
+                ("/metrics", False), ("/healthz", False), ("/stats", False),
+                (f"/alerts/{fp}", False), ("/query", True), ("/api/v1/incidents/x/ack", True),
+                ("/admin/tokens/list", True), ("/pagerduty/webhook", True),
+                ("/alertmanager/webhook", True),
+            )
+        }  # fmt: skip
+        invalid = call(base, "/api/v1/tenants/acme/health", "vgt_" + "0" * 12 + "_" + "A" * 43)
+        missing = call(base, "/api/v1/tenants/acme/health", "")
+        time.sleep(1.2)
+        expired = call(base, "/api/v1/tenants/hooli/health", made["hooli"])
+        listed = vigil("token", "list", "--tenant", "globex", env=env, cwd=tmp_path)
+        globex_before = call(base, "/api/v1/tenants/globex/health", made["globex"])[0]
+        vigil("token", "revoke", listed.stdout.split()[0], env=env, cwd=tmp_path)
+        revoked_after = time.monotonic()
+        revoked = call(base, "/api/v1/tenants/globex/health", made["globex"])
+        while revoked[0] == 200 and time.monotonic() - revoked_after < 10:
+            time.sleep(0.5)
+            revoked = call(base, "/api/v1/tenants/globex/health", made["globex"])
+        revoked_in = time.monotonic() - revoked_after
+        counted = call(base, "/metrics", "")[1]
+        stored_tokens = vigil("query", "SELECT * FROM vigil.api_tokens", "--format", "json",
+                              env=env, cwd=tmp_path).stdout  # fmt: skip
     finally:
         up.send_signal(signal.SIGINT)
         output, _ = up.communicate(timeout=120)
@@ -189,6 +247,23 @@ def test_the_demo_incidents_page_and_pii_is_stored_nowhere_raw(tmp_path: Path) -
     assert (crossing["actor_tenant_id"], crossing["resource_tenant_id"]) == ("initech", "acme")
     assert security_view["top_ip_prefixes"][0]["ip_prefix"].startswith("203.0.113.")
     assert board_text.returncode == 0, board_text.stderr
+    # tenant tokens: acme reads its own health and SLOs, and nothing else, ever
+    assert {doc: status for doc, (status, _) in tenant_api.items()} == {"health": 200, "slo": 200}
+    health_doc = json.loads(tenant_api["health"][1])
+    assert health_doc["tenant_id"] == "acme" and 0 <= health_doc["score"] <= 100
+    assert json.loads(tenant_api["slo"][1])["objectives"]
+    for _, text in tenant_api.values():  # initech read acme's documents: never named here
+        assert not {"initech", "globex", "hooli", "umbrella"} & set(re.findall(r"\w+", text))
+    assert all(status == 403 for status in refused.values()), refused
+    assert (invalid[0], json.loads(invalid[1])["reason"]) == (401, "invalid")
+    assert (missing[0], json.loads(missing[1])["reason"]) == (401, "missing")
+    assert (expired[0], json.loads(expired[1])["reason"]) == (401, "expired")
+    assert globex_before == 200 and json.loads(revoked[1])["reason"] == "revoked", revoked
+    assert revoked_in < 5, revoked_in  # VIGIL_TOKEN_REFRESH_S = 2
+    forbidden = re.search(r'vigil_tenant_api_requests_total\{outcome="forbidden"\} (\S+)', counted)
+    assert forbidden and float(forbidden.group(1)) >= len(refused)
+    assert not any(token in stored_tokens for token in made.values())  # only keyed hashes
+    assert '"token_hash"' in stored_tokens
     assert "tenant acme  health" in board_text.stdout and "SLO compliance" in board_text.stdout
     # the demo's criticals are in the local Alertmanager, routed to their receivers
     assert ("P95LatencyBreach", "acme") in in_am, in_am
