@@ -64,6 +64,7 @@ bench: install ## throughput benchmarks (prints figures and ratios; asserts noth
 	$(PY) -m benchmarks.bench_funnels
 	$(PY) -m benchmarks.bench_canary
 	$(PY) -m benchmarks.bench_alert_quality
+	$(PY) -m benchmarks.bench_views
 	$(PY) -m benchmarks.bench_alerts
 
 lock: ## re-resolve the dependencies in a fresh venv and pin them in requirements.lock

@@ -17,7 +17,10 @@ from __future__ import annotations
 import asyncio
 import os
 import statistics
+import threading
 import time
+import urllib.request
+from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer
@@ -125,6 +128,7 @@ def vigil_end_to_end(
     preload: bool = False,
     workers: int = 1,
     env: dict[str, str] | None = None,
+    viewers: tuple[str, ...] = (),
 ) -> float:
     """Events/s until the last row is visible in ClickHouse.
 
@@ -133,6 +137,8 @@ def vigil_end_to_end(
     consumed its first message, which compares like with like against the bare consumer.
     With several workers (one consumer group) each owns its own chDB directory, so rows are
     counted across them; in production they would share one ClickHouse server.
+    ``viewers``: paths of the first worker's web port fetched every second meanwhile, as
+    open consoles would (their refresh is 10 s: this is ten times more often).
     """
     procs = [worker(bootstrap, prefix, PARTITIONS, env) for _ in range(workers)]
     if preload:
@@ -141,6 +147,10 @@ def vigil_end_to_end(
         asyncio.run(produce(bootstrap, f"{prefix}.events", values))
     for proc in procs:
         proc.start()
+    done = threading.Event()
+    watcher = threading.Thread(target=_view, args=(procs[0], viewers, done), daemon=True)
+    if viewers:
+        watcher.start()
     try:
         if preload:
             while not any((p.stats() or {}).get("messages") for p in procs):
@@ -155,8 +165,22 @@ def vigil_end_to_end(
             time.sleep(0.1)
         return events / (time.perf_counter() - started)
     finally:
+        done.set()
+        if viewers:
+            watcher.join()
         for proc in procs:
             proc.stop()
+
+
+def _view(proc: Any, paths: tuple[str, ...], done: threading.Event) -> None:
+    """Fetch every path once a second until ``done`` (errors while starting are fine)."""
+    while not done.wait(1.0):
+        for path in paths:
+            try:
+                with urllib.request.urlopen(proc.url + path, timeout=30) as r:  # noqa: S310
+                    r.read()
+            except OSError:
+                pass
 
 
 CASES = [

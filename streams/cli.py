@@ -158,6 +158,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from streams.serve import serve
+
+    serve(load_settings(), args.host, args.port)
+    return 0
+
+
 def cmd_token(args: argparse.Namespace) -> int:
     """Tenant tokens: through the worker in embedded mode (it owns the engine), else
     straight to ClickHouse."""
@@ -644,6 +651,15 @@ def build_parser() -> argparse.ArgumentParser:
     expire = silence_sub.add_parser("expire", help="end a silence now")
     expire.add_argument("id")
     expire.set_defaults(func=cmd_silence)
+
+    serve = sub.add_parser(
+        "serve",
+        help="the console and tenant API as their own process (production: reads "
+        "VIGIL_CLICKHOUSE_URL, needs VIGIL_CONSOLE_TOKEN)",
+    )
+    serve.add_argument("--host", default="0.0.0.0", help="address to listen on")  # noqa: S104
+    serve.add_argument("--port", type=int, default=8080, help="port to listen on")
+    serve.set_defaults(func=cmd_serve)
 
     token = sub.add_parser("token", help="per-tenant API tokens: create, list, revoke")
     token_sub = token.add_subparsers(dest="token_command", required=True)

@@ -371,93 +371,16 @@ def alert_page(body: dict[str, Any]) -> str:
 
 
 def register_console(app: VigilApp, settings: Settings) -> None:
-    """The console and its JSON on the worker's web port (embedded mode serves it from the
-    engine the worker owns; documents are cached, see streams/views.py)."""
-    from streams import console as pages
-    from streams.views import Console, bearer_ok, view_config
-
-    state: dict[str, Console] = {}
-
-    def service() -> Console | None:
-        if "c" not in state:
-            writer = app.runtime.writer
-            if writer is None:
-                return None
-            state["c"] = Console(
-                writer.query_rows,
-                view_config(settings, app.runtime.rules),
-                settings.console_refresh_s,
-            )
-        return state["c"]
-
-    def denied(view: Any, request: Any) -> Any:
-        token = settings.console_token
-        if token is None or not token.get_secret_value():
-            return None
-        if bearer_ok(
-            token.get_secret_value(),
-            request.headers.get("Authorization", ""),
-            request.cookies.get("vigil_token", ""),
-        ):
-            return None
-        app.runtime.metrics.console_denied.inc()
-        return view.json(
-            {"error": "console token required: Authorization: Bearer <VIGIL_CONSOLE_TOKEN>"},
-            status=401,
-        )
-
-    def html_response(view: Any, text: str) -> Any:
-        return view.html(text, headers={"Content-Security-Policy": pages.CSP})
-
-    class ConsoleView(View):  # type: ignore[misc]
-        async def get(self, request: Any, which: str = "") -> Any:
-            refused = denied(self, request)
-            if refused is not None:
-                return refused
-            console = service()
-            if console is None:
-                return self.json({"error": "worker is still starting"}, status=503)
-            if which == "security":
-                return html_response(
-                    self, pages.security_page(await console.security(), console.cache.refresh_s)
-                )
-            return html_response(
-                self, pages.overview_page(await console.overview(), console.cache.refresh_s)
-            )
-
-    class ConsoleTenantView(View):  # type: ignore[misc]
-        async def get(self, request: Any, tenant_id: str) -> Any:
-            refused = denied(self, request)
-            if refused is not None:
-                return refused
-            console = service()
-            if console is None:
-                return self.json({"error": "worker is still starting"}, status=503)
-            doc = await console.tenant(tenant_id)
-            return html_response(self, pages.tenant_page(doc, console.cache.refresh_s))
-
-    class OverviewApi(View):  # type: ignore[misc]
-        async def get(self, request: Any, which: str) -> Any:
-            refused = denied(self, request)
-            if refused is not None:
-                return refused
-            console = service()
-            if console is None:
-                return self.json({"error": "worker is still starting"}, status=503)
-            if which == "overview":
-                tenant_id = request.query.get("tenant", "")
-                doc = await (console.tenant(tenant_id) if tenant_id else console.overview())
-                return self.json(doc)
-            if which == "security":
-                return self.json(await console.security())
-            return self.json({"error": "unknown view"}, status=404)
-
+    """The console, its JSON and the tenant-scoped API on the worker's web port (embedded
+    mode serves them from the engine the worker owns; see streams/console_http.py)."""
     from streams import tokens as tk
+    from streams.console_http import ConsoleHttp, Reply
+    from streams.views import Console, view_config
 
-    store_state: dict[str, tk.TokenStore] = {}
+    state: dict[str, ConsoleHttp] = {}
 
-    def store() -> tk.TokenStore | None:
-        if "s" not in store_state:
+    def handlers() -> ConsoleHttp | None:
+        if "h" not in state:
             writer = app.runtime.writer
             if writer is None:
                 return None
@@ -470,49 +393,64 @@ def register_console(app: VigilApp, settings: Settings) -> None:
                 )
                 return tk.records_from_rows(rows)
 
-            store_state["s"] = tk.TokenStore(
-                settings.hash_key_bytes, load, settings.token_refresh_s
+            console = Console(
+                writer.query_rows,
+                view_config(settings, app.runtime.rules),
+                settings.console_refresh_s,
             )
-        return store_state["s"]
+            tokens = tk.TokenStore(settings.hash_key_bytes, load, settings.token_refresh_s)
+            state["h"] = ConsoleHttp(console, tokens, settings, app.runtime.metrics)
+        return state["h"]
+
+    def respond(view: Any, reply: Reply) -> Any:
+        if reply.html is not None:
+            return view.html(reply.html, status=reply.status, headers=reply.headers)
+        return view.json(reply.json, status=reply.status, headers=reply.headers)
+
+    def credentials(request: Any) -> tuple[str, str]:
+        return request.headers.get("Authorization", ""), request.cookies.get("vigil_token", "")
+
+    starting = Reply(503, {"error": "worker is still starting"})
+
+    class ConsoleView(View):  # type: ignore[misc]
+        async def get(self, request: Any, which: str = "") -> Any:
+            h = handlers()
+            return respond(self, starting if h is None else
+                           await h.page(which, *credentials(request)))  # fmt: skip
+
+    class ConsoleTenantView(View):  # type: ignore[misc]
+        async def get(self, request: Any, tenant_id: str) -> Any:
+            h = handlers()
+            return respond(self, starting if h is None else
+                           await h.tenant_page(tenant_id, *credentials(request)))  # fmt: skip
+
+    class ViewsApi(View):  # type: ignore[misc]
+        async def get(self, request: Any, which: str) -> Any:
+            h = handlers()
+            tenant_id = request.query.get("tenant", "")
+            return respond(self, starting if h is None else
+                           await h.views(which, tenant_id, *credentials(request)))  # fmt: skip
 
     class TenantApi(View):  # type: ignore[misc]
-        """``GET /api/v1/tenants/{id}/health`` and ``/slo``: a tenant's token (or the
-        console token) reads its own tenant, nothing else (streams/tokens.py)."""
+        """``GET /api/v1/tenants/{id}/health`` and ``/slo`` (streams/tokens.py)."""
 
         async def get(self, request: Any, tenant_id: str, doc: str) -> Any:
-            tokens, console = store(), service()
-            if tokens is None or console is None:
-                return self.json({"error": "worker is still starting"}, status=503)
-            metric = app.runtime.metrics.tenant_api
-            header = request.headers.get("Authorization", "")
-            operator = settings.console_token
-            if operator is not None and bearer_ok(operator.get_secret_value(), header, ""):
-                outcome: tk.Outcome = "ok"
-            else:
-                outcome, _ = await tokens.check(tk.token_of(header), tenant_id)
-            metric.labels(outcome=outcome).inc()
-            if outcome != "ok":
-                status = 403 if outcome == "forbidden" else 401
-                return self.json({"error": tk.REASONS[outcome], "reason": outcome}, status=status)
-            if doc not in ("health", "slo"):
-                return self.json({"error": "health or slo"}, status=404)
-            public = await console.public(tenant_id)
-            body = {k: public[k] for k in ("tenant_id", "as_of")}
-            if doc == "health":
-                body |= {**public["health"], "alerts": public["alerts"]}
-            else:
-                body |= {"objectives": public["slo"],
-                         "error_budget": public["health"]["error_budget"]}  # fmt: skip
-            return self.json(body)
+            h = handlers()
+            auth = request.headers.get("Authorization", "")
+            return respond(self, starting if h is None else
+                           await h.tenant_api(tenant_id, doc, auth))  # fmt: skip
 
     class TokenAdmin(View):  # type: ignore[misc]
         """``vigil token`` in embedded mode (the worker owns the engine): create, list,
         revoke. Local only, like /query; the console token is needed when one is set."""
 
         async def post(self, request: Any, action: str = "") -> Any:
-            refused = denied(self, request)
+            h = handlers()
+            if h is None:
+                return respond(self, starting)
+            refused = h.operator_denied(*credentials(request))
             if refused is not None:
-                return refused
+                return respond(self, refused)
             writer = app.runtime.writer
             if writer is None or settings.mode != "embedded":
                 return self.json({"error": "embedded mode only: use vigil token with "
@@ -551,7 +489,7 @@ def register_console(app: VigilApp, settings: Settings) -> None:
     app.page("/console")(ConsoleView)
     app.page("/console/{which}")(ConsoleView)
     app.page("/console/tenants/{tenant_id}")(ConsoleTenantView)
-    app.page("/api/v1/views/{which}")(OverviewApi)
+    app.page("/api/v1/views/{which}")(ViewsApi)
 
 
 _TENANT_URL = re.compile(r"^/api/v1/tenants/(?P<tenant>[^/]+)/(?P<doc>health|slo)$")

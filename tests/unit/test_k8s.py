@@ -123,6 +123,14 @@ def test_the_overlay_wires_forwarder_topics_and_alertmanager(
     assert fwd_sel["app.kubernetes.io/component"] == "forwarder"
     service = by[("Service", "vigil-worker")]
     assert service["spec"]["selector"]["app.kubernetes.io/component"] == "worker"
+    # the console (vigil serve) runs apart from the workers, behind its own Service
+    console = by[("Deployment", "vigil-console")]
+    [serve] = console["spec"]["template"]["spec"]["containers"]
+    assert serve["args"][0] == "serve" and serve["readinessProbe"]["httpGet"]["path"] == "/healthz"
+    assert (
+        by[("Service", "vigil-console")]["spec"]["selector"]
+        == console["spec"]["selector"]["matchLabels"]
+    )
     # the topics the settings name, sized like the settings
     from streams.settings import load_settings
 
