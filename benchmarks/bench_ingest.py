@@ -177,7 +177,7 @@ def _view(proc: Any, paths: tuple[str, ...], done: threading.Event) -> None:
     while not done.wait(1.0):
         for path in paths:
             try:
-                with urllib.request.urlopen(proc.url + path, timeout=30) as r:  # noqa: S310
+                with urllib.request.urlopen(proc.base_url + path, timeout=30) as r:  # noqa: S310
                     r.read()
             except OSError:
                 pass

@@ -158,6 +158,39 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from datetime import UTC, date, datetime
+
+    from streams import reports
+    from streams.detectors.latency.slo import load_rules
+    from streams.query import run_query
+
+    settings = _settings()
+
+    def query(sql: str) -> tuple[list[str], list[list[Any]]]:
+        return run_query(settings, sql)
+
+    db = settings.clickhouse_database
+    if args.report_command == "tenant":
+        objective = load_rules(settings.rules_file).slo.availability.objective
+        doc = reports.tenant_month(query, db, args.tenant, args.month, objective)
+        text = reports.tenant_markdown(doc)
+    else:
+        try:
+            day = date.fromisoformat(args.date) if args.date else datetime.now(UTC).date()
+        except ValueError:
+            raise VigilError(f"--date {args.date!r}: a day as YYYY-MM-DD") from None
+        doc = reports.daily(query, db, day)
+        text = reports.daily_markdown(doc)
+    out = json.dumps(doc, indent=2, default=str) if args.format == "json" else text
+    if args.out:
+        Path(args.out).write_text(out + ("\n" if not out.endswith("\n") else ""))
+        print(f"wrote {args.out}")
+    else:
+        print(out)
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from streams.serve import serve
 
@@ -660,6 +693,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="0.0.0.0", help="address to listen on")  # noqa: S104
     serve.add_argument("--port", type=int, default=8080, help="port to listen on")
     serve.set_defaults(func=cmd_serve)
+
+    report = sub.add_parser("report", help="a tenant's monthly SLA report; the daily summary")
+    report_sub = report.add_subparsers(dest="report_command", required=True)
+    monthly = report_sub.add_parser("tenant", help="calendar-month SLA compliance of a tenant")
+    monthly.add_argument("tenant")
+    monthly.add_argument("--month", required=True, help="YYYY-MM (UTC calendar month)")
+    daily = report_sub.add_parser("daily", help="the operations team's summary of a day")
+    daily.add_argument("--date", default="", help="YYYY-MM-DD (default: today, UTC)")
+    for cmd in (monthly, daily):
+        cmd.add_argument("--format", choices=("markdown", "json"), default="markdown")
+        cmd.add_argument("--out", default="", help="write here instead of stdout")
+        cmd.set_defaults(func=cmd_report)
 
     token = sub.add_parser("token", help="per-tenant API tokens: create, list, revoke")
     token_sub = token.add_subparsers(dest="token_command", required=True)

@@ -319,6 +319,15 @@ def test_the_demo_incidents_page_and_pii_is_stored_nowhere_raw(tmp_path: Path) -
         "--format", "json", env=env, cwd=tmp_path,
     )  # fmt: skip
     assert json.loads(notified.stdout)["n"] == 1  # the webhook receiver stored it
+    # ... and the daily report lists it with the day's alerts, incidents and dead letters
+    daily = vigil("report", "daily", "--format", "json", env=env, cwd=tmp_path)
+    assert daily.returncode == 0, daily.stderr
+    summary = json.loads(daily.stdout)
+    assert {"alertname": "Example", "tenant_id": "", "n": 1} in summary["low_alerts_handed_back"]
+    assert summary["dead_letters"] and summary["incidents"]["opened"] >= 1
+    monthly = vigil("report", "tenant", "acme", "--month", time.strftime("%Y-%m", time.gmtime()),
+                    env=env, cwd=tmp_path)  # fmt: skip
+    assert monthly.returncode == 0 and "# SLA report: acme" in monthly.stdout, monthly.stderr
     # every security incident of the round raised its alerts, and nothing else fired
     assert names >= SECURITY | FUNNEL | CANARY, (names, output)
     allowed = {"P95LatencyBreach", "PIILeakageDetected", "CanaryVerdictMarginal"}
