@@ -196,6 +196,10 @@ SCALE_OUT = [
 ]
 
 
+#: (label, topic prefix, messages, worker env or None, paths viewed meanwhile)
+Case = tuple[str, str, list[bytes], dict[str, str] | None, tuple[str, ...]]
+
+
 def on_off(what: str, off_env: dict[str, str], tag: str, n: int, rounds: int) -> None:
     """A detector's end-to-end cost: the mixed corpus (one event per message, and NDJSON
     x100) through a worker with ``off_env`` (before) and without (after), preloaded topic,
@@ -203,25 +207,37 @@ def on_off(what: str, off_env: dict[str, str], tag: str, n: int, rounds: int) ->
     envelopes, logs = mixed_events(n)
     events = single_messages(envelopes, logs)
     ndjson = ndjson_messages(envelopes, logs)
-    cases: list[tuple[str, str, list[bytes], dict[str, str] | None]] = [
-        (f"(b') 1 event/message, {what} off (before)", f"{tag}b0", events, off_env),
-        (f"(b') 1 event/message, {what} on (after)", f"{tag}b1", events, None),
-        (f"(c') NDJSON x100, {what} off (before)", f"{tag}c0", ndjson, off_env),
-        (f"(c') NDJSON x100, {what} on (after)", f"{tag}c1", ndjson, None),
-    ]
+    side_by_side(
+        [
+            (f"(b') 1 event/message, {what} off (before)", f"{tag}b0", events, off_env, ()),
+            (f"(b') 1 event/message, {what} on (after)", f"{tag}b1", events, None, ()),
+            (f"(c') NDJSON x100, {what} off (before)", f"{tag}c0", ndjson, off_env, ()),
+            (f"(c') NDJSON x100, {what} on (after)", f"{tag}c1", ndjson, None, ()),
+        ],
+        tag,
+        n,
+        rounds,
+    )
+
+
+def side_by_side(cases: list[Case], tag: str, n: int, rounds: int) -> None:
+    """Every case end to end on one broker, alternating with the bare consumer in each
+    round (the machines are noisy: compare within a run); medians and ratios."""
     print(
         f"3. end to end, {n:,} mixed events, preloaded topic, {rounds} rounds of "
         "(a) and every case in turn, medians:"
     )
     with EmbeddedBroker() as broker:
-        raw = prepare_ceiling(broker.bootstrap, f"{tag}bench", events)
+        raw = prepare_ceiling(broker.bootstrap, f"{tag}bench", cases[0][2])
         bare: list[float] = []
         runs: dict[str, list[float]] = {label: [] for label, *_ in cases}
         for r in range(rounds):
             bare.append(asyncio.run(bare_consumer(broker.bootstrap, raw, n, f"{tag}-bare-{r}")))
-            for label, prefix, values, env in cases:
+            for label, prefix, values, env, viewers in cases:
                 runs[label].append(
-                    vigil_end_to_end(broker.bootstrap, f"{prefix}r{r}", values, n, True, env=env)
+                    vigil_end_to_end(
+                        broker.bootstrap, f"{prefix}r{r}", values, n, True, env=env, viewers=viewers
+                    )
                 )
     a = statistics.median(bare)
     print(f"   {'(a) bare aiokafka consumer + orjson decode':48}: {a:9,.0f} events/s")
