@@ -97,7 +97,7 @@ class PointEstimate(SloEvaluator):
     ) -> tuple[list[Verdict], list[Transition]]:
         """Burn rates only: the tenant-level window rule came with the evidence."""
         rates = budget.add(tenant, end_ms, count, errors)
-        key: Key = (tenant, ALL, ALL)
+        key: Key = (tenant, ALL, ALL, "")
         verdicts: list[Verdict] = []
         transitions: list[Transition] = []
         for alert in budget.availability.burn_alerts:
@@ -125,7 +125,7 @@ class DemoModel:
         self.sample_s = sample_s
         per_route = rate_per_s * HTTP_SHARE * sample_s / len(ROUTES)
         self.keys: list[tuple[Key, float, float, float]] = [
-            ((tenant, service, route), weight * per_route, median, sigma)
+            ((tenant, service, route, ""), weight * per_route, median, sigma)
             for tenant, weight in TENANTS
             for service, _method, route, median, sigma in ROUTES
         ]
@@ -209,7 +209,7 @@ def replay(
         for key, stats in per_key.items():
             tenants.setdefault(key[0], Stats()).merge(stats)
         for tenant, stats in tenants.items():
-            per_key[(tenant, ALL, ALL)] = stats
+            per_key[(tenant, ALL, ALL, "")] = stats
         transitions: list[Transition] = []
         for key in sorted(per_key):
             stats = per_key[key]

@@ -117,7 +117,7 @@ def main() -> None:
     horizon = int((WARMUP_S + 20 + 2400) / sample_s)
     for label, incident, alert, tenant_wide in scenarios():
         key = (
-            (incident.tenant, ALL, ALL)
+            (incident.tenant, ALL, ALL, "")
             if tenant_wide
             else next(
                 k

@@ -19,7 +19,7 @@ def test_the_demo_latency_spike_pages_within_the_same_samples(rate: int, seed: i
     incident = Incident(
         SPIKE_TENANT, SPIKE_ROUTE, SPIKE.start_s, SPIKE.duration_s, latency_factor=SPIKE_FACTOR
     )
-    key = (SPIKE_TENANT, "api", SPIKE_ROUTE)
+    key = (SPIKE_TENANT, "api", SPIKE_ROUTE, "")
     fired = {}
     for name, evaluator in evaluators(RULES).items():
         run = replay(evaluator, RULES, DemoModel(rate, seed), 12, (incident,))
@@ -46,4 +46,4 @@ def test_clean_demo_traffic_pages_no_one() -> None:
 def test_a_real_error_spike_still_pages() -> None:
     incident = Incident("acme", "/v1/reports", 20, 600, error_share=0.2)
     run = replay(evaluators(RULES)["after"], RULES, DemoModel(300, 0), 12, (incident,))
-    assert run.first_fire("ErrorRateSpike", ("acme", "api", "/v1/reports"), 0) == 3 * 30
+    assert run.first_fire("ErrorRateSpike", ("acme", "api", "/v1/reports", ""), 0) == 3 * 30
