@@ -171,13 +171,20 @@ def incident(query: Query, database: str, incident_id: str) -> IncidentEvidence:
         f"({fingerprints}) ORDER BY ts",
     )
     alerts: list[IncidentAlert] = []
+    # an alert (a fingerprint) may fire in several incidents over time: this incident's
+    # episode is its first firing that started at or after the incident's first breach,
+    # and the resolutions of that episode (they carry its start)
+    breach = _time(inc["first_breach_at"])
     for fp in alerts_map:
         mine = [t for t in transitions if t["fingerprint"] == fp]
-        firing = [t for t in mine if t["status"] == "firing"]
+        firing = [t for t in mine if t["status"] == "firing" and _time(t["starts_at"]) >= breach]
         if not firing:
             continue
         first = firing[0]
-        resolved = [t for t in mine if t["status"] == "resolved"]
+        episode = _time(first["starts_at"])
+        resolved = [
+            t for t in mine if t["status"] == "resolved" and _time(t["starts_at"]) == episode
+        ]
         evidence = json.loads(first["evidence"] or "{}")
         samples = evidence.get("samples")
         breaches = (
