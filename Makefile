@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock | sha1sum | cut -c1-12)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help install run test lint types unit integration bench schema tools clean lock
+.PHONY: help install run test lint types unit integration bench schema dashboards tools clean lock
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -75,6 +75,9 @@ lock: ## re-resolve the dependencies in a fresh venv and pin them in requirement
 
 schema: install ## re-export the JSON Schemas in schemas/jsonschema/
 	$(VENV)/bin/vigil schema export schemas/jsonschema
+
+dashboards: install ## regenerate infra/grafana/dashboards/*.json from infra/grafana/dashboards.py
+	$(PY) -m infra.grafana.dashboards
 
 clean: ## remove the venv and local state
 	rm -rf $(VENV) .vigil .pytest_cache .mypy_cache .ruff_cache

@@ -84,6 +84,49 @@ def alertmanager_view(
     return in_am, receivers, evidence
 
 
+def run_dashboard_sql(base: str) -> dict[tuple[str, str], tuple[int, Any]]:
+    """Every ClickHouse panel of infra/grafana/dashboards, macros expanded as the pinned
+    plugin expands them (last 3 hours, 60-s interval, tenant acme), on the demo's engine
+    through the worker's read-only /query: (status, answer) per (dashboard, panel)."""
+    from datetime import UTC, datetime, timedelta
+
+    from infra.grafana import dashboards as grafana
+    from tests.grafana_macros import expand_sql
+
+    end = datetime.now(UTC) + timedelta(minutes=5)
+    start = end - timedelta(hours=3)
+    out: dict[tuple[str, str], tuple[int, Any]] = {}
+    for text in grafana.render().values():
+        doc = json.loads(text)
+        for panel in doc["panels"]:
+            target = panel["targets"][0]
+            if "rawSql" not in target:
+                continue
+            sql = expand_sql(target["rawSql"], start, end, 60, "acme")
+            key = (doc["uid"], panel["title"])
+            # the columns from DESCRIBE (they do not depend on rows), the rows from the query
+            described = post_query(base, f"DESCRIBE ({sql})")
+            answer = post_query(base, sql)
+            if described[0] != 200 or answer[0] != 200:
+                out[key] = (described[0] if described[0] != 200 else answer[0], (described, answer))
+                continue
+            names = [row[0] for row in described[1]["rows"]]
+            out[key] = (200, {"columns": names, "rows": answer[1]["rows"]})
+    return out
+
+
+def post_query(base: str, sql: str) -> tuple[int, Any]:
+    request = urllib.request.Request(  # noqa: S310
+        base + "/query", data=json.dumps({"sql": sql}).encode(), method="POST",
+        headers={"Content-Type": "application/json"},
+    )  # fmt: skip
+    try:
+        with urllib.request.urlopen(request, timeout=60) as r:  # noqa: S310
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
 def call(base: str, path: str, token: str, post: bool = False) -> tuple[int, str]:
     """(status, body) of a request bearing ``token`` (none when empty)."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -185,6 +228,7 @@ def test_the_demo_incidents_page_and_pii_is_stored_nowhere_raw(tmp_path: Path) -
         with urllib.request.urlopen(base + "/api/v1/views/security", timeout=60) as r:  # noqa: S310
             security_view = json.loads(r.read())
         board_text = vigil("status", "--tenant", "acme", env=env, cwd=tmp_path)
+        grafana_sql = run_dashboard_sql(base)
         # the tenant-scoped API and its tokens
         made = {}
         for tenant, ttl in (("acme", "90d"), ("globex", "90d"), ("hooli", "1s")):
@@ -247,6 +291,18 @@ def test_the_demo_incidents_page_and_pii_is_stored_nowhere_raw(tmp_path: Path) -
     assert (crossing["actor_tenant_id"], crossing["resource_tenant_id"]) == ("initech", "acme")
     assert security_view["top_ip_prefixes"][0]["ip_prefix"].startswith("203.0.113.")
     assert board_text.returncode == 0, board_text.stderr
+    # every ClickHouse panel of the Grafana dashboards runs on the demo's engine and
+    # returns the columns it declares; the key time series have data
+    from infra.grafana.dashboards import COLUMNS
+
+    assert len(grafana_sql) == len(COLUMNS) >= 14
+    for key, (status, answer) in grafana_sql.items():
+        assert status == 200, (key, answer)
+        assert tuple(answer["columns"]) == COLUMNS[key], (key, answer["columns"])
+    for key in (("vigil-performance", "Latency of ${tenant}"),
+                ("vigil-canary", "p95 by cohort"), ("vigil-security", "Detections by rule"),
+                ("vigil-business", "Requests per tenant")):  # fmt: skip
+        assert grafana_sql[key][1]["rows"], key
     # tenant tokens: acme reads its own health and SLOs, and nothing else, ever
     assert {doc: status for doc, (status, _) in tenant_api.items()} == {"health": 200, "slo": 200}
     health_doc = json.loads(tenant_api["health"][1])
