@@ -72,6 +72,8 @@ class StageEvidence(_Doc):
     generated_at: datetime
     service: str
     release: str
+    #: "" for the service as a whole (every tenant); else the tenant judged on its own
+    tenant_id: str = ""
     stage_start: datetime
     stage_end: datetime
     intervals: int

@@ -511,7 +511,7 @@ def cmd_evidence(args: argparse.Namespace) -> int:
             until = until.replace(tzinfo=UTC)
         doc = evidence.baseline(query, db, args.service, args.minutes, until, args.cohort)
     elif args.evidence_command == "stage":
-        doc = evidence.stage(query, db, args.service, args.release)
+        doc = evidence.stage(query, db, args.service, args.release, args.tenant)
     else:
         doc = evidence.incident(query, db, args.id)
         if args.markdown:
@@ -646,6 +646,7 @@ def build_parser() -> argparse.ArgumentParser:
     base.add_argument("--cohort", default="", help="only this cohort (default: every request)")
     st = ev_sub.add_parser("stage", help="one canary stage: per metric, decision")
     st.add_argument("--service", required=True)
+    st.add_argument("--tenant", default="", help="one tenant's canary (VIGIL_CANARY_PER_TENANT)")
     st.add_argument("--release", required=True)
     inc = ev_sub.add_parser("incident", help="an incident's detection, alerts, timeline")
     inc.add_argument("id")

@@ -99,16 +99,22 @@ def baseline(
     )  # fmt: skip
 
 
-def stage(query: Query, database: str, service: str, release: str) -> StageEvidence:
+def stage(
+    query: Query, database: str, service: str, release: str, tenant: str = ""
+) -> StageEvidence:
+    """The stage of the service as a whole (``tenant`` ""), or of one tenant's canary
+    (VIGIL_CANARY_PER_TENANT): the verdict rows of exactly that scope."""
     sql = (
         "SELECT interval_start, interval_end, verdict, interval_verdict, score, failing_run, "
         "canary_requests, baseline_requests, metrics, cumulative_metrics "
         f"FROM {database}.canary_verdicts FINAL WHERE service = {sql_string(service)} "
-        f"AND release = {sql_string(release)} ORDER BY interval_start"
+        f"AND release = {sql_string(release)} AND tenant_id = {sql_string(tenant)} "
+        "ORDER BY interval_start"
     )
     rows = _rows(query, sql)
     if not rows:
-        raise VigilError(f"no canary verdicts for {service} {release}")
+        who = f" of tenant {tenant}" if tenant else ""
+        raise VigilError(f"no canary verdicts for {service} {release}{who}")
     per_metric: dict[str, dict[str, Any]] = {}
     for r in rows:
         for m in json.loads(r["metrics"]):
@@ -142,7 +148,7 @@ def stage(query: Query, database: str, service: str, release: str) -> StageEvide
         else "INCONCLUSIVE"
     )
     return StageEvidence(
-        generated_at=datetime.now(UTC), service=service, release=release,
+        generated_at=datetime.now(UTC), service=service, release=release, tenant_id=tenant,
         stage_start=_time(rows[0]["interval_start"]), stage_end=_time(rows[-1]["interval_end"]),
         intervals=len(rows), judged_intervals=len(judged),
         compliance_rate=passed / len(judged) if judged else 0.0, breach_count=breaches,

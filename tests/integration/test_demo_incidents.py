@@ -429,6 +429,8 @@ def test_the_demo_incidents_page_and_pii_is_stored_nowhere_raw(tmp_path: Path) -
     )  # fmt: skip
     every = [json.loads(line) for line in verdicts.stdout.splitlines()]
     rows = [r for r in every if r["tenant_id"] == ""]  # the service as a whole
+    # the stage document is the service's, not a mix with the tenants' verdicts
+    assert stage_doc["tenant_id"] == "" and stage_doc["intervals"] == len(rows), stage_doc
     assert {r["tenant_id"] for r in every} > {""}  # and per tenant
     # healthy before the bad release (150 s): never Fail; Fail while it is bad
     assert rows and all(r["verdict"] != "Fail" for r in every if r["end_s"] <= 150), every
