@@ -359,8 +359,11 @@ def run_up(
     demo_speed: float = 1.0,
 ) -> int:
     stack = Stack(settings, broker_port, demo_rate, demo_speed, duration_s)
-    # SIGTERM behaves like Ctrl-C so `kill` of the supervisor also stops cleanly.
+    # SIGTERM behaves like Ctrl-C so `kill` of the supervisor also stops cleanly; and
+    # SIGINT always does, even when a shell started us in the background with it ignored
+    # (`vigil up &` from a script: Python installs no Ctrl-C handler then).
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     try:
         stack.start()
         stack.watch(duration_s)
