@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock | sha1sum | cut -c1-12)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help install run test lint types unit integration bench schema dashboards tools clean lock
+.PHONY: help install run test lint types unit integration bench schema dashboards screenshots tools clean lock
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -19,11 +19,15 @@ $(STAMP): pyproject.toml requirements.lock
 
 install: $(STAMP) ## create .venv and install Vigil with its dev tools
 
-tools: ## Debian tools the tests use (promtool; amtool from prometheus-alertmanager)
+tools: ## Debian tools the tests use (promtool; amtool from prometheus-alertmanager; chromium + chromedriver)
 	@command -v promtool >/dev/null || { \
 	  echo "installing promtool (Debian package prometheus)"; \
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+	@{ command -v chromium >/dev/null && command -v chromedriver >/dev/null; } || { \
+	  echo "installing headless Chromium and its driver (Debian packages chromium, chromium-driver)"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null; }
 	@command -v amtool >/dev/null || { \
 	  echo "installing amtool and Alertmanager (Debian package prometheus-alertmanager)"; \
 	  $(SUDO) apt-get update -qq && \
@@ -78,6 +82,9 @@ schema: install ## re-export the JSON Schemas in schemas/jsonschema/
 
 dashboards: install ## regenerate infra/grafana/dashboards/*.json from infra/grafana/dashboards.py
 	$(PY) -m infra.grafana.dashboards
+
+screenshots: install tools ## refresh docs/console-*.png from the time-compressed demo (headless Chromium)
+	$(PY) -m tests.browser
 
 clean: ## remove the venv and local state
 	rm -rf $(VENV) .vigil .pytest_cache .mypy_cache .ruff_cache

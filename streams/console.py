@@ -21,8 +21,9 @@ _CSS = """
 body{font:14px/1.4 system-ui,sans-serif;margin:0;background:#f6f7f9;color:#1d2330}
 header{background:#1d2330;color:#fff;padding:10px 18px;display:flex;gap:18px;align-items:center}
 header a{color:#cfe1ff;text-decoration:none}header b{font-size:16px}
-main{display:grid;grid-template-columns:repeat(auto-fill,minmax(440px,1fr));gap:14px;padding:14px}
-section{background:#fff;border:1px solid #dde1e8;border-radius:6px;padding:10px 14px}
+main{display:grid;grid-template-columns:repeat(auto-fill,minmax(520px,1fr));gap:14px;padding:14px}
+section{background:#fff;border:1px solid #dde1e8;border-radius:6px;padding:10px 14px;
+overflow-x:auto}
 h2{font-size:15px;margin:2px 0 8px}table{border-collapse:collapse;width:100%}
 td,th{padding:3px 6px;border-bottom:1px solid #eef0f3;text-align:left;font-size:13px}
 th{color:#5b6475;font-weight:600}.num{text-align:right;font-variant-numeric:tabular-nums}
@@ -112,7 +113,7 @@ def chart(
         v = top / 1.1 * frac
         parts.append(
             f'<text x="{left - 4}" y="{y(v) + 4:.1f}" font-size="10" text-anchor="end" '
-            f'fill="#7a8394">{v:,.3g}{esc(unit)}</text>'
+            f'fill="#7a8394">{_tick(v)}{esc(unit)}</text>'
             f'<line x1="{left}" y1="{y(v):.1f}" x2="{width - 8}" y2="{y(v):.1f}" '
             'stroke="#eef0f3"/>'
         )
@@ -142,6 +143,10 @@ def chart(
         legend += " <span class=bad>- - threshold</span>"
     parts.append("</svg>")
     return "".join(parts) + f"<div>{legend}</div>"
+
+
+def _tick(v: float) -> str:
+    return f"{v:,.0f}" if v >= 10 else f"{v:.2g}"
 
 
 def _severity(sev: str) -> str:

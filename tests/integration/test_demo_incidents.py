@@ -229,6 +229,9 @@ def test_the_demo_incidents_page_and_pii_is_stored_nowhere_raw(tmp_path: Path) -
             security_view = json.loads(r.read())
         board_text = vigil("status", "--tenant", "acme", env=env, cwd=tmp_path)
         grafana_sql = run_dashboard_sql(base)
+        from tests.browser import open_console
+
+        in_browser = open_console(base)  # Debian's headless Chromium
         # the tenant-scoped API and its tokens
         made = {}
         for tenant, ttl in (("acme", "90d"), ("globex", "90d"), ("hooli", "1s")):
@@ -291,6 +294,13 @@ def test_the_demo_incidents_page_and_pii_is_stored_nowhere_raw(tmp_path: Path) -
     assert (crossing["actor_tenant_id"], crossing["resource_tenant_id"]) == ("initech", "acme")
     assert security_view["top_ip_prefixes"][0]["ip_prefix"].startswith("203.0.113.")
     assert board_text.returncode == 0, board_text.stderr
+    # in a real browser: every page renders with its charts, nothing fetched from elsewhere,
+    # no console error (the CSP would report a blocked script or style there)
+    for name, page in in_browser.items():
+        assert page.title.endswith("· Vigil") and page.sections, (name, page)
+        assert page.errors == [] and page.external == [], (name, page)
+    assert in_browser["overview"].charts >= 4 and in_browser["tenant"].charts >= 4
+    assert "Cross-tenant access attempts" in in_browser["security"].sections
     # every ClickHouse panel of the Grafana dashboards runs on the demo's engine and
     # returns the columns it declares; the key time series have data
     from infra.grafana.dashboards import COLUMNS
