@@ -48,7 +48,8 @@ def _summary(values: list[float]) -> Summary:
     return Summary(min=min(values), max=max(values), avg=sum(values) / len(values))
 
 
-def _rows(query: Query, sql: str) -> list[dict[str, Any]]:
+def records(query: Query, sql: str) -> list[dict[str, Any]]:
+    """The rows of ``sql`` as dicts by column name."""
     columns, rows = query(sql)
     return [dict(zip(columns, row, strict=True)) for row in rows]
 
@@ -75,7 +76,7 @@ def baseline(
         "quantileExact(0.95)(duration_ms) AS p95, quantileExact(0.99)(duration_ms) AS p99 "
         f"FROM {database}.events WHERE {where} GROUP BY minute ORDER BY minute"
     )
-    rows = _rows(query, sql)
+    rows = records(query, sql)
     if not rows:
         raise VigilError(f"no http.request events of {service!r} in the last {minutes} minutes")
     per_minute = [
@@ -111,7 +112,7 @@ def stage(
         f"AND release = {sql_string(release)} AND tenant_id = {sql_string(tenant)} "
         "ORDER BY interval_start"
     )
-    rows = _rows(query, sql)
+    rows = records(query, sql)
     if not rows:
         who = f" of tenant {tenant}" if tenant else ""
         raise VigilError(f"no canary verdicts for {service} {release}{who}")
@@ -161,7 +162,7 @@ def stage(
 
 
 def incident(query: Query, database: str, incident_id: str) -> IncidentEvidence:
-    found = _rows(
+    found = records(
         query,
         f"SELECT * FROM {database}.incidents FINAL WHERE incident_id = {sql_string(incident_id)}",
     )
@@ -170,7 +171,7 @@ def incident(query: Query, database: str, incident_id: str) -> IncidentEvidence:
     inc = found[0]
     alerts_map = inc["alerts"] if isinstance(inc["alerts"], dict) else {}
     fingerprints = ", ".join(sql_string(fp) for fp in alerts_map) or "''"
-    transitions = _rows(
+    transitions = records(
         query,
         "SELECT fingerprint, status, alertname, severity, labels, summary, value, threshold, "
         f"starts_at, ends_at, evidence FROM {database}.alerts WHERE fingerprint IN "

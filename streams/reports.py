@@ -13,24 +13,16 @@ month's report, so the two agree on the objective and differ at month boundaries
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sinks.sqltext import sql_string
+from sinks.sqltext import sql_string, sql_time
 from streams.errors import VigilError
-
-#: run(sql) -> (columns, rows), read-only
-Query = Callable[[str], tuple[list[str], list[list[Any]]]]
-
-
-def _rows(query: Query, sql: str) -> list[dict[str, Any]]:
-    columns, rows = query(sql)
-    return [dict(zip(columns, row, strict=True)) for row in rows]
+from streams.evidence import Query, records
 
 
 def _time(value: datetime) -> str:
-    return f"toDateTime64('{value.strftime('%Y-%m-%d %H:%M:%S')}', 3, 'UTC')"
+    return sql_time(int(value.timestamp() * 1000))
 
 
 def month_bounds(month: str) -> tuple[datetime, datetime]:
@@ -51,7 +43,7 @@ def tenant_month(
     start, end = month_bounds(month)
     t = sql_string(tenant)
     span = f"window_start >= {_time(start)} AND window_start < {_time(end)}"
-    [volume] = _rows(
+    [volume] = records(
         query,
         f"SELECT sum(count) AS requests, sum(c5xx) AS errors FROM {database}.latency_windows "
         f"FINAL WHERE tenant_id = {t} AND service = '*' AND resolution_s = 60 AND late = 0 "
@@ -59,7 +51,7 @@ def tenant_month(
     )
     requests, errors = int(volume["requests"] or 0), int(volume["errors"] or 0)
     allowed = (1 - objective) * requests
-    objectives = _rows(
+    objectives = records(
         query,
         "SELECT rule, any(sli) AS sli, any(op) AS op, any(threshold) AS threshold, "
         "countIf(status = 'pass') AS pass, countIf(status = 'fail') AS fail "
@@ -69,7 +61,7 @@ def tenant_month(
     for o in objectives:
         decided = o["pass"] + o["fail"]
         o["compliance"] = o["pass"] / decided if decided else None
-    incidents = _rows(
+    incidents = records(
         query,
         "SELECT incident_id, severity, category, status, alertnames, "
         "toString(first_breach_at) AS first_breach_at, toString(resolved_at) AS resolved_at, "
@@ -77,7 +69,7 @@ def tenant_month(
         f"AND detected_at >= {_time(start)} AND detected_at < {_time(end)} "
         "ORDER BY first_breach_at",
     )
-    alerts = _rows(
+    alerts = records(
         query,
         f"SELECT severity, count() AS n FROM {database}.alerts WHERE tenant_id = {t} "
         f"AND status = 'firing' AND ts >= {_time(start)} AND ts < {_time(end)} "
@@ -110,19 +102,19 @@ def daily(query: Query, database: str, day: date) -> dict[str, Any]:
     start = datetime(day.year, day.month, day.day, tzinfo=UTC)
     end = start + timedelta(days=1)
     ts = f"ts >= {_time(start)} AND ts < {_time(end)}"
-    alerts = _rows(
+    alerts = records(
         query,
         f"SELECT severity, count() AS n FROM {database}.alerts WHERE status = 'firing' AND {ts} "
         "GROUP BY severity ORDER BY severity",
     )
-    handed_back = _rows(
+    handed_back = records(
         query,
         "SELECT alertname, tenant_id, count() AS n FROM "
         f"{database}.alert_notifications WHERE severity = 'low' AND received_at >= "
         f"{_time(start)} AND received_at < {_time(end)} GROUP BY alertname, tenant_id "
         "ORDER BY n DESC",
     )
-    incidents = _rows(
+    incidents = records(
         query,
         "SELECT countIf(detected_at >= {s} AND detected_at < {e}) AS opened, "
         "countIf(resolved_at >= {s} AND resolved_at < {e}) AS resolved, "
@@ -130,7 +122,7 @@ def daily(query: Query, database: str, day: date) -> dict[str, Any]:
         "detected_at < {e}) AS mttd_s, avgIf(mttr_s, resolved_at >= {s} AND resolved_at < {e}) "
         f"AS mttr_s FROM {database}.incidents FINAL".format(s=_time(start), e=_time(end)),
     )
-    slo = _rows(
+    slo = records(
         query,
         "SELECT rule, countIf(status = 'pass') AS pass, countIf(status = 'fail') AS fail "
         f"FROM {database}.slo_samples FINAL WHERE window_start >= {_time(start)} "
@@ -139,12 +131,12 @@ def daily(query: Query, database: str, day: date) -> dict[str, Any]:
     for r in slo:
         decided = r["pass"] + r["fail"]
         r["compliance"] = r["pass"] / decided if decided else None
-    pii = _rows(
+    pii = records(
         query,
         f"SELECT entity, count() AS n FROM {database}.pii_findings WHERE {ts} "
         "GROUP BY entity ORDER BY n DESC",
     )
-    dead = _rows(
+    dead = records(
         query,
         f"SELECT reason, count() AS n FROM {database}.dead_letters WHERE {ts} "
         "GROUP BY reason ORDER BY n DESC",

@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from sinks.sqltext import as_utc, iso_z
+
 #: run(sql, parameters) -> rows
 Run = Callable[[str, dict[str, Any]], Awaitable[Sequence[Sequence[Any]]]]
 
@@ -62,10 +64,7 @@ class ViewConfig:
 
 
 def _iso(value: Any) -> str:
-    if isinstance(value, datetime):
-        v = value if value.tzinfo else value.replace(tzinfo=UTC)
-        return v.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return str(value)
+    return iso_z(value) if isinstance(value, datetime) else str(value)
 
 
 def _num(value: Any) -> float | None:
@@ -77,7 +76,7 @@ def _num(value: Any) -> float | None:
 
 def _utc(value: Any) -> datetime:
     if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
+        return as_utc(value)
     return datetime.fromtimestamp(float(value), tz=UTC)
 
 

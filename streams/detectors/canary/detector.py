@@ -49,6 +49,7 @@ import orjson
 from schemas.alerts import Annotations
 from sinks.clickhouse import ClickHouseWriter
 from sinks.sqltext import dt as _dt
+from sinks.sqltext import iso_z
 from sinks.sqltext import sql_string as _sql
 from streams.alerting import AlertPublisher, AlertSpec
 from streams.detectors.canary.judge import Cohort, Comparison, JudgeConfig, Stage, compare
@@ -640,4 +641,4 @@ def stored_verdict_sql(database: str) -> str:
 
 
 def _iso(ms: int) -> str:
-    return _dt(ms).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return iso_z(_dt(ms))
