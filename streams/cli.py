@@ -246,27 +246,15 @@ def _token_direct(settings: Settings, action: str, body: dict[str, Any]) -> dict
     db = settings.clickhouse_database
     client = connect(settings.resolved_clickhouse_url, db)
     try:
-        if action == "create":
-            ttl = tk.parse_ttl(body["ttl"]) if body["ttl"] else None
-            token, record = tk.mint(settings.hash_key_bytes, body["tenant"], ttl, body["by"])
-            cols = tk.columns([record])
+        records = []
+        if action != "create":
+            records = tk.records_from_rows(client.query(tk.select_sql(db)).result_rows)
+        answer, store = tk.act(settings.hash_key_bytes, action, body, records)
+        if store:
+            cols = tk.columns(store)
             client.insert(f"{db}.api_tokens", list(zip(*cols.values(), strict=True)),
                           column_names=list(cols))  # fmt: skip
-            return {"token": token, **record.public()}
-        rows = client.query(
-            f"SELECT {', '.join(tk.TOKEN_COLUMNS)} FROM {db}.api_tokens FINAL ORDER BY created_at"
-        ).result_rows
-        records = tk.records_from_rows(rows)
-        if action == "revoke":
-            found = [r for r in records if r.token_id == body["token_id"]]
-            if not found:
-                raise VigilError(f"no token {body['token_id']}")
-            cols = tk.columns([tk.revoked(found[0])])
-            client.insert(f"{db}.api_tokens", list(zip(*cols.values(), strict=True)),
-                          column_names=list(cols))  # fmt: skip
-            return tk.revoked(found[0]).public()
-        return {"tokens": [r.public() for r in records
-                           if not body["tenant"] or r.tenant_id == body["tenant"]]}  # fmt: skip
+        return answer
     finally:
         client.close()
 

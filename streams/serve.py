@@ -48,12 +48,7 @@ def build(settings: Settings, client: Any) -> web.Application:
         return [tuple(r) for r in result.result_rows]
 
     async def load() -> list[tk.TokenRecord]:
-        rows = await run(
-            f"SELECT {', '.join(tk.TOKEN_COLUMNS)} FROM "
-            f"{settings.clickhouse_database}.api_tokens FINAL",
-            {},
-        )
-        return tk.records_from_rows(rows)
+        return tk.records_from_rows(await run(tk.select_sql(settings.clickhouse_database), {}))
 
     console = Console(
         run, view_config(settings, load_rules(settings.rules_file)), settings.console_refresh_s

@@ -136,6 +136,38 @@ def records_from_rows(rows: Sequence[Sequence[Any]]) -> list[TokenRecord]:
     return out
 
 
+class UnknownToken(VigilError):
+    """No token with that id."""
+
+
+def select_sql(database: str) -> str:
+    """Every token's newest row, oldest first (as :func:`records_from_rows` reads it)."""
+    return f"SELECT {', '.join(TOKEN_COLUMNS)} FROM {database}.api_tokens FINAL ORDER BY created_at"
+
+
+def act(
+    key: bytes, action: str, body: dict[str, Any], records: Sequence[TokenRecord]
+) -> tuple[dict[str, Any], list[TokenRecord]]:
+    """``vigil token <action>`` wherever it runs (the worker in embedded mode, straight to
+    ClickHouse in production): (the answer, the rows to store). ``records``: the stored
+    tokens (unused by ``create``). VigilError on bad input, UnknownToken for an unknown id."""
+    if action == "create":
+        ttl = parse_ttl(str(body["ttl"])) if body.get("ttl") else None
+        token, record = mint(key, str(body.get("tenant", "")), ttl, str(body.get("by") or "vigil"))
+        return {"token": token, **record.public()}, [record]
+    if action == "revoke":
+        found = [r for r in records if r.token_id == body.get("token_id")]
+        if not found:
+            raise UnknownToken(f"no token {body.get('token_id')}")
+        ended = revoked(found[0])
+        return ended.public(), [ended]
+    if action == "list":
+        tenant = body.get("tenant") or ""
+        return {"tokens": [r.public() for r in records
+                           if not tenant or r.tenant_id == tenant]}, []  # fmt: skip
+    raise VigilError(f"unknown token action {action!r}: create, list or revoke")
+
+
 def token_of(authorization: str) -> str | None:
     """The bearer token of an ``Authorization`` header when it is a tenant token."""
     if not authorization.lower().startswith("bearer "):

@@ -386,11 +386,7 @@ def register_console(app: VigilApp, settings: Settings) -> None:
                 return None
 
             async def load() -> list[tk.TokenRecord]:
-                rows = await writer.query_rows(
-                    f"SELECT {', '.join(tk.TOKEN_COLUMNS)} FROM "
-                    f"{settings.clickhouse_database}.api_tokens FINAL",
-                    {},
-                )
+                rows = await writer.query_rows(tk.select_sql(settings.clickhouse_database), {})
                 return tk.records_from_rows(rows)
 
             console = Console(
@@ -456,33 +452,20 @@ def register_console(app: VigilApp, settings: Settings) -> None:
                 return self.json({"error": "embedded mode only: use vigil token with "
                                   "VIGIL_CLICKHOUSE_URL"}, status=404)  # fmt: skip
             body = await request.json()
-            db = settings.clickhouse_database
-            if action == "create":
-                try:
-                    ttl = tk.parse_ttl(body["ttl"]) if body.get("ttl") else None
-                    token, record = tk.mint(settings.hash_key_bytes, str(body.get("tenant", "")),
-                                            ttl, str(body.get("by") or "vigil"))  # fmt: skip
-                except VigilError as exc:
-                    return self.json({"error": str(exc)}, status=400)
-                await writer.add({"api_tokens": tk.columns([record])})
+            records: list[tk.TokenRecord] = []
+            if action != "create":
+                rows = await writer.query_rows(tk.select_sql(settings.clickhouse_database), {})
+                records = tk.records_from_rows(rows)
+            try:
+                answer, store = tk.act(settings.hash_key_bytes, action, body, records)
+            except tk.UnknownToken as exc:
+                return self.json({"error": str(exc)}, status=404)
+            except VigilError as exc:
+                return self.json({"error": str(exc)}, status=400)
+            if store:
+                await writer.add({"api_tokens": tk.columns(store)})
                 await writer.flush()
-                return self.json({"token": token, **record.public()})
-            rows = await writer.query_rows(
-                f"SELECT {', '.join(tk.TOKEN_COLUMNS)} FROM {db}.api_tokens FINAL "
-                "ORDER BY created_at", {},
-            )  # fmt: skip
-            records = tk.records_from_rows(rows)
-            if action == "revoke":
-                found = [r for r in records if r.token_id == body.get("token_id")]
-                if not found:
-                    return self.json({"error": f"no token {body.get('token_id')}"}, status=404)
-                await writer.add({"api_tokens": tk.columns([tk.revoked(found[0])])})
-                await writer.flush()
-                return self.json(tk.revoked(found[0]).public())
-            tenant = body.get("tenant") or ""
-            return self.json(
-                {"tokens": [r.public() for r in records if not tenant or r.tenant_id == tenant]}
-            )
+            return self.json(answer)
 
     app.page("/api/v1/tenants/{tenant_id}/{doc}")(TenantApi)
     app.page("/admin/tokens/{action}")(TokenAdmin)

@@ -63,3 +63,18 @@ def test_bad_input_is_refused_with_what_to_do() -> None:
         tk.mint(KEY, "acme; DROP TABLE", None, "x")
     assert tk.token_of("Bearer vgt_abc") == "vgt_abc"
     assert tk.token_of("Bearer console-token") is None
+
+
+def test_the_token_actions_give_the_answer_and_the_rows_to_store() -> None:
+    created, store = tk.act(KEY, "create", {"tenant": "acme", "ttl": "1d", "by": "bob"}, [])
+    [record] = store
+    assert created["token"].startswith("vgt_") and created["token_id"] == record.token_id
+    listed, nothing = tk.act(KEY, "list", {"tenant": "acme"}, store)
+    assert [t["token_id"] for t in listed["tokens"]] == [record.token_id] and nothing == []
+    assert tk.act(KEY, "list", {"tenant": "globex"}, store)[0] == {"tokens": []}
+    ended, [row] = tk.act(KEY, "revoke", {"token_id": record.token_id}, store)
+    assert row.version == 2 and ended["revoked_at"] is not None
+    with pytest.raises(tk.UnknownToken):
+        tk.act(KEY, "revoke", {"token_id": "000000000000"}, store)
+    with pytest.raises(VigilError, match="create, list or revoke"):
+        tk.act(KEY, "rotate", {}, store)
