@@ -259,7 +259,7 @@ async def funnels(
         steps = []
         for i, n in enumerate(reached):
             prev = reached[i - 1] if i else 0
-            decided = n + int(dropped[i - 1]) if i and i - 1 < len(dropped) else 0
+            decided = _decided(reached, dropped, i)
             steps.append(
                 {
                     "step": labels[i] if i < len(labels) else f"step {i + 1}",
@@ -270,11 +270,23 @@ async def funnels(
                     # of those decided: reached, or dropped at the previous step
                     "decided": decided,
                     "decided_conversion": n / decided if decided else None,
-                    "alert_below": thresholds[i] if i < len(thresholds) else None,
+                    "alert_below": _threshold(thresholds, i),
                 }
             )
         out.append({"funnel": name, "entered": int(entered), "steps": steps})
     return out
+
+
+def _decided(reached: Sequence[int], dropped: Sequence[Any], i: int) -> int:
+    """Journeys decided at stage ``i`` (step i+1): they reached it, or dropped one step
+    earlier (0 for the first step: nothing leads into it)."""
+    if not i:
+        return 0
+    return reached[i] + (int(dropped[i - 1]) if i - 1 < len(dropped) else 0)
+
+
+def _threshold(thresholds: Sequence[float | None], i: int) -> float | None:
+    return thresholds[i] if i < len(thresholds) else None
 
 
 async def ingest(run: Run, db: str, at: datetime) -> dict[str, Any]:
@@ -387,8 +399,8 @@ def _health(
     for name, reached, dropped in funnels_of:
         _, thresholds = cfg.funnels.get(name, ((), ()))
         for i in range(1, len(reached)):
-            below = thresholds[i] if i < len(thresholds) else None
-            decided = reached[i] + (dropped[i - 1] if i - 1 < len(dropped) else 0)
+            below = _threshold(thresholds, i)
+            decided = _decided(reached, dropped, i)
             if below and decided >= MIN_DECIDED:
                 funnel_part = min(funnel_part, reached[i] / decided / below)
     parts = {"slo": slo_part, "budget": budget_part, "security": security_part,
