@@ -176,6 +176,7 @@ def test_the_demo_incidents_page_and_pii_is_stored_nowhere_raw(tmp_path: Path) -
     pii: list[dict[str, object]] = []
     funnel: list[dict[str, object]] = []
     names: set[str] = set()
+    recurring: set[str] = set()  # the alerts an AlertRecurring escalated
     topics = ""
     try:
         deadline = time.monotonic() + 150
@@ -193,6 +194,8 @@ def test_the_demo_incidents_page_and_pii_is_stored_nowhere_raw(tmp_path: Path) -
                 alert = json.loads(line)
                 data = alert["data"]
                 names.add(data["alertname"])
+                if data["alertname"] == "AlertRecurring":
+                    recurring.add(data["labels"]["source_alertname"])
                 if data["alertname"] == "PIILeakageDetected":
                     pii.append(data)
                 if data["alertname"] == "FunnelStageConversionLow":
@@ -397,7 +400,11 @@ def test_the_demo_incidents_page_and_pii_is_stored_nowhere_raw(tmp_path: Path) -
     # every security incident of the round raised its alerts, and nothing else fired
     assert names >= SECURITY | FUNNEL | CANARY, (names, output)
     allowed = {"P95LatencyBreach", "PIILeakageDetected", "CanaryVerdictMarginal"}
-    assert names <= SECURITY | FUNNEL | CANARY | allowed, names
+    # the demo's incidents come back every round (its event time runs 10x ahead), so one of
+    # them may start three times in 30 minutes: AlertRecurring, but only for those
+    assert names - {"AlertRecurring"} <= SECURITY | FUNNEL | CANARY | allowed, names
+    assert recurring <= SECURITY | FUNNEL | CANARY | allowed, recurring
+    assert ("AlertRecurring" in names) == bool(recurring), (names, recurring)
     # the rollout API gives the judge's verdict on the bad release
     assert canary["service"] == "web" and canary["release"] == "2.8.0"
     assert canary["verdict"] in ("Fail", "Marginal", "Pass"), canary
