@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock | sha1sum | cut -c1-12)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help install run test lint types unit integration bench schema dashboards screenshots tools clean lock
+.PHONY: help install run test lint types unit integration bench schema dashboards dictionaries screenshots tools clean lock
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -79,6 +79,14 @@ lock: ## re-resolve the dependencies in a fresh venv and pin them in requirement
 
 schema: install ## re-export the JSON Schemas in schemas/jsonschema/
 	$(VENV)/bin/vigil schema export schemas/jsonschema
+
+dictionaries: ## rebuild the PII scanner's name dictionaries (streams/detectors/pii/data/names.json)
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
+	  wamerican wbritish wbrazilian wspanish wfrench wngerman >/dev/null
+	rm -rf .venv-dict && $(PYTHON) -m venv .venv-dict
+	.venv-dict/bin/pip install -q names-dataset wordfreq
+	PYTHONPATH=. .venv-dict/bin/python streams/detectors/pii/build_dictionaries.py
+	rm -rf .venv-dict
 
 dashboards: install ## regenerate infra/grafana/dashboards/*.json from infra/grafana/dashboards.py
 	$(PY) -m infra.grafana.dashboards

@@ -12,7 +12,16 @@ from hypothesis import strategies as st
 from streams.detectors.pii import validators as v
 from streams.detectors.pii.entities import CHECKSUM_ENTITIES, mask
 from streams.detectors.pii.scanner import Scanner
-from tests.pii_corpus import ENTITIES, evaluate, negatives, positives
+from tests.pii_corpus import (
+    ENTITIES,
+    LOCALES,
+    PERSONAL,
+    VENDOR_SECRETS,
+    breakdown,
+    evaluate,
+    negatives,
+    positives,
+)
 
 KEY = b"test-key"
 SHARED = Scanner(KEY)
@@ -195,14 +204,92 @@ def corpus() -> list[Any]:
 
 
 def test_precision_and_recall_on_the_labelled_corpus(scanner: Scanner, corpus: list[Any]) -> None:
+    """Issue 18's targets: >= 98 % recall on vendor secrets, >= 90 % on names, addresses and
+    dates of birth in context (names from Faker, not from the scanner's dictionaries),
+    >= 99 % precision on the hard negatives."""
     table = evaluate(scanner, corpus)
     assert set(table) == set(ENTITIES)
     for entity, (tp, fp, fn) in table.items():
         precision = tp / (tp + fp) if tp + fp else 1.0
         recall = tp / (tp + fn) if tp + fn else 1.0
-        target = 0.99 if entity in CHECKSUM_ENTITIES else 0.97
-        assert precision >= target, (entity, precision)
-        assert recall >= target, (entity, recall)
+        if entity in CHECKSUM_ENTITIES:
+            targets = (0.99, 0.99)
+        elif entity in VENDOR_SECRETS:
+            targets = (0.98, 0.98)
+        elif entity in PERSONAL:
+            targets = (0.95, 0.85)  # recall in context: below
+        elif entity == "PHONE":
+            targets = (0.97, 0.95)  # bare 11-digit national numbers without context: README
+        else:
+            targets = (0.97, 0.97)
+        assert precision >= targets[0], (entity, precision)
+        assert recall >= targets[1], (entity, recall)
+    parts = breakdown(scanner, corpus)
+    for entity in PERSONAL:
+        hits = sum(c["tp"] for (e, _, ctx), c in parts.items() if e == entity and ctx)
+        missed = sum(c["fn"] for (e, _, ctx), c in parts.items() if e == entity and ctx)
+        assert hits / (hits + missed) >= 0.90, (entity, hits, missed)
+        for locale in LOCALES:
+            c = parts.get((entity, locale, True))
+            assert c is not None and c["tp"] / (c["tp"] + c["fn"]) >= 0.85, (entity, locale, c)
+    hard = negatives()
+    flagged = [s.text for s in hard if evaluate(scanner, [s])]
+    assert len(flagged) / len(hard) <= 0.01, flagged[:10]
+
+
+def test_the_hard_negatives_of_issue_18_are_no_findings(scanner: Scanner) -> None:
+    """Each fix adds its false alarm here."""
+    for text in (
+        "release 4.12.0.1", "deployed build 1.0.0.123", "Mozilla/5.0 Chrome/120.0.0.0 Safari",
+        "Mark Complete", "June Release Notes", "Will Open", "Paris Office", "Grace Period",
+        "San Francisco", "Ave Maria", "Frank Discussion", "Customer Success Team",
+        "postgres://app@db.internal/main", "postgres://app:${DB_PASSWORD}@db/main",
+        "pk_live_51Hx2fJKl0aBcDeFgHiJkLmN", "token=expired", "cache_key=user:123:profile",
+        "12 items at the Park", "8.054.70 EUR Walk", "created 2024-01-05 by the nightly job",
+        "Monitoring 5 hosts", "Frau Kind", "ORD-2022-106861 Mrs. ORD-2022",
+    ):  # fmt: skip
+        assert scanner.scan_text(text) == [], text
+    document = {
+        "event_name": "June Launch", "file_name": "Mark Report.pdf", "app_version": "4.12.0.1",
+        "user_id_hash": "4111111111111111", "trace_id": "4111111111111111aa",
+        "event_id": "0d9f6c1e-3c4a-4b8e-9f6b-2a1d3c4e5f60", "name": "checkout",
+        "auth_method": "oauth2", "token_count": 3,
+    }  # fmt: skip
+    assert scanner.scan_json(document) == []
+    # and what the same keys and shapes hold when they are PII
+    found = scanner.scan_json({"first_name": "Janet", "webhook_secret": "a8Fj29dkLq0pZx7Yv3Nw",
+                               "ip": "10.1.2.3", "street": "9170 Susan Creek"})  # fmt: skip
+    assert {(f.json_path, f.entity) for f in found} == {
+        ("$.first_name", "PERSON_NAME"), ("$.webhook_secret", "HIGH_ENTROPY_SECRET"),
+        ("$.ip", "IP_ADDRESS"), ("$.street", "STREET_ADDRESS"),
+    }  # fmt: skip
+
+
+def test_issue_18_examples_are_found_and_url_encoded_text_too(scanner: Scanner) -> None:
+    cases = {
+        "Customer Janet Phillips called about her order": ("PERSON_NAME", "Janet Phillips"),
+        "ship to 9170 Susan Creek today": ("STREET_ADDRESS", "9170 Susan Creek"),
+        "DOB: 03/14/1985": ("DATE_OF_BIRTH", "03/14/1985"),
+        "aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY": (
+            "AWS_SECRET_KEY", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"),
+        "use xoxb-123456789012-1234567890123-AbCdEfGhIjKlMnOpQrStUvWx": (
+            "SLACK_TOKEN", "xoxb-123456789012-1234567890123-AbCdEfGhIjKlMnOpQrStUvWx"),
+        "key AIzaSyA1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q": (
+            "GOOGLE_API_KEY", "AIzaSyA1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q"),
+        "/v1/search?q=Janet+Phillips&page=2": ("PERSON_NAME", "Janet+Phillips"),
+        "/v1/users?email=maria%40example.com": ("EMAIL", "maria%40example.com"),
+        "redis://cache:Sup3rS3cretPw@cache.internal:6379": ("URL_CREDENTIALS", "Sup3rS3cretPw"),
+        "Passport no. K55266786": ("ID_DOCUMENT", "K55266786"),
+        "Rua das Flores, 120 apto 3": ("STREET_ADDRESS", "Rua das Flores, 120 apto 3"),
+        "Sra. Ana Julia Leão": ("PERSON_NAME", "Ana Julia Leão"),
+    }  # fmt: skip
+    for text, (entity, value) in cases.items():
+        found = [(f.entity, text[f.start : f.end]) for f in scanner.scan_text(text)]
+        assert (entity, value) in found, (text, found)
+    # the redacted route keeps its shape and loses the name
+    text = "/v1/search?q=Janet+Phillips&page=2"
+    redacted = scanner.redact_text(text, scanner.scan_text(text), lambda _: "redact")
+    assert redacted == "/v1/search?q=[REDACTED:PERSON_NAME]&page=2"
 
 
 def test_the_engines_agree(scanner: Scanner) -> None:

@@ -8,10 +8,13 @@ lookaround are checked in Python on the (rare) candidates.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
+from streams.detectors.pii import people
+from streams.detectors.pii import secrets as sec
 from streams.detectors.pii import validators as v
 
 Boundary = Literal["none", "number", "word", "ip", "hex"]
@@ -32,6 +35,16 @@ class Entity:
     #: the part of a match that is the secret (e.g. the value of ``api_key=...``)
     value_after: str | None = None
     checksum: bool = False
+    #: (text, start, end, pattern index, context?) -> the entity's whole span, or None:
+    #: for entities whose pattern finds an anchor (a given name, a street type)
+    extend: Callable[[str, int, int, int, bool], tuple[int, int] | None] | None = None
+    #: per pattern: a dictionary of literals the engine looks for (Hyperscan compiles each
+    #: as its own literal; RE2 and Python re use the pattern, their alternation), or None
+    literals: tuple[tuple[str, ...] | None, ...] = ()
+
+
+def _literal_alternation(words: tuple[str, ...]) -> str:
+    return "(?:" + "|".join(re.escape(w) for w in words) + ")"
 
 
 CARD_CONTEXT = ("card", "credit", "debit", "visa", "mastercard", "amex", "cartao", "cartão",
@@ -150,6 +163,182 @@ ENTITIES: tuple[Entity, ...] = (
         caseless=True,
         value_after="=:",
         boundary="word",
+    ),
+    # --- vendor tokens: published prefixes and lengths, reported without context ----
+    Entity(
+        "GITHUB_TOKEN",
+        (r"gh[pousr]_[A-Za-z0-9]{36}", r"github_pat_[A-Za-z0-9]{22}_[A-Za-z0-9]{59}"),
+        v.anything,
+        0.99,
+        2,
+        boundary="word",
+    ),
+    Entity(
+        "GITLAB_TOKEN",
+        (r"gl(?:pat|dt|rt|ptt|ft|imt|cbt|soat|oas|agent)-[A-Za-z0-9_\-]{20,64}",),
+        v.anything,
+        0.99,
+        2,
+        boundary="word",
+    ),
+    Entity(
+        "SLACK_TOKEN",
+        (r"xox[abposre]-[0-9]{6,}-[0-9A-Za-z\-]{8,}", r"xapp-\d-[A-Z0-9]{6,}-\d{6,}-[a-z0-9]{32,}"),
+        v.anything,
+        0.99,
+        2,
+        boundary="word",
+    ),
+    Entity(
+        "SLACK_WEBHOOK",
+        (r"https://hooks\.slack\.com/(?:services|workflows|triggers)/[A-Za-z0-9_/\-]{20,}",),
+        v.anything,
+        0.99,
+        2,
+        boundary="word",
+    ),
+    Entity(
+        "STRIPE_KEY",
+        (r"(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{20,99}",),
+        v.anything,
+        0.99,
+        2,
+        boundary="word",
+    ),
+    Entity("GOOGLE_API_KEY", (r"AIza[0-9A-Za-z_\-]{35}",), v.anything, 0.99, 2, boundary="word"),
+    Entity(
+        "AWS_SECRET_KEY",
+        (
+            r"(?:aws[_\-. ]?)?secret[_\-. ]?(?:access[_\-. ]?)?key(?:[_\-]?id)?[\"']?[ ]*[:=][ ]*"
+            r"[\"']?[A-Za-z0-9/+]{40}",
+        ),
+        sec.aws_secret,
+        0.95,
+        2,
+        caseless=True,
+        value_after="=:",
+        boundary="word",
+    ),
+    Entity(
+        "AZURE_STORAGE_KEY",
+        (
+            r"(?:AccountKey|(?:azure[_\-. ]?)?storage[_\-. ]?(?:account[_\-. ]?)?key)[\"']?[ ]*"
+            r"[:=][ ]*[\"']?[A-Za-z0-9+/]{86}==",
+        ),
+        sec.azure_key,
+        0.95,
+        2,
+        caseless=True,
+        value_after="=:",
+    ),
+    Entity("TWILIO_KEY", (r"(?:AC|SK)[0-9a-f]{32}",), v.anything, 0.9, 2, ("twilio",), "word"),
+    Entity(
+        "SENDGRID_KEY",
+        (r"SG\.[A-Za-z0-9_\-]{22}\.[A-Za-z0-9_\-]{43}",),
+        v.anything,
+        0.99,
+        2,
+        boundary="word",
+    ),
+    Entity("NPM_TOKEN", (r"npm_[A-Za-z0-9]{36}",), v.anything, 0.99, 2, boundary="word"),
+    Entity(
+        "PYPI_TOKEN",
+        (r"pypi-AgE(?:IcHlwaS5vcmc|NdGVzdC5weXBpLm9yZw)[A-Za-z0-9_\-]{50,}",),
+        v.anything,
+        0.99,
+        2,
+        boundary="word",
+    ),
+    Entity(
+        "URL_CREDENTIALS",
+        (
+            r"[A-Za-z][A-Za-z0-9+.\-]{1,15}://[^ \t\r\n/:@\"'<>]+:[^ \t\r\n/@\"'<>]+@"
+            r"[A-Za-z0-9.\-\[\]]+",
+        ),
+        sec.url_password,
+        0.95,
+        2,
+        extend=lambda text, start, end, index, context: sec.url_password_span(text, start, end),
+    ),
+    Entity(
+        # a random-looking value after a secret-like name (entropy thresholds: secrets.py)
+        "HIGH_ENTROPY_SECRET",
+        (
+            r"(?:secret|token|passw(?:or)?d|pwd|credential|api[_\-]?key|access[_\-]?key|"
+            r"private[_\-]?key|signing[_\-]?key|auth[_\-]?key)[A-Za-z0-9_\-.]*[\"']?[ ]*[:=]"
+            r"[ ]*[\"']?[A-Za-z0-9+/_\-.~]{16}",  # the value's end: found by extend
+        ),
+        sec.high_entropy,
+        0.8,
+        3,
+        caseless=True,
+        value_after="=:",
+        extend=lambda text, start, end, index, context: (start, sec.token_end(text, end)),
+    ),
+    # --- personal data without checksums (rules: people.py) ----------------------------
+    Entity(
+        "PERSON_NAME",
+        (
+            _literal_alternation(people.given_literals()),
+            _literal_alternation(people.common_given_literals()),
+            r"(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Sr|Sra|Srta|Dona|Herr|Frau|Mme|Mlle|Monsieur|Madame|"
+            r"Señor|Señora|Señorita|Doña|Sir|Dame)\.?[ ]+[A-Z\x80-\xff]",
+            r"(?:[Cc]ustomer|CUSTOMER|[Cc]lient|CLIENT|[Cc]liente|CLIENTE|[Kk]unde|KUNDE|[Kk]undin|"
+            r"[Cc]ontact|CONTACT|[Cc]ontato|[Nn]ame|NAME|[Nn]ome|NOME|[Nn]ombre|NOMBRE|[Nn]om|NOM|"
+            r"[Pp]atient|[Pp]aciente)[ ]*:?[ ]+"
+            r"[A-Z\x80-\xff]",
+        ),
+        v.anything,
+        0.7,
+        7,
+        people.NAME_CONTEXT,
+        extend=people.extend_name,
+        literals=(people.given_literals(), people.common_given_literals(), None, None),
+    ),
+    Entity(
+        "STREET_ADDRESS",
+        people.ADDRESS_PATTERNS,
+        v.anything,
+        0.75,
+        5,
+        (
+            "address",
+            "ship to",
+            "shipping",
+            "deliver",
+            "lives at",
+            "endereço",
+            "endereco",
+            "adresse",
+            "anschrift",
+            "dirección",
+            "direccion",
+            "domicilio",
+            "morada",
+        ),
+        caseless=True,
+        extend=people.extend_address,
+    ),
+    Entity(
+        "DATE_OF_BIRTH",
+        people.DATE_PATTERNS,
+        people.birth_date,
+        0.8,
+        4,
+        people.DOB_CONTEXT,
+        boundary="number",
+        caseless=True,
+        needs_context=tuple(range(len(people.DATE_PATTERNS))),
+    ),
+    Entity(
+        "ID_DOCUMENT",
+        people.ID_PATTERNS,
+        people.id_document,
+        0.8,
+        4,
+        people.ID_CONTEXT,
+        boundary="word",
+        needs_context=tuple(range(len(people.ID_PATTERNS))),
     ),
     Entity(
         "EMAIL",

@@ -9,17 +9,27 @@ a masked preview and a keyed HMAC for correlation.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
+import os
 import re
 from bisect import bisect_right
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import msgspec
 
+from streams.detectors.pii import people
 from streams.detectors.pii.entities import ENTITIES, SENSITIVE_KEYS, Entity, is_sensitive_key, mask
+from streams.detectors.pii.secrets import (
+    SECRET_NAME_PARTS,
+    aws_secret,
+    is_secret_name,
+    looks_random,
+)
 
 Engine = Literal["hyperscan", "re2", "re"]
 Policy = Literal["redact", "hash", "drop-field"]
@@ -45,18 +55,28 @@ class _Pattern:
     regex: str
 
 
-#: a sensitive key in JSON text ("Card-Number": ...), as :func:`is_sensitive_key` reads keys
+#: a key in JSON text whose value is looked at as a whole ("Card-Number": ...,
+#: "first_name": ..., "webhook_secret": ...), as :func:`is_sensitive_key` and
+#: :func:`_key_rule` read keys
 _SENSITIVE_KEY_JSON = re.compile(
     '"(?:'
-    + "|".join(re.escape(k).replace("_", "[_. -]") for k in sorted(SENSITIVE_KEYS))
-    + ')"\\s*:',
+    + "|".join(
+        re.escape(k).replace("_", "[_. -]")
+        for k in sorted(SENSITIVE_KEYS | people.NAME_KEYS | people.ADDRESS_KEYS | people.ID_KEYS)
+    )
+    + ')"\\s*:|"[^"\\\\]{0,40}(?:'
+    + "|".join(re.escape(part) for part in SECRET_NAME_PARTS)
+    + ')[^"\\\\]{0,40}"\\s*:',
     re.IGNORECASE,
 )
 
 #: context keywords per entity, matched as whole words ("tel" is not in "hotel" or "tell")
+#: (a name's context word must be a word of its own: "name" in "event_name" is none)
 _CONTEXT_RE: dict[str, re.Pattern[str]] = {
     e.name: re.compile(
-        r"(?<![a-z0-9])(?:" + "|".join(re.escape(k) for k in e.context) + r")(?![a-z0-9])"
+        (r"(?<![a-z0-9_.])(?:" if e.name == "PERSON_NAME" else r"(?<![a-z0-9])(?:")
+        + "|".join(re.escape(k) for k in e.context)
+        + r")(?![a-z0-9])"
     )
     for e in ENTITIES
     if e.context
@@ -65,26 +85,81 @@ _CONTEXT_RE: dict[str, re.Pattern[str]] = {
 _PATTERNS: tuple[_Pattern, ...] = tuple(
     _Pattern(e, i, p) for e in ENTITIES for i, p in enumerate(e.patterns)
 )
+#: Hyperscan ids past the patterns: one literal of a dictionary each -> (pattern id, bytes)
+_LITERALS: tuple[tuple[int, bytes], ...] = tuple(
+    (pid, word.encode())
+    for pid, p in enumerate(_PATTERNS)
+    if p.index < len(p.entity.literals)
+    for word in (p.entity.literals[p.index] or ())
+)
+_DICTIONARY_PIDS = frozenset(pid for pid, _ in _LITERALS)
 
 #: (pattern id, start, end) candidates of one text
 Candidates = dict[tuple[int, int], list[int]]
+
+
+_COMPILED: dict[str, bytes] = {}
+
+
+def _compiled(expressions: list[bytes], ids: list[int], flags: list[int]) -> Any:
+    """The Hyperscan database of these patterns: compiled once per process and kept in
+    ``~/.cache/vigil`` (the dictionaries take ~2 s to compile; loading takes ~20 ms).
+    The file's name is a digest of the patterns and the library version, so any change to
+    the patterns compiles afresh; a cache that cannot be written is skipped."""
+    import hyperscan
+
+    digest = hashlib.sha256(
+        repr((getattr(hyperscan, "__version__", ""), expressions, ids, flags)).encode()
+    ).hexdigest()[:24]
+    blob = _COMPILED.get(digest)
+    path = Path.home() / ".cache" / "vigil" / f"pii-{digest}.hsdb"
+    if blob is None:
+        try:
+            if path.stat().st_uid == os.getuid() and not path.stat().st_mode & 0o022:
+                blob = path.read_bytes()
+        except OSError:
+            blob = None
+    if blob is not None:
+        try:
+            db = hyperscan.loadb(blob, hyperscan.HS_MODE_BLOCK)
+            _COMPILED[digest] = blob
+            return db
+        except hyperscan.error:
+            blob = None
+    db = hyperscan.Database()
+    db.compile(expressions=expressions, ids=ids, elements=len(expressions), flags=flags)
+    blob = hyperscan.dumpb(db)
+    _COMPILED[digest] = blob
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(f".{os.getpid()}.tmp")
+        partial.write_bytes(blob)
+        partial.chmod(0o644)
+        partial.replace(path)
+    except OSError:
+        pass
+    return db
 
 
 class _HyperscanEngine:
     def __init__(self) -> None:
         import hyperscan
 
-        self._db = hyperscan.Database()
+        regexes = [pid for pid in range(len(_PATTERNS)) if pid not in _DICTIONARY_PIDS]
         flags = [
             hyperscan.HS_FLAG_SOM_LEFTMOST
-            | (hyperscan.HS_FLAG_CASELESS if p.entity.caseless else 0)
-            for p in _PATTERNS
+            | (hyperscan.HS_FLAG_CASELESS if _PATTERNS[pid].entity.caseless else 0)
+            for pid in regexes
         ]
-        self._db.compile(
-            expressions=[p.regex.encode() for p in _PATTERNS],
-            ids=list(range(len(_PATTERNS))),
-            elements=len(_PATTERNS),
-            flags=flags,
+        # dictionaries: every word its own case-sensitive literal (no start-of-match
+        # tracking needed: the start is the end minus the word's length)
+        self._base = len(_PATTERNS)
+        expressions = [_PATTERNS[pid].regex.encode() for pid in regexes]
+        expressions += [re.escape(word) for _, word in _LITERALS]
+        self._db = _compiled(
+            expressions,
+            regexes + list(range(self._base, self._base + len(_LITERALS))),
+            flags + [0] * len(_LITERALS),
         )
         self._scratch = hyperscan.Scratch(self._db)
         self._keys = hyperscan.Database()
@@ -116,8 +191,12 @@ class _HyperscanEngine:
 
     def candidates(self, data: bytes) -> Candidates:
         found: Candidates = {}
+        base = self._base
 
         def on_match(pid: int, start: int, end: int, flags: int, ctx: object) -> None:
+            if pid >= base:
+                pid, word = _LITERALS[pid - base]
+                start = end - len(word)
             ends = found.get((pid, start))
             if ends is None:
                 found[(pid, start)] = [end]
@@ -133,12 +212,14 @@ class _RegexEngine:
 
     def __init__(self, flavour: Literal["re", "re2"]) -> None:
         module: Any
+        options: Any = None
         if flavour == "re2":
             import re2
 
             module = re2
             options = re2.Options()
             options.case_sensitive = True
+            options.max_mem = 256 << 20  # the name dictionaries
             self._set: Any = re2.Set.SearchSet(options)
             for p in _PATTERNS:
                 self._set.Add(("(?i)" if p.entity.caseless else "") + p.regex)
@@ -149,7 +230,7 @@ class _RegexEngine:
         self._compiled = [
             module.compile(p.regex.encode(), re.IGNORECASE if p.entity.caseless else 0)
             if flavour == "re"
-            else module.compile(("(?i)" if p.entity.caseless else "") + p.regex)
+            else module.compile(("(?i)" if p.entity.caseless else "") + p.regex, options)
             for p in _PATTERNS
         ]
         self._flavour = flavour
@@ -165,13 +246,30 @@ class _RegexEngine:
             for pid in hits:
                 for m in self._compiled[pid].finditer(text):
                     start = len(text[: m.start()].encode())
-                    end = start + len(m.group().encode())
-                    found.setdefault((pid, start), []).append(end)
+                    for end in _shorter(self._compiled[pid], text, m.start(), m.end(), " "):
+                        found.setdefault((pid, start), []).append(
+                            start + len(text[m.start() : end].encode())
+                        )
             return found
         for pid, regex in enumerate(self._compiled):
             for m in regex.finditer(data):
-                found.setdefault((pid, m.start()), []).append(m.end())
+                ends = _shorter(regex, data, m.start(), m.end(), b" ")
+                found.setdefault((pid, m.start()), []).extend(ends)
         return found
+
+
+def _shorter(regex: Any, text: Any, start: int, end: int, space: Any) -> list[int]:
+    """The match's end and the ends of shorter matches from the same start that stop
+    before one of its spaces ("ES49 ... 7195 P" is also "ES49 ... 7195"): Hyperscan reports
+    every end, the backtracking engines only the greedy one."""
+    ends = [end]
+    cut = text.rfind(space, start, end)
+    while cut > start:
+        shorter = regex.match(text, start, cut)
+        if shorter is not None and shorter.end() not in ends:
+            ends.append(shorter.end())
+        cut = text.rfind(space, start, cut)
+    return ends
 
 
 def _engine(name: Engine) -> Any:
@@ -199,7 +297,16 @@ class Scanner:
         out: list[list[Finding]] = [[] for _ in items]
         if not items:
             return out
-        encoded = [text.encode("utf-8", "surrogatepass") for text, _, _ in items]
+        # a URL-encoded text is scanned decoded too ("q=Janet+Phillips", "maria%40x.com"),
+        # in the same pass; its findings are mapped back onto the encoded text
+        variants: dict[int, tuple[int, list[int]]] = {}  # variant index -> (item, origins)
+        texts = [text for text, _, _ in items]
+        for i, (text, _, _) in enumerate(items):
+            decoded = _url_decoded(text)
+            if decoded is not None:
+                variants[len(texts)] = (i, decoded[1])
+                texts.append(decoded[0])
+        encoded = [text.encode("utf-8", "surrogatepass") for text in texts]
         starts = []
         position = 0
         for data in encoded:
@@ -214,8 +321,18 @@ class Scanner:
             base = starts[i]
             per_item.setdefault(i, []).append((pid, bstart - base, [e - base for e in ends]))
         for i, found in per_item.items():
-            text, path, hint = items[i]
-            out[i] = self._validate(text, encoded[i], found, path, hint)
+            if i < len(items):
+                text, path, hint = items[i]
+                out[i] += self._validate(text, encoded[i], found, path, hint)
+                continue
+            owner, origins = variants[i]
+            _, path, hint = items[owner]
+            for f in self._validate(texts[i], encoded[i], found, path, hint):
+                start, end = origins[f.start], origins[f.end]
+                if not any(start < g.end and g.start < end for g in out[owner]):
+                    out[owner].append(dataclasses.replace(f, start=start, end=end))
+        for findings in out:
+            findings.sort(key=lambda f: f.start)
         return out
 
     def _validate(
@@ -259,9 +376,28 @@ class Scanner:
     ) -> tuple[int, int, float, str] | None:
         if not _boundary_ok(entity.boundary, text, start, end):
             return None
+        words = _CONTEXT_RE.get(entity.name)
+        # search the window in place: a word cut by the window's edge ("ho|tel") is no word
+        context = words is not None and bool(
+            words.search(lowered, max(0, start - CONTEXT_WINDOW), start)
+            or (words.search(key_hint) and _hint_counts(entity.name, key_hint))
+        )
+        if index in entity.needs_context and not context:
+            return None
+        if entity.name == "IP_ADDRESS" and _VERSION_KEY.search(key_hint):
+            return None  # {"app_version": "4.12.0.1"}
+        if entity.name == "EMAIL" and text[max(0, start - 3) : start] == "://":
+            return None  # the user of a URL ("postgres://app@db"), not an address
+        if entity.extend is not None:
+            span = entity.extend(text, start, end, index, context)
+            if span is None:
+                return None
+            start, end = span
         if entity.value_after is not None:  # keep only the secret value
             match = text[start:end]
-            cut = max(match.rfind(c) for c in entity.value_after)
+            cut = min(
+                (i for i in (match.find(c) for c in entity.value_after) if i >= 0), default=-1
+            )
             offset = cut + 1
             while offset < len(match) and match[offset] in " \"'":
                 offset += 1
@@ -271,13 +407,6 @@ class Scanner:
             end = closing + len("PRIVATE KEY-----") if closing >= 0 else len(text)
         value = entity.validate(text[start:end])
         if value is None:
-            return None
-        words = _CONTEXT_RE.get(entity.name)
-        # search the window in place: a word cut by the window's edge ("ho|tel") is no word
-        context = words is not None and bool(
-            words.search(lowered, max(0, start - CONTEXT_WINDOW), start) or words.search(key_hint)
-        )
-        if index in entity.needs_context and not context:
             return None
         confidence = min(1.0, entity.confidence + (CONTEXT_BONUS if context else 0.0))
         return start, end, confidence, value
@@ -337,6 +466,12 @@ class Scanner:
             for p, text, hint, sensitive in _walk(value, path, ""):
                 if sensitive:
                     out[d].append(self._finding("SENSITIVE_FIELD", p, 0, len(text), 0.99, text))
+                    continue
+                ruled = _key_rule(hint, text) if hint else None
+                if ruled is not None:  # the whole value, by its key
+                    start = len(text) - len(text.lstrip())
+                    end = len(text.rstrip())
+                    out[d].append(self._finding(ruled[0], p, start, end, ruled[1], text[start:end]))
                 else:
                     items.append((text, p, hint))
                     owners.append(d)
@@ -390,12 +525,115 @@ def _boundary_ok(kind: str, text: str, start: int, end: int) -> bool:
             return False
         if after == "." and end + 1 < len(text) and text[end + 1].isdigit():
             return False
-        prefix = text[max(0, start - 8) : start].lower()
-        return not (prefix.endswith("v") or "version" in prefix)
+        if before == "/" and start >= 2 and text[start - 2].isalpha():
+            return False  # a product token's version: "Chrome/120.0.0.0"
+        prefix = text[max(0, start - 24) : start].lower()
+        return not _VERSION_WORDS.search(prefix)
     if kind == "hex":
         hexish = "0123456789abcdefABCDEF:"
         return not (before in hexish and before) and not (after in hexish and after)
     return True
+
+
+#: words that make the dotted numbers after them a version, not an IPv4 address
+_VERSION_WORDS = re.compile(
+    r"(?<![a-z])(?:version|versão|versión|release|rel|ver|build|firmware|fw|sdk|patch|kernel|"
+    r"v)[\s:=#\"']*$"
+)
+_VERSION_KEY = re.compile(r"version|release|build|firmware|sdk|(?<![a-z])ver(?![a-z])")
+
+
+_ENCODED = re.compile(r"%[0-9A-Fa-f]{2}|[?&][A-Za-z0-9_.\-]+=[^&\s]*\+")
+
+
+def _url_decoded(text: str) -> tuple[str, list[int]] | None:
+    """``text`` percent-decoded ("+" as a space), with each decoded character's position
+    in ``text`` (one more for the end); None when nothing in it is URL-encoded."""
+    if ("%" not in text and "+" not in text) or _ENCODED.search(text) is None:
+        return None
+    out: list[str] = []
+    origins: list[int] = []
+    pending = bytearray()
+    pending_at = 0
+    i = 0
+    while i <= len(text):
+        if (
+            i < len(text)
+            and text[i] == "%"
+            and re.fullmatch(r"[0-9A-Fa-f]{2}", text[i + 1 : i + 3])
+        ):
+            if not pending:
+                pending_at = i
+            pending.append(int(text[i + 1 : i + 3], 16))
+            try:
+                char = pending.decode("utf-8")
+            except UnicodeDecodeError:
+                if len(pending) >= 4:
+                    out.append("\ufffd")
+                    origins.append(pending_at)
+                    pending.clear()
+            else:
+                out.append(char)
+                origins.append(pending_at)
+                pending.clear()
+            i += 3
+            continue
+        if pending:  # an incomplete sequence
+            out.append("\ufffd")
+            origins.append(pending_at)
+            pending.clear()
+        if i == len(text):
+            break
+        out.append(" " if text[i] == "+" else text[i])
+        origins.append(i)
+        i += 1
+    origins.append(len(text))
+    decoded = "".join(out)
+    return (decoded, origins) if decoded != text else None
+
+
+def _hint_counts(entity: str, key_hint: str) -> bool:
+    """Whether a key is context for ``entity``: for names only name-like keys are
+    (``first_name``, ``nome``; never ``event_name`` or ``file_name``)."""
+    if entity != "PERSON_NAME":
+        return True
+    return people.norm_key(key_hint) in people.NAME_KEYS
+
+
+#: Vigil's own identifiers: a hex digest or id under one of these keys is never a finding
+_ID_KEYS = frozenset(
+    {"event_id", "trace_id", "span_id", "parent_span_id", "request_id", "correlation_id",
+     "message_id", "session_hash", "idempotency_key"}
+)  # fmt: skip
+_ID_VALUE = re.compile(r"[0-9a-fA-F]{8,128}|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-"
+                       r"[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")  # fmt: skip
+
+
+def _own_identifier(key: str, value: str) -> bool:
+    norm = people.norm_key(key)
+    return (norm.endswith("_hash") or norm in _ID_KEYS) and _ID_VALUE.fullmatch(value) is not None
+
+
+def _key_rule(key: str, text: str) -> tuple[str, float] | None:
+    """(entity, confidence) when a key says what its whole value is: a name under
+    ``first_name``, an address under ``street``, a document number under ``passport``,
+    a random-looking value under ``webhook_secret`` or ``aws_secret_access_key``."""
+    norm = people.norm_key(key)
+    if not norm:
+        return None
+    if norm in people.NAME_KEYS and norm != "name" and people.name_value(text):
+        return "PERSON_NAME", 0.85
+    if norm in people.ADDRESS_KEYS and people.address_value(text):
+        return "STREET_ADDRESS", 0.85
+    if norm in people.ID_KEYS and people.id_value(text):
+        return "ID_DOCUMENT", 0.85
+    if norm not in people.NOT_NAME_KEYS and is_secret_name(norm):
+        value = text.strip()
+        if "aws" in norm and "secret" in norm and aws_secret(value):
+            return "AWS_SECRET_KEY", 0.95
+        if looks_random(value):
+            return "HIGH_ENTROPY_SECRET", 0.8
+    return None
 
 
 def _walk(value: Any, path: str, hint: str) -> Iterator[tuple[str, str, str, bool]]:
@@ -409,6 +647,8 @@ def _walk(value: Any, path: str, hint: str) -> Iterator[tuple[str, str, str, boo
             yield f"{child}#key", key, "", False
             if is_sensitive_key(key):  # every value under it, whatever it looks like
                 yield from _sensitive_leaves(item, child)
+            elif isinstance(item, str) and _own_identifier(key, item):
+                continue
             else:
                 yield from _walk(item, child, key.lower())
     elif isinstance(value, list):
