@@ -52,6 +52,11 @@ CARD_CONTEXT = ("card", "credit", "debit", "visa", "mastercard", "amex", "cartao
 PHONE_CONTEXT = ("phone", "tel", "mobile", "cell", "celular", "telefone", "telefon", "handy",
                  "téléphone", "portable", "call", "whatsapp", "sms")  # fmt: skip
 
+ADDRESS_CONTEXT = (
+    "address", "ship to", "shipping", "deliver", "lives at", "endereço", "endereco", "adresse",
+    "anschrift", "dirección", "direccion", "domicilio", "morada",
+)  # fmt: skip
+
 ENTITIES: tuple[Entity, ...] = (
     Entity(
         "PRIVATE_KEY",
@@ -297,25 +302,20 @@ ENTITIES: tuple[Entity, ...] = (
     ),
     Entity(
         "STREET_ADDRESS",
+        people.EN_ADDRESS_PATTERNS,
+        v.anything,
+        0.75,
+        5,
+        ADDRESS_CONTEXT,
+        extend=people.extend_en_address,
+    ),
+    Entity(
+        "STREET_ADDRESS",
         people.ADDRESS_PATTERNS,
         v.anything,
         0.75,
         5,
-        (
-            "address",
-            "ship to",
-            "shipping",
-            "deliver",
-            "lives at",
-            "endereço",
-            "endereco",
-            "adresse",
-            "anschrift",
-            "dirección",
-            "direccion",
-            "domicilio",
-            "morada",
-        ),
+        ADDRESS_CONTEXT,
         caseless=True,
         extend=people.extend_address,
     ),
@@ -329,6 +329,7 @@ ENTITIES: tuple[Entity, ...] = (
         boundary="number",
         caseless=True,
         needs_context=tuple(range(len(people.DATE_PATTERNS))),
+        extend=people.extend_date,
     ),
     Entity(
         "ID_DOCUMENT",

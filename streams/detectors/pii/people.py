@@ -317,20 +317,24 @@ def _alt(words: tuple[str, ...]) -> str:
 
 
 ADDRESS_PATTERNS = (
-    # 0: en, "9170 Susan Creek", "12B Baker Street" (a number, 1-4 words, a street type)
-    r"\d{1,6}[A-Za-z]?,?[ ]+(?:" + _W + r"[ ]+){1,4}" + _alt(EN_STREET) + r"s?\.?",
-    # 1: en-GB, "Flat 46, Oliver Village"
-    r"(?:Flat|Studio|Apartment|Unit)[ ]+\d{1,4}[A-Za-z]?,?[ ]+(?:"
-    + _W
-    + r"[ ]+){1,4}"
-    + _alt(EN_STREET),
-    # 2: pt, es: the street type first ("Rua das Flores, 120", "Calle Mayor 5")
+    # 0: pt, es: the street type first ("Rua das Flores, 120", "Calle Mayor 5")
     _alt(PT_ES_STREET) + r"[ ]+" + _L,
-    # 3: fr, "12, rue de la Paix", "5 bis avenue Victor Hugo"
+    # 1: fr, "12, rue de la Paix", "5 bis avenue Victor Hugo"
     r"\d{1,4}(?:[ ]?(?:bis|ter|[A-Za-z]))?,?[ ]+" + _alt(FR_STREET) + r"[ ]+" + _L,
-    # 4: de, "Hauptstraße 5", "Karl-Marx-Allee 12-14", "Reinhardtstr. 4-6"
+    # 2: de, "Hauptstraße 5", "Karl-Marx-Allee 12-14", "Reinhardtstr. 4-6"
     _alt(DE_STREET) + r"[ ]?\d{1,4}",
 )
+#: en: the street type after a space ("9170 Susan Creek", "Flat 46, Oliver Village"):
+#: the anchor is the type, the number and the words before it are found by
+#: :func:`extend_en_address` (a pattern that starts at any digit costs the engine a third
+#: of its speed on JSON full of numbers)
+EN_ADDRESS_PATTERNS = (
+    r"[ ]" + _alt(tuple(EN_STREET) + tuple(w.upper() for w in EN_STREET)) + r"s?\.?",
+)
+_HOUSE_NUMBER = re.compile(r"\d{1,6}[A-Za-z]?,?")
+_UNIT_BEFORE = re.compile(r"(?:Flat|Studio|Apartment|Unit|FLAT|STUDIO|APARTMENT|UNIT)[ ]+$")
+
+
 _NUMBER_AFTER = re.compile(r",? ?(?:n[º°o]\.? ?|nº ?)?(\d{1,5}(?:[\-/]\d{1,5})?[A-Za-z]?)(?![\w])")
 _PT_ES_UNIT = re.compile(r",? " + PT_ES_UNIT + r"\.? ?\d{1,4}[A-Za-z]?(?![\w])", re.IGNORECASE)
 _EN_UNIT = re.compile(r",? " + EN_UNIT + r"\.? ?#?\d{1,5}[A-Za-z]?(?![\w])", re.IGNORECASE)
@@ -342,66 +346,104 @@ _EN_ABBREVIATIONS = frozenset(
 )  # fmt: skip
 
 
+def extend_en_address(
+    text: str, start: int, end: int, index: int, context: bool
+) -> tuple[int, int] | None:
+    """Back from the street type over one to four words to the house number (and a
+    "Flat 46," before it), then the checks of :func:`extend_address`."""
+    pos = start  # the space before the street type
+    for words in range(5):
+        while pos > 0 and text[pos - 1] == " ":
+            pos -= 1
+        first = pos
+        while first > 0 and (text[first - 1].isalnum() or text[first - 1] in "-'\u2019.,#"):
+            first -= 1
+        token = text[first:pos]
+        if not token:
+            return None
+        if _HOUSE_NUMBER.fullmatch(token):
+            if words == 0:
+                return None
+            unit = _UNIT_BEFORE.search(text, max(0, first - 16), first)
+            if unit is not None and token.endswith(","):
+                return _street_then_number(text, unit.start(), end, 1)
+            return _street_then_number(text, first, end, 0)
+        if not token[:1].isalpha():
+            return None
+        pos = first
+    return None
+
+
 def extend_address(
     text: str, start: int, end: int, index: int, context: bool
 ) -> tuple[int, int] | None:
-    if index in (0, 1):
-        if not _word_start(text, start):
+    return _OTHER_LOCALES[index](text, start, end)
+
+
+def _street_then_number(text: str, start: int, end: int, index: int) -> tuple[int, int] | None:
+    """en: a number, one to four words, a street type (index 1: after "Flat 46,")."""
+    if not _word_start(text, start):
+        return None
+    if end < len(text) and (text[end].isalnum() or text[end] == "'"):
+        return None
+    # the words between the number and the street type: capitalised (or all upper)
+    if start >= 2 and text[start - 1] in ".," and text[start - 2].isdigit():
+        return None  # the decimals of an amount, "8.054.70 EUR Walk"
+    tokens = text[start:end].replace(",", " ").split()
+    body = [t for t in tokens[1 if index == 1 else 0 :] if not any(c.isdigit() for c in t)]
+    upper = all(w.isupper() for w in body)
+    if not body or not all(w[:1].isupper() and (upper or not w.isupper()) for w in body):
+        return None  # Title Case or UPPER CASE throughout
+    if text[end - 1] == "." and text[start : end - 1].rsplit(" ", 1)[-1] not in _EN_ABBREVIATIONS:
+        end -= 1  # the full stop after "Susan Creek." ends the sentence, not the address
+    unit = _EN_UNIT.match(text, end)
+    return start, unit.end() if unit else end
+
+
+def _type_then_number(text: str, start: int, end: int) -> tuple[int, int] | None:
+    """pt, es: "Rua das Flores, 120", "Calle de Alcalá 23 Piso 4"."""
+    if not _word_start(text, start) or not text[start].isupper():
+        return None
+    pos = end - 1
+    words = _words(text, pos, 8)
+    last = None
+    for i, (_, w_end, word) in enumerate(words):
+        if word.lower() in PARTICLES or word[:1].isupper():
+            if word.lower() not in PARTICLES:
+                last = w_end
+            continue
+        if i == 0:
             return None
-        if end < len(text) and (text[end].isalnum() or text[end] == "'"):
-            return None
-        # the words between the number and the street type: capitalised (or all upper)
-        if start >= 2 and text[start - 1] in ".," and text[start - 2].isdigit():
-            return None  # the decimals of an amount, "8.054.70 EUR Walk"
-        tokens = text[start:end].replace(",", " ").split()
-        body = [t for t in tokens[1 if index == 1 else 0 :] if not any(c.isdigit() for c in t)]
-        upper = all(w.isupper() for w in body)
-        if not body or not all(w[:1].isupper() and (upper or not w.isupper()) for w in body):
-            return None  # Title Case or UPPER CASE throughout
-        if (
-            text[end - 1] == "."
-            and text[start : end - 1].rsplit(" ", 1)[-1] not in _EN_ABBREVIATIONS
-        ):
-            end -= 1  # the full stop after "Susan Creek." ends the sentence, not the address
-        unit = _EN_UNIT.match(text, end)
-        return start, unit.end() if unit else end
-    if index == 2:
-        if not _word_start(text, start) or not text[start].isupper():
-            return None
-        pos = end - 1
-        words = _words(text, pos, 8)
-        last = None
-        for i, (_, w_end, word) in enumerate(words):
-            if word.lower() in PARTICLES or word[:1].isupper():
-                if word.lower() not in PARTICLES:
-                    last = w_end
-                continue
-            if i == 0:
-                return None
+        break
+    if last is None:
+        return None
+    number = _NUMBER_AFTER.match(text, last)
+    if number is None:
+        return None
+    stop = number.end()
+    unit = _PT_ES_UNIT.match(text, stop)
+    return start, unit.end() if unit else stop
+
+
+def _number_then_type(text: str, start: int, end: int) -> tuple[int, int] | None:
+    """fr: "12, rue de la Paix"."""
+    if not _word_start(text, start):
+        return None
+    last = None
+    for _, w_end, word in _words(text, end - 1, 7):
+        low = word.lower()
+        if low in PARTICLES or low.startswith(("l'", "d'", "l\u2019", "d\u2019")):
+            if word[:1].isupper() and low not in PARTICLES:
+                last = w_end
+            continue
+        if not word[:1].isupper():
             break
-        if last is None:
-            return None
-        number = _NUMBER_AFTER.match(text, last)
-        if number is None:
-            return None
-        stop = number.end()
-        unit = _PT_ES_UNIT.match(text, stop)
-        return start, unit.end() if unit else stop
-    if index == 3:
-        if not _word_start(text, start):
-            return None
-        last = None
-        for _, w_end, word in _words(text, end - 1, 7):
-            low = word.lower()
-            if low in PARTICLES or low.startswith(("l'", "d'", "l\u2019", "d\u2019")):
-                if word[:1].isupper() and low not in PARTICLES:
-                    last = w_end
-                continue
-            if not word[:1].isupper():
-                break
-            last = w_end
-        return (start, last) if last is not None else None
-    # 4: German: back over the street's name (compound or hyphenated), on over the number
+        last = w_end
+    return (start, last) if last is not None else None
+
+
+def _compound_then_number(text: str, start: int, end: int) -> tuple[int, int] | None:
+    """de: back over the street's name (compound or hyphenated), on over the number."""
     word_start = start
     while word_start > 0 and (text[word_start - 1].isalpha() or text[word_start - 1] == "-"):
         word_start -= 1
@@ -432,6 +474,9 @@ def extend_address(
     if number is None:
         return None
     return word_start, number.end()
+
+
+_OTHER_LOCALES = (_type_then_number, _number_then_type, _compound_then_number)
 
 
 def address_value(text: str) -> bool:
@@ -470,9 +515,24 @@ _MONTH = _alt(tuple(MONTHS)) + r"\.?"
 DATE_PATTERNS = (
     r"\d{1,2}[./\-]\d{1,2}[./\-](?:19|20)\d{2}",
     r"(?:19|20)\d{2}[./\-]\d{1,2}[./\-]\d{1,2}",
-    r"\d{1,2}(?:st|nd|rd|th|er|º|\.)?[ ]+(?:de[ ]+)?" + _MONTH + r"[ ]+(?:de[ ]+)?(?:19|20)\d{2}",
+    # "12 de março de 1985", "12. März 1985", "1er mars 1985": the month is the anchor, the day
+    # before it is found by extend_date (a pattern starting at any digit slows the engine)
+    _MONTH + r"[ ]+(?:de[ ]+)?(?:19|20)\d{2}",
     _MONTH + r"[ ]+\d{1,2}(?:st|nd|rd|th)?,?[ ]+(?:19|20)\d{2}",
 )
+_DAY_BEFORE = re.compile(r"(?<!\d)\d{1,2}(?:st|nd|rd|th|er|º|\.)?[ ]+(?:de[ ]+)?$", re.IGNORECASE)
+
+
+def extend_date(
+    text: str, start: int, end: int, index: int, context: bool
+) -> tuple[int, int] | None:
+    """A date as matched, or (the month-name pattern) with its day before the month."""
+    if index != 2:
+        return start, end
+    day = _DAY_BEFORE.search(text, max(0, start - 12), start)
+    return (day.start(), end) if day else None
+
+
 DOB_CONTEXT = (
     "dob", "d.o.b", "date of birth", "birth date", "birthdate", "birthday", "born", "birth",
     "nascimento", "nascido", "nascida", "data de nasc", "dt nasc", "geburtsdatum",
