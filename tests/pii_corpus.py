@@ -321,7 +321,11 @@ def _embed(embedded: str, value: str, entity: str, fake: Faker, locale: str, i: 
     )
 
 
-def positives(per_entity_locale: int = 40, seed: int = 1) -> list[Sample]:
+def positives(
+    per_entity_locale: int = 40, seed: int = 1, personal: tuple[int, int] | None = None
+) -> list[Sample]:
+    """``personal``: (samples per entity and locale, seed) of the personal entities;
+    by default as many as the others, on the seed the rules were developed against."""
     rng = random.Random(seed)
     for name in ("en_US", "pt_BR"):  # US SSNs and Brazilian documents in every locale
         _SEEDED[name] = Faker(name)
@@ -356,7 +360,8 @@ def positives(per_entity_locale: int = 40, seed: int = 1) -> list[Sample]:
                         text, ((start, start + len(secret), entity),), locale, "$", bool(context)
                     )
                 )
-    return out + personal_positives(per_entity_locale, seed + 2)
+    count, personal_seed = personal or (per_entity_locale, seed + 2)
+    return out + personal_positives(count, personal_seed)
 
 
 def _wrong_cpf(rng: random.Random) -> str:
@@ -545,7 +550,9 @@ def _pr(tp: int, fp: int, fn: int) -> tuple[float, float]:
 
 
 def report(scan: object) -> str:
-    samples = positives() + negatives()
+    # the personal entities on a seed the rules were not developed against (seeds 3 and 7
+    # were), 100 per entity and locale
+    samples = positives(personal=(100, 11)) + negatives()
     table = evaluate(scan, samples)
     lines = ["| entity | TP | FP | FN | precision | recall |", "|---|---:|---:|---:|---:|---:|"]
     for entity, (tp, fp, fn) in table.items():

@@ -2,18 +2,20 @@
 
 Given names and surnames are the most frequent ones per country in ``names-dataset``
 (Apache-2.0; it needs ~2 GB of memory and 10 s to load, so Vigil ships the derived lists,
-not the package). A name that is also a common word is kept apart (the scanner reports it only with
-context): a lower-case word of Debian's word lists for English, Portuguese, Spanish and
-French (``wamerican``, ``wbritish``, ``wbrazilian``, ``wspanish``, ``wfrench``: "will",
-"rose", "bill", "flores"), any word of the German list (``wngerman``: nouns are capitalised
-there, "Haus", "Frau", "Wald"), or in the list below ("mark", "june", "paris"). The 300
-most frequent given names per gender and 500 most frequent surnames of each country stay
-names ("John", "Maria", "Silva", "Müller" are words of some list too) unless listed below.
+not the package). A name that is also a common word is kept apart (the scanner reports it
+only with context): a lower-case word of Debian's word lists for English, Portuguese,
+Spanish and French (``wamerican``, ``wbritish``, ``wbrazilian``, ``wspanish``,
+``wfrench``: "will", "rose", "bill", "flores"), any word of the German list (``wngerman``:
+nouns are capitalised there, "Haus", "Frau", "Wald"), or in the list below ("mark",
+"june", "paris"). The 300 most frequent given names per gender and the 500 most
+frequent surnames of any of the countries stay names ("John", "Ana", "Silva", "Müller" are
+words of some list too) unless listed below.
 
 ``words`` are the 8,000 most frequent words of English, Portuguese, Spanish, French and
-German (``wordfreq``, MIT): a capitalised one after a given name ends the name unless it
-is a known name ("Frank Discussion", "Mark Paid" are no names). Street types and titles are never
-given names ("Ave Maria"). Run inside a throwaway virtualenv with ``names-dataset`` installed.
+German (``wordfreq``, MIT): a capitalised one after a given name ends the name unless it is
+a known name ("Frank Discussion", "Mark Paid" are no names). Street types and titles are
+never given names ("Ave Maria"). Run inside a throwaway virtualenv with ``names-dataset``
+and ``wordfreq`` installed (``make dictionaries`` does).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ EXTRA_COMMON = {
     "january", "february", "march", "april", "may", "june", "july", "august", "september",
     "october", "november", "december", "monday", "tuesday", "wednesday", "thursday",
     "friday", "saturday", "sunday", "paris", "london", "berlin", "madrid", "lisbon",
-    "florence", "sydney", "victoria", "georgia", "virginia", "carolina", "dakota", "india",
+    "florence", "rio", "sydney", "victoria", "georgia", "virginia", "carolina", "dakota", "india",
     "china", "jordan", "israel", "kenya", "chelsea", "brooklyn", "austin", "houston",
     "dallas", "phoenix", "orlando", "denver", "memphis", "cleveland", "madison", "lincoln",
     "washington", "jackson", "hudson", "sierra", "nevada", "montana", "angel", "king",
@@ -52,14 +54,6 @@ EXTRA_COMMON = {
     "ernst", "mai", "kai", "paz", "luz", "rosa", "clemente", "bonita", "blanca", "dolores",
 }  # fmt: skip
 _NAME = re.compile(r"[^\W\d_]{2,}(?:[-'][^\W\d_]{2,})?")
-
-
-#: the countries whose most frequent names stay names against each word list
-LIST_COUNTRIES = {
-    "american-english": ("US", "GB"), "british-english": ("US", "GB"),
-    "brazilian": ("BR", "PT"), "spanish": ("ES", "MX"), "french": ("FR",),
-    "ngerman": COUNTRIES,  # it holds proper names of every origin ("James", "Johnson")
-}  # fmt: skip
 
 
 def _word_lists() -> dict[str, set[str]]:
@@ -108,10 +102,11 @@ def main() -> None:
         surnames.update(_clean(last[country]))
         kept_surnames[country] = {n.lower() for n in last[country][:TOP_SURNAMES_KEPT]}
     common_given, common_surnames = set(never), set(never)
-    for name, words in lists.items():
-        countries = LIST_COUNTRIES[name]
-        common_given |= words - set().union(*(kept_given[c] for c in countries))
-        common_surnames |= words - set().union(*(kept_surnames[c] for c in countries))
+    every_given = set().union(*kept_given.values())
+    every_surname = set().union(*kept_surnames.values())
+    for words in lists.values():
+        common_given |= words - every_given
+        common_surnames |= words - every_surname
     frequent = {w for lang in ("en", "pt", "es", "fr", "de") for w in top_n_list(lang, 8000)}
     capitalised = sorted(w[:1].upper() + w[1:] for w in frequent if w.isalpha() and len(w) > 1)
     document = {

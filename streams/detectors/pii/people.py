@@ -161,27 +161,38 @@ def _words(text: str, pos: int, limit: int) -> list[tuple[int, int, str]]:
 
 
 def name_end(text: str, start: int, first_free: bool, min_words: int) -> tuple[int, int] | None:
-    """The end of the name starting at ``start`` and how many words it has; the first word
-    after the first is free (any capitalised word: the surname), later ones must be known
-    names or follow a particle."""
+    """The end of the name starting at ``start`` and how many words it has: middle given
+    names, then one free word (any capitalised word that is not a frequent word: the
+    surname, known or not), then known names, particles ("da", "von") with their word."""
     words = _words(text, start, 7)
     if not words:
         return None
     upper = words[0][2].isupper() and len(words[0][2]) > 1
-    if not _capitalised(words[0][2], upper) or words[0][2] in _STOP:
-        return None
+    first = words[0][2]
+    if not _capitalised(first, upper) or first in _STOP or first.lower() in PARTICLES:
+        return None  # "DE NASCIMENTO" is no name
     end, count, i = words[0][1], 1, 1
+    d = dictionaries()
+    free = first_free  # one word may be a surname the dictionaries do not know
+    givens = True  # still in the given names ("Luiz Miguel", "Ana Sophia")
     while i < len(words):
         word = words[i][2]
-        if (word.lower() in PARTICLES and not upper) or (upper and word.lower() in PARTICLES):
+        if word.lower() in PARTICLES:
             if i + 1 < len(words) and _capitalised(words[i + 1][2], upper):
                 end, count, i = words[i + 1][1], count + 1, i + 2
+                givens = free = False
                 continue
             break
         if not _capitalised(word, upper) or word in _STOP:
             break
-        if (i == 1 and first_free and _surname_like(word)) or _known(word):
+        title = _title(word)
+        following = i + 1 < len(words) and _capitalised(words[i + 1][2], upper)
+        if givens and following and (title in d["given"] or title in d["given_common"]):
+            end, count, i = words[i][1], count + 1, i + 1  # a middle given name
+            continue
+        if (free and _surname_like(word)) or _known(word):
             end, count, i = words[i][1], count + 1, i + 1
+            givens = free = False
             continue
         break
     if end < len(text) and (text[end] in "-_/" or text[end].isdigit()):
@@ -277,7 +288,7 @@ EN_STREET = (
     "Fords", "Forge", "Forges", "Gateway", "Gateways", "Grounds", "Groves", "Hill",
     "Inlet", "Lane", "Lock", "Locks", "Loaf", "Mall", "Mews", "Neck", "Overpass", "Parade",
     "Pier", "Quay", "Ridge", "Rue", "Squares", "Station", "Stream", "Tunnel", "Walks",
-    "Wharf", "Wynd",
+    "Wharf", "Wynd", "Land",
 )  # fmt: skip
 EN_UNIT = r"(?:Apt|Apartment|Suite|Ste|Unit|Flat|Studio|Room|Floor|Fl|Bldg|Building)"
 #: Correios' types of logradouro (pt-BR) and the Spanish INE types of vía
@@ -380,6 +391,15 @@ def extend_address(
     return _OTHER_LOCALES[index](text, start, end)
 
 
+def _next_word(text: str, end: int) -> int:
+    """Where the word the anchor ended in (its first letter) starts: the engines match
+    bytes, so an anchor may end inside a letter such as "É"."""
+    pos = end - 1 if end > 0 and text[end - 1].isalpha() else end
+    while pos < len(text) and text[pos] == " ":
+        pos += 1
+    return pos
+
+
 def _street_then_number(text: str, start: int, end: int, index: int) -> tuple[int, int] | None:
     """en: a number, one to four words, a street type (index 1: after "Flat 46,")."""
     if not _word_start(text, start):
@@ -404,8 +424,7 @@ def _type_then_number(text: str, start: int, end: int) -> tuple[int, int] | None
     """pt, es: "Rua das Flores, 120", "Calle de Alcalá 23 Piso 4"."""
     if not _word_start(text, start) or not text[start].isupper():
         return None
-    pos = end - 1
-    words = _words(text, pos, 8)
+    words = _words(text, _next_word(text, end), 8)
     last = None
     for i, (_, w_end, word) in enumerate(words):
         if word.lower() in PARTICLES or word[:1].isupper():
@@ -430,7 +449,7 @@ def _number_then_type(text: str, start: int, end: int) -> tuple[int, int] | None
     if not _word_start(text, start):
         return None
     last = None
-    for _, w_end, word in _words(text, end - 1, 7):
+    for _, w_end, word in _words(text, _next_word(text, end), 7):
         low = word.lower()
         if low in PARTICLES or low.startswith(("l'", "d'", "l\u2019", "d\u2019")):
             if word[:1].isupper() and low not in PARTICLES:
