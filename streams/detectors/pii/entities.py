@@ -43,6 +43,27 @@ class Entity:
     literals: tuple[tuple[str, ...] | None, ...] = ()
 
 
+def _token(
+    name: str, *patterns: str, confidence: float = 0.99, context: tuple[str, ...] = ()
+) -> Entity:
+    """A vendor's token format: recognised by its prefix and length alone."""
+    return Entity(name, patterns, v.anything, confidence, 2, context, boundary="word")
+
+
+def _keyed(name: str, key: str, value: str, validate: Callable[[str], str | None]) -> Entity:
+    """A credential recognised by the name before it: ``key = value``, ``"key": "value"``."""
+    return Entity(
+        name,
+        (key + r"[\"']?[ ]*[:=][ ]*[\"']?" + value,),
+        validate,
+        0.95,
+        2,
+        caseless=True,
+        value_after="=:",
+        boundary="word",
+    )
+
+
 def _literal_alternation(words: tuple[str, ...]) -> str:
     return "(?:" + "|".join(re.escape(w) for w in words) + ")"
 
@@ -170,89 +191,37 @@ ENTITIES: tuple[Entity, ...] = (
         boundary="word",
     ),
     # --- vendor tokens: published prefixes and lengths, reported without context ----
-    Entity(
-        "GITHUB_TOKEN",
-        (r"gh[pousr]_[A-Za-z0-9]{36}", r"github_pat_[A-Za-z0-9]{22}_[A-Za-z0-9]{59}"),
-        v.anything,
-        0.99,
-        2,
-        boundary="word",
+    _token(
+        "GITHUB_TOKEN", r"gh[pousr]_[A-Za-z0-9]{36}", r"github_pat_[A-Za-z0-9]{22}_[A-Za-z0-9]{59}"
     ),
-    Entity(
-        "GITLAB_TOKEN",
-        (r"gl(?:pat|dt|rt|ptt|ft|imt|cbt|soat|oas|agent)-[A-Za-z0-9_\-]{20,64}",),
-        v.anything,
-        0.99,
-        2,
-        boundary="word",
-    ),
-    Entity(
+    _token("GITLAB_TOKEN", r"gl(?:pat|dt|rt|ptt|ft|imt|cbt|soat|oas|agent)-[A-Za-z0-9_\-]{20,64}"),
+    _token(
         "SLACK_TOKEN",
-        (r"xox[abposre]-[0-9]{6,}-[0-9A-Za-z\-]{8,}", r"xapp-\d-[A-Z0-9]{6,}-\d{6,}-[a-z0-9]{32,}"),
-        v.anything,
-        0.99,
-        2,
-        boundary="word",
+        r"xox[abposre]-[0-9]{6,}-[0-9A-Za-z\-]{8,}",
+        r"xapp-\d-[A-Z0-9]{6,}-\d{6,}-[a-z0-9]{32,}",
     ),
-    Entity(
+    _token(
         "SLACK_WEBHOOK",
-        (r"https://hooks\.slack\.com/(?:services|workflows|triggers)/[A-Za-z0-9_/\-]{20,}",),
-        v.anything,
-        0.99,
-        2,
-        boundary="word",
+        r"https://hooks\.slack\.com/(?:services|workflows|triggers)/[A-Za-z0-9_/\-]{20,}",
     ),
-    Entity(
-        "STRIPE_KEY",
-        (r"(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{20,99}",),
-        v.anything,
-        0.99,
-        2,
-        boundary="word",
-    ),
-    Entity("GOOGLE_API_KEY", (r"AIza[0-9A-Za-z_\-]{35}",), v.anything, 0.99, 2, boundary="word"),
-    Entity(
+    _token("STRIPE_KEY", r"(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{20,99}"),
+    _token("GOOGLE_API_KEY", r"AIza[0-9A-Za-z_\-]{35}"),
+    _token("TWILIO_KEY", r"(?:AC|SK)[0-9a-f]{32}", confidence=0.9, context=("twilio",)),
+    _token("SENDGRID_KEY", r"SG\.[A-Za-z0-9_\-]{22}\.[A-Za-z0-9_\-]{43}"),
+    _token("NPM_TOKEN", r"npm_[A-Za-z0-9]{36}"),
+    _token("PYPI_TOKEN", r"pypi-AgE(?:IcHlwaS5vcmc|NdGVzdC5weXBpLm9yZw)[A-Za-z0-9_\-]{50,}"),
+    # --- credentials recognised by the name before them -------------------------------
+    _keyed(
         "AWS_SECRET_KEY",
-        (
-            r"(?:aws[_\-. ]?)?secret[_\-. ]?(?:access[_\-. ]?)?key(?:[_\-]?id)?[\"']?[ ]*[:=][ ]*"
-            r"[\"']?[A-Za-z0-9/+]{40}",
-        ),
+        r"(?:aws[_\-. ]?)?secret[_\-. ]?(?:access[_\-. ]?)?key(?:[_\-]?id)?",
+        r"[A-Za-z0-9/+]{40}",
         sec.aws_secret,
-        0.95,
-        2,
-        caseless=True,
-        value_after="=:",
-        boundary="word",
     ),
-    Entity(
+    _keyed(
         "AZURE_STORAGE_KEY",
-        (
-            r"(?:AccountKey|(?:azure[_\-. ]?)?storage[_\-. ]?(?:account[_\-. ]?)?key)[\"']?[ ]*"
-            r"[:=][ ]*[\"']?[A-Za-z0-9+/]{86}==",
-        ),
+        r"(?:AccountKey|(?:azure[_\-. ]?)?storage[_\-. ]?(?:account[_\-. ]?)?key)",
+        r"[A-Za-z0-9+/]{86}==",
         sec.azure_key,
-        0.95,
-        2,
-        caseless=True,
-        value_after="=:",
-    ),
-    Entity("TWILIO_KEY", (r"(?:AC|SK)[0-9a-f]{32}",), v.anything, 0.9, 2, ("twilio",), "word"),
-    Entity(
-        "SENDGRID_KEY",
-        (r"SG\.[A-Za-z0-9_\-]{22}\.[A-Za-z0-9_\-]{43}",),
-        v.anything,
-        0.99,
-        2,
-        boundary="word",
-    ),
-    Entity("NPM_TOKEN", (r"npm_[A-Za-z0-9]{36}",), v.anything, 0.99, 2, boundary="word"),
-    Entity(
-        "PYPI_TOKEN",
-        (r"pypi-AgE(?:IcHlwaS5vcmc|NdGVzdC5weXBpLm9yZw)[A-Za-z0-9_\-]{50,}",),
-        v.anything,
-        0.99,
-        2,
-        boundary="word",
     ),
     Entity(
         "URL_CREDENTIALS",
