@@ -417,3 +417,54 @@ def msgspec_to_builtins(event: Any) -> Any:
     import msgspec
 
     return msgspec.to_builtins(event)
+
+
+#: one vector per credential format (made up, in the published shape) and a near miss that
+#: must not be reported: too short, wrong prefix, or a placeholder
+VECTORS = {
+    "GITHUB_TOKEN": ("ghp_Zx81hQv0LbT3kWm92aPqR7sYc4nD6eFg1HjK", "ghp_Zx81hQv0LbT3kWm9"),
+    "GITLAB_TOKEN": ("glpat-Xk3v9QmZ2pL8rT5wN1aB", "glpat-short"),
+    "SLACK_TOKEN": ("xoxb-263594206564-2343594206574-FGqddMF8t08v8N7Oq4i57vs1", "xoxb-1-2-x"),
+    "SLACK_WEBHOOK": (
+        "https://hooks.slack.com/services/T0ABCDEFGH/B0ABCDEFGHIJ/Xk3v9QmZ2pL8rT5wN1aBcDeF",
+        "https://hooks.slack.com/services/",
+    ),
+    "STRIPE_KEY": ("sk_live_51Hx2fJKl0aBcDeFgHiJkLmNoPq", "pk_live_51Hx2fJKl0aBcDeFgHiJkLmNoPq"),
+    "GOOGLE_API_KEY": ("AIzaSyD3Xk9vQmZ2pL8rT5wN1aBcDeFgHiJkLmN", "AIzaSyD3Xk9v"),
+    "TWILIO_KEY": ("SK0123456789abcdef0123456789abcdef", "SK0123456789abcdef"),
+    "SENDGRID_KEY": (
+        "SG.Xk3v9QmZ2pL8rT5wN1aBcD.Xk3v9QmZ2pL8rT5wN1aBcDeFgHiJkLmNoPqRsTuVwXy",
+        "SG.short.short",
+    ),
+    "NPM_TOKEN": ("npm_Xk3v9QmZ2pL8rT5wN1aBcDeFgHiJkLmNoPqR", "npm_install"),
+    "PYPI_TOKEN": (
+        "pypi-AgEIcHlwaS5vcmcCJGI4YmNhMDA1LTBjZDUtNDRkNC1iNWU2LTEyMzQ1Njc4OTBhYgACKlsz",
+        "pypi-AgEI",
+    ),
+    "AWS_SECRET_KEY": (
+        "aws_secret_access_key=Xk3v9QmZ2pL8rT5wN1aBcDeFgHiJkLmNoPqRsTuV",
+        "aws_secret_access_key=changeme",
+    ),
+    "AZURE_STORAGE_KEY": (
+        "AccountKey=" + "Xk3v9QmZ2pL8rT5wN1aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789abcdEFGH"
+        "ijklMNOPqrstUVWXyz012345==;",
+        "AccountKey=<your-key>;",
+    ),
+    "URL_CREDENTIALS": ("amqp://svc:Q8v2LmZx71@mq.internal:5672/", "amqp://svc:${MQ_PASS}@mq"),
+    "HIGH_ENTROPY_SECRET": ("WEBHOOK_SECRET=Q8v2LmZx71Rt4Nq9Kb3W", "WEBHOOK_SECRET=aaaaaaaaaaaaaaaaaaaa"),
+    "PRIVATE_KEY": ("-----BEGIN EC PRIVATE KEY-----\nMHcCAQEE\n-----END EC PRIVATE KEY-----",
+                    "-----BEGIN PUBLIC KEY-----"),
+    "AWS_ACCESS_KEY": ("AKIAQ3EGUFLCF7HQ2VJX", "AKIAQ3EGUF"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("entity", sorted(VECTORS))
+def test_every_credential_format_has_a_vector_and_a_near_miss(
+    scanner: Scanner, entity: str
+) -> None:
+    vector, near_miss = VECTORS[entity]
+    text = f"deploy log: {vector} (rotated)"
+    found = {(f.entity, text[f.start : f.end]) for f in scanner.scan_text(text)}
+    assert any(e == entity for e, _ in found), (entity, found)
+    miss = f"deploy log: {near_miss} (rotated)"
+    assert [f.entity for f in scanner.scan_text(miss)] == [], (entity, near_miss)
