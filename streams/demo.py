@@ -86,6 +86,10 @@ HTTP_SHARE = 1 - (
 #: status of an HTTP request: 5xx, 404 and 401 shares (the rest 200)
 P_5XX, P_404, P_401 = 0.003, 0.017, 0.0005
 PII_SAMPLE = "please call me back at jane.roe@example.com"  # the demo's planted PII
+#: ... and in the same ticket: a customer's name and a credential pasted into a note
+PII_NAME = "Janet Phillips"
+PII_TOKEN = "ghp_" + "Vd3mQ8xLr2Tz6NcW1pYk7HsB4gJf9aE5uR0o"  # made up, in GitHub's format
+PII_NOTE = f"Customer {PII_NAME} pasted her token {PII_TOKEN} into the form"
 CANARY_SERVICE, CANARY_SHARE = "web", 0.1
 BASELINE_RELEASE, CANARY_RELEASE = "2.7.3", "2.8.0"
 CANARY_SLOWER, CANARY_5XX = 1.6, 0.02  # the bad release
@@ -366,7 +370,9 @@ class DemoTraffic:
     def _pii(self, now_ms: int) -> tuple[bytes, bytes | None]:
         ev = self._envelope("analytics", "umbrella", "web", now_ms)
         ev.update(
-            event_name="support.ticket_opened", user_id="u-pii", properties={"message": PII_SAMPLE}
+            event_name="support.ticket_opened",
+            user_id="u-pii",
+            properties={"message": PII_SAMPLE, "note": PII_NOTE},
         )
         return orjson.dumps(ev), b"umbrella"
 
