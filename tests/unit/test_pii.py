@@ -469,3 +469,28 @@ def test_every_credential_format_has_a_vector_and_a_near_miss(
     assert any(e == entity for e, _ in found), (entity, found)
     miss = f"deploy log: {near_miss} (rotated)"
     assert [f.entity for f in scanner.scan_text(miss)] == [], (entity, near_miss)
+
+
+def test_the_compiled_database_is_cached_by_a_digest_of_its_patterns(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Compiled once into ~/.cache/vigil; a scanner made later (as in a new process) loads
+    the file and compiles nothing."""
+    from streams.detectors.pii import scanner as module
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setattr(module, "_COMPILED", {})
+    text = "Customer Janet Phillips, token ghp_Zx81hQv0LbT3kWm92aPqR7sYc4nD6eFg1HjK"
+    expected = [(f.entity, f.start, f.end) for f in Scanner(KEY).scan_text(text)]
+    cached = list((tmp_path / ".cache" / "vigil").glob("pii-*.hsdb"))
+    assert max(c.stat().st_size for c in cached) > 1 << 20  # the patterns and the keys
+    monkeypatch.setattr(module, "_COMPILED", {})
+
+    class NoCompiling:
+        def compile(self, **_: Any) -> None:
+            raise AssertionError("compiled although the cache holds the database")
+
+    monkeypatch.setattr("hyperscan.Database", NoCompiling)
+    loaded = Scanner(KEY)  # from the file
+    assert [(f.entity, f.start, f.end) for f in loaded.scan_text(text)] == expected
+    assert {e for e, _, _ in expected} == {"PERSON_NAME", "GITHUB_TOKEN"}

@@ -112,8 +112,11 @@ def _compiled(expressions: list[bytes], ids: list[int], flags: list[int]) -> Any
         repr((getattr(hyperscan, "__version__", ""), expressions, ids, flags)).encode()
     ).hexdigest()[:24]
     blob = _COMPILED.get(digest)
-    path = Path.home() / ".cache" / "vigil" / f"pii-{digest}.hsdb"
-    if blob is None:
+    try:
+        path: Path | None = Path.home() / ".cache" / "vigil" / f"pii-{digest}.hsdb"
+    except RuntimeError:  # no home directory: compile, cache nothing
+        path = None
+    if blob is None and path is not None:
         try:
             if path.stat().st_uid == os.getuid() and not path.stat().st_mode & 0o022:
                 blob = path.read_bytes()
@@ -130,6 +133,8 @@ def _compiled(expressions: list[bytes], ids: list[int], flags: list[int]) -> Any
     db.compile(expressions=expressions, ids=ids, elements=len(expressions), flags=flags)
     blob = hyperscan.dumpb(db)
     _COMPILED[digest] = blob
+    if path is None:
+        return db
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_suffix(f".{os.getpid()}.tmp")
@@ -162,12 +167,8 @@ class _HyperscanEngine:
             flags + [0] * len(_LITERALS),
         )
         self._scratch = hyperscan.Scratch(self._db)
-        self._keys = hyperscan.Database()
-        self._keys.compile(
-            expressions=[_SENSITIVE_KEY_JSON.pattern.encode()],
-            ids=[0],
-            elements=1,
-            flags=[hyperscan.HS_FLAG_CASELESS],
+        self._keys = _compiled(
+            [_SENSITIVE_KEY_JSON.pattern.encode()], [0], [hyperscan.HS_FLAG_CASELESS]
         )
         self._keys_scratch = hyperscan.Scratch(self._keys)
 
