@@ -6,11 +6,12 @@ as ``webhook_secret`` or ``DB_PASSWORD`` -- are reported only when the value loo
 Shannon entropy over its characters, with thresholds per alphabet:
 
 * hex (``[0-9a-f]``, at least 20 characters): at least 3.0 bits per character (a random hex
-  string of 20+ characters scores ~3.7-4.0; ``deadbeefdeadbeef...`` or ``0000...`` do not);
+  string scores ~3.4 at 20 characters, ~3.8 at 64; ``deadbeefdeadbeef...`` or ``0000...``
+  do not);
 * base64 / base64url and other token alphabets (at least 16 characters, letters and digits
   both present): at least ``min(4.0, 0.85 * log2(length))`` bits per character -- a random
-  20-character token scores ~4.1, 40 characters ~4.9; words, paths and repeated patterns
-  score lower (``my-long-config-name`` 3.5, ``aaaaaaaaaaaaaaaaaaaa`` 0).
+  20-character token scores ~4.0, 40 characters ~4.8; words, paths and repeated patterns
+  score lower (``my-long-config-name`` 3.4, ``aaaaaaaaaaaaaaaaaaaa`` 0).
 """
 
 from __future__ import annotations
