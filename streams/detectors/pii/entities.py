@@ -41,6 +41,11 @@ class Entity:
     #: per pattern: a dictionary of literals the engine looks for (Hyperscan compiles each
     #: as its own literal; RE2 and Python re use the pattern, their alternation), or None
     literals: tuple[tuple[str, ...] | None, ...] = ()
+    #: JSON keys that count as context (compared as :func:`people.norm_key` reads keys);
+    #: None: any key holding a context word
+    context_keys: frozenset[str] | None = None
+    #: a context word glued to a word by "_" or "." ("name" in "event_name") is none
+    context_own_word: bool = False
 
 
 def _token(
@@ -64,6 +69,21 @@ def _keyed(name: str, key: str, value: str, validate: Callable[[str], str | None
     )
 
 
+def _through_key_block(
+    text: str, start: int, end: int, index: int, context: bool
+) -> tuple[int, int]:
+    """A PEM header: the finding runs to the end of its block (or of the text)."""
+    closing = text.find("PRIVATE KEY-----", end)
+    return start, closing + len("PRIVATE KEY-----") if closing >= 0 else len(text)
+
+
+def _not_url_user(
+    text: str, start: int, end: int, index: int, context: bool
+) -> tuple[int, int] | None:
+    """The user of a URL ("postgres://app@db") is no e-mail address."""
+    return None if text[max(0, start - 3) : start] == "://" else (start, end)
+
+
 def _literal_alternation(words: tuple[str, ...]) -> str:
     return "(?:" + "|".join(re.escape(w) for w in words) + ")"
 
@@ -85,6 +105,7 @@ ENTITIES: tuple[Entity, ...] = (
         v.anything,
         0.99,
         0,
+        extend=_through_key_block,
     ),
     Entity(
         "CREDIT_CARD",
@@ -267,6 +288,8 @@ ENTITIES: tuple[Entity, ...] = (
         7,
         people.NAME_CONTEXT,
         extend=people.extend_name,
+        context_keys=people.NAME_KEYS,
+        context_own_word=True,
         literals=(people.given_literals(), people.common_given_literals(), None, None),
     ),
     Entity(
@@ -318,6 +341,7 @@ ENTITIES: tuple[Entity, ...] = (
         4,
         ("email", "e-mail", "mail"),
         boundary="word",
+        extend=_not_url_user,
     ),
     Entity(
         "PHONE",
@@ -379,8 +403,7 @@ SENSITIVE_KEYS = frozenset(
 
 
 def is_sensitive_key(key: str) -> bool:
-    norm = key.strip().lower().replace("-", "_").replace(" ", "_").replace(".", "_")
-    return norm in SENSITIVE_KEYS
+    return people.norm_key(key) in SENSITIVE_KEYS
 
 
 # --- masks: what may be shown of a finding -------------------------------------------

@@ -42,12 +42,14 @@ def dictionaries() -> dict[str, frozenset[str]]:
     return {k: frozenset(v) for k, v in raw.items() if isinstance(v, list)}
 
 
+@cache
 def given_literals() -> tuple[str, ...]:
     """Given names as the engine looks for them: Title case and upper case, then a space."""
     names = dictionaries()["given"]
     return tuple(sorted({f"{n} " for n in names} | {f"{n.upper()} " for n in names}))
 
 
+@cache
 def common_given_literals() -> tuple[str, ...]:
     return tuple(sorted(f"{n} " for n in dictionaries()["given_common"]))
 
@@ -59,13 +61,13 @@ def _title(word: str) -> str:
 def _known(word: str) -> bool:
     """A given name or surname of the dictionaries (not one that is a common word)."""
     d = dictionaries()
-    title = word[:1].upper() + word[1:].lower() if word.isupper() else word
+    title = _title(word)
     return title in d["given"] or title in d["surnames"]
 
 
 def _known_any(word: str) -> bool:
     d = dictionaries()
-    title = word[:1].upper() + word[1:].lower() if word.isupper() else word
+    title = _title(word)
     return any(title in d[k] for k in ("given", "surnames", "given_common", "surnames_common"))
 
 
@@ -73,7 +75,7 @@ def _surname_like(word: str) -> bool:
     """Any capitalised word may be a surname the dictionaries do not know, unless it is a
     frequent word of the five languages that is no known name ("Discussion", "Paid")."""
     d = dictionaries()
-    title = word[:1].upper() + word[1:].lower() if word.isupper() else word
+    title = _title(word)
     if title not in d["words"]:
         return True
     return title in d["surnames"] or title in d["surnames_common"] or title in d["given"]
@@ -317,7 +319,6 @@ DE_STREET = (
 )  # fmt: skip
 
 _L = r"[A-Za-z\x80-\xff]"
-_W = _L + r"[A-Za-z\x80-\xff'\-]*"
 
 
 def _alt(words: tuple[str, ...]) -> str:

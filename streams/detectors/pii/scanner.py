@@ -71,10 +71,9 @@ _SENSITIVE_KEY_JSON = re.compile(
 )
 
 #: context keywords per entity, matched as whole words ("tel" is not in "hotel" or "tell")
-#: (a name's context word must be a word of its own: "name" in "event_name" is none)
 _CONTEXT_RE: dict[str, re.Pattern[str]] = {
     e.name: re.compile(
-        (r"(?<![a-z0-9_.])(?:" if e.name == "PERSON_NAME" else r"(?<![a-z0-9])(?:")
+        (r"(?<![a-z0-9_.])(?:" if e.context_own_word else r"(?<![a-z0-9])(?:")
         + "|".join(re.escape(k) for k in e.context)
         + r")(?![a-z0-9])"
     )
@@ -375,20 +374,20 @@ class Scanner:
         end: int,
         key_hint: str,
     ) -> tuple[int, int, float, str] | None:
-        if not _boundary_ok(entity.boundary, text, start, end):
+        if not _boundary_ok(entity.boundary, text, start, end, key_hint):
             return None
         words = _CONTEXT_RE.get(entity.name)
         # search the window in place: a word cut by the window's edge ("ho|tel") is no word
         context = words is not None and bool(
             words.search(lowered, max(0, start - CONTEXT_WINDOW), start)
-            or (words.search(key_hint) and _hint_counts(entity.name, key_hint))
+            or (
+                people.norm_key(key_hint) in entity.context_keys
+                if entity.context_keys is not None
+                else words.search(key_hint)
+            )
         )
         if index in entity.needs_context and not context:
             return None
-        if entity.name == "IP_ADDRESS" and _VERSION_KEY.search(key_hint):
-            return None  # {"app_version": "4.12.0.1"}
-        if entity.name == "EMAIL" and text[max(0, start - 3) : start] == "://":
-            return None  # the user of a URL ("postgres://app@db"), not an address
         if entity.extend is not None:
             span = entity.extend(text, start, end, index, context)
             if span is None:
@@ -403,9 +402,6 @@ class Scanner:
             while offset < len(match) and match[offset] in " \"'":
                 offset += 1
             start += offset
-        if entity.name == "PRIVATE_KEY":
-            closing = text.find("PRIVATE KEY-----", end)
-            end = closing + len("PRIVATE KEY-----") if closing >= 0 else len(text)
         value = entity.validate(text[start:end])
         if value is None:
             return None
@@ -510,7 +506,7 @@ class Scanner:
         return _replace(text, findings, policy)
 
 
-def _boundary_ok(kind: str, text: str, start: int, end: int) -> bool:
+def _boundary_ok(kind: str, text: str, start: int, end: int, key_hint: str = "") -> bool:
     before = text[start - 1] if start > 0 else ""
     after = text[end] if end < len(text) else ""
     if kind == "number":  # not glued to letters or digits, nor continued by .5 / -5
@@ -528,6 +524,8 @@ def _boundary_ok(kind: str, text: str, start: int, end: int) -> bool:
             return False
         if before == "/" and start >= 2 and text[start - 2].isalpha():
             return False  # a product token's version: "Chrome/120.0.0.0"
+        if _VERSION_KEY.search(key_hint):
+            return False  # {"app_version": "4.12.0.1"}
         prefix = text[max(0, start - 24) : start].lower()
         return not _VERSION_WORDS.search(prefix)
     if kind == "hex":
@@ -591,14 +589,6 @@ def _url_decoded(text: str) -> tuple[str, list[int]] | None:
     origins.append(len(text))
     decoded = "".join(out)
     return (decoded, origins) if decoded != text else None
-
-
-def _hint_counts(entity: str, key_hint: str) -> bool:
-    """Whether a key is context for ``entity``: for names only name-like keys are
-    (``first_name``, ``nome``; never ``event_name`` or ``file_name``)."""
-    if entity != "PERSON_NAME":
-        return True
-    return people.norm_key(key_hint) in people.NAME_KEYS
 
 
 #: Vigil's own identifiers: a hex digest or id under one of these keys is never a finding
