@@ -259,9 +259,8 @@ ENTITIES: tuple[Entity, ...] = (
         # a random-looking value after a secret-like name (entropy thresholds: secrets.py)
         "HIGH_ENTROPY_SECRET",
         (
-            r"(?:secret|token|passw(?:or)?d|pwd|credential|api[_\-]?key|access[_\-]?key|"
-            r"private[_\-]?key|signing[_\-]?key|auth[_\-]?key)[A-Za-z0-9_\-.]*[\"']?[ ]*[:=]"
-            r"[ ]*[\"']?[A-Za-z0-9+/_\-.~]{16}",  # the value's end: found by extend
+            _literal_alternation(sec.SECRET_NAME_PARTS)
+            + r"[A-Za-z0-9_\-.]*[\"']?[ ]*[:=][ ]*[\"']?[A-Za-z0-9+/_\-.~]{16}",  # end: extend
         ),
         sec.high_entropy,
         0.8,

@@ -31,10 +31,12 @@ _TOKEN = re.compile(r"[A-Za-z0-9+/=_\-.~]+")
 
 #: parts of a name that make its value a secret candidate (``stripe_secret``,
 #: ``GH_TOKEN``, ``db-password``, ``signingKey``); compared lower-case
+#: (the same list finds them in free text: ``HIGH_ENTROPY_SECRET``'s pattern)
 SECRET_NAME_PARTS = (
     "secret", "token", "passw", "pwd", "credential", "apikey", "api_key", "api-key",
-    "accesskey", "access_key", "privatekey", "private_key", "signingkey", "signing_key",
-    "auth_key", "authkey", "client_key", "encryption_key", "master_key",
+    "accesskey", "access_key", "access-key", "privatekey", "private_key", "private-key",
+    "signingkey", "signing_key", "signing-key", "auth_key", "authkey", "auth-key",
+    "client_key", "encryption_key", "master_key",
 )  # fmt: skip
 
 
