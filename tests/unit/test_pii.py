@@ -494,3 +494,11 @@ def test_the_compiled_database_is_cached_by_a_digest_of_its_patterns(
     loaded = Scanner(KEY)  # from the file
     assert [(f.entity, f.start, f.end) for f in loaded.scan_text(text)] == expected
     assert {e for e, _, _ in expected} == {"PERSON_NAME", "GITHUB_TOKEN"}
+
+
+def test_an_invalid_escape_costs_only_itself(scanner: Scanner) -> None:
+    """A byte that is no UTF-8 decodes to U+FFFD alone; the escapes after it still decode
+    (they once waited for a four-byte sequence that never came)."""
+    text = "/v1/x?q=%ff%6Daria%40example.com"
+    found = [(f.entity, text[f.start : f.end]) for f in scanner.scan_text(text)]
+    assert found == [("EMAIL", "%6Daria%40example.com")]

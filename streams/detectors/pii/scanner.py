@@ -9,6 +9,7 @@ a masked preview and a keyed HMAC for correlation.
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import hashlib
 import hmac
@@ -331,8 +332,7 @@ class Scanner:
                 start, end = origins[f.start], origins[f.end]
                 if not any(start < g.end and g.start < end for g in out[owner]):
                     out[owner].append(dataclasses.replace(f, start=start, end=end))
-        for findings in out:
-            findings.sort(key=lambda f: f.start)
+                    out[owner].sort(key=lambda f: f.start)
         return out
 
     def _validate(
@@ -543,50 +543,42 @@ _VERSION_KEY = re.compile(r"version|release|build|firmware|sdk|(?<![a-z])ver(?![
 
 
 _ENCODED = re.compile(r"%[0-9A-Fa-f]{2}|[?&][A-Za-z0-9_.\-]+=[^&\s]*\+")
+_ESCAPES = re.compile(r"(?:%[0-9A-Fa-f]{2})+|\+")
 
 
 def _url_decoded(text: str) -> tuple[str, list[int]] | None:
     """``text`` percent-decoded ("+" as a space), with each decoded character's position
-    in ``text`` (one more for the end); None when nothing in it is URL-encoded."""
+    in ``text`` (one more for the end); None when nothing in it is URL-encoded. Plain
+    stretches are copied whole; only the escapes are decoded, byte by byte."""
     if ("%" not in text and "+" not in text) or _ENCODED.search(text) is None:
         return None
     out: list[str] = []
     origins: list[int] = []
-    pending = bytearray()
-    pending_at = 0
-    i = 0
-    while i <= len(text):
-        if (
-            i < len(text)
-            and text[i] == "%"
-            and re.fullmatch(r"[0-9A-Fa-f]{2}", text[i + 1 : i + 3])
-        ):
-            if not pending:
-                pending_at = i
-            pending.append(int(text[i + 1 : i + 3], 16))
-            try:
-                char = pending.decode("utf-8")
-            except UnicodeDecodeError:
-                if len(pending) >= 4:
-                    out.append("\ufffd")
-                    origins.append(pending_at)
-                    pending.clear()
-            else:
-                out.append(char)
-                origins.append(pending_at)
-                pending.clear()
-            i += 3
+    at = 0
+    for m in _ESCAPES.finditer(text):
+        out.append(text[at : m.start()])
+        origins.extend(range(at, m.start()))
+        at = m.end()
+        if m.group() == "+":
+            out.append(" ")
+            origins.append(m.start())
             continue
-        if pending:  # an incomplete sequence
-            out.append("\ufffd")
-            origins.append(pending_at)
-            pending.clear()
-        if i == len(text):
-            break
-        out.append(" " if text[i] == "+" else text[i])
-        origins.append(i)
-        i += 1
-    origins.append(len(text))
+        decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        sequence_at = m.start()  # where the character being decoded began
+        for k in range(m.start(), m.end(), 3):
+            if not decoder.getstate()[0]:
+                sequence_at = k
+            produced = decoder.decode(bytes((int(text[k + 1 : k + 3], 16),)))
+            for n, char in enumerate(produced):  # an invalid byte: U+FFFD, then this one's
+                out.append(char)
+                origins.append(sequence_at if n == 0 else k)
+            if produced and decoder.getstate()[0]:
+                sequence_at = k
+        for char in decoder.decode(b"", final=True):  # an incomplete sequence
+            out.append(char)
+            origins.append(sequence_at)
+    out.append(text[at:])
+    origins.extend(range(at, len(text) + 1))
     decoded = "".join(out)
     return (decoded, origins) if decoded != text else None
 
