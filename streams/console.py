@@ -15,6 +15,8 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
+from streams.views import SECURITY_SERIES
+
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'"
 
 _CSS = """
@@ -72,6 +74,7 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]], empty: str = "n
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
+SECURITY_FIELDS = tuple(SECURITY_SERIES.values())
 _COLOURS = ("#2f6fdb", "#e07b00", "#c62828", "#6a3fb5")
 
 
@@ -356,6 +359,7 @@ def security_page(doc: dict[str, Any], refresh_s: float) -> str:
     )  # fmt: skip
     body = "".join(
         [
+            section("Security events (per minute)", chart(doc["series"], SECURITY_FIELDS)),
             section("Cross-tenant access attempts", crossings),
             section("Detections by rule", rules),
             section("Top attacking IP prefixes", prefixes),

@@ -467,6 +467,7 @@ async def security(run: Run, cfg: ViewConfig) -> dict[str, Any]:
     )
     return {
         "as_of": _iso(at),
+        "series": await security_series(run, db, at),
         "cross_tenant": [
             {"actor_tenant_id": a, "resource_tenant_id": r, "target": t,
              "blocked": b == "true", "attempts": int(n), "last": _iso(last)}
@@ -478,6 +479,35 @@ async def security(run: Run, cfg: ViewConfig) -> dict[str, Any]:
         ],
         "top_ip_prefixes": [{"ip_prefix": p, "auth_failures": int(n)} for p, n in prefixes],
     }  # fmt: skip
+
+
+#: the security events counted per minute on the security page (event kind -> series name)
+SECURITY_SERIES = {
+    "security.auth_failure": "auth_failures",
+    "security.access_denied": "access_denied",
+    "security.tenant_violation": "tenant_violations",
+    "security.webhook_signature": "webhook_signature_failures",
+}
+
+
+async def security_series(run: Run, db: str, at: datetime) -> list[dict[str, Any]]:
+    """Per minute over the last hour: security events by kind (webhook signatures only
+    when they failed), every minute present (zero when nothing happened)."""
+    since = at - timedelta(minutes=SERIES_MINUTES)
+    rows = await run(
+        "SELECT toUnixTimestamp(toStartOfMinute(ts)) AS t, kind, count() "
+        f"FROM {db}.events WHERE kind IN {{kinds:Array(String)}} "
+        "AND NOT (kind = 'security.webhook_signature' AND signature_valid = 1) "
+        "AND ts >= {since:DateTime64(3)} AND ts < {at:DateTime64(3)} GROUP BY t, kind",
+        {"kinds": list(SECURITY_SERIES), "since": since, "at": at},
+    )
+    start = int(since.timestamp()) // 60 * 60
+    minutes = {t: dict.fromkeys(SECURITY_SERIES.values(), 0)
+               for t in range(start, int(at.timestamp()), 60)}  # fmt: skip
+    for t, kind, n in rows:
+        if int(t) in minutes:
+            minutes[int(t)][SECURITY_SERIES[str(kind)]] += int(n)
+    return [{"t": t, **counts} for t, counts in sorted(minutes.items())]
 
 
 class ViewCache:

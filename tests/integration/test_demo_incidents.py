@@ -297,6 +297,8 @@ def test_the_demo_incidents_page_and_pii_is_stored_nowhere_raw(tmp_path: Path) -
     crossing = security_view["cross_tenant"][0]
     assert (crossing["actor_tenant_id"], crossing["resource_tenant_id"]) == ("initech", "acme")
     assert security_view["top_ip_prefixes"][0]["ip_prefix"].startswith("203.0.113.")
+    assert len(security_view["series"]) == 60  # the brute force shows in its chart
+    assert max(m["auth_failures"] for m in security_view["series"]) >= 50
     assert board_text.returncode == 0, board_text.stderr
     # in a real browser: every page renders with its charts, nothing fetched from elsewhere,
     # no console error (the CSP would report a blocked script or style there)
@@ -304,6 +306,7 @@ def test_the_demo_incidents_page_and_pii_is_stored_nowhere_raw(tmp_path: Path) -
         assert page.title.endswith("· Vigil") and page.sections, (name, page)
         assert page.errors == [] and page.external == [], (name, page)
     assert in_browser["overview"].charts >= 4 and in_browser["tenant"].charts >= 4
+    assert in_browser["security"].charts >= 1
     assert "Cross-tenant access attempts" in in_browser["security"].sections
     # every ClickHouse panel of the Grafana dashboards runs on the demo's engine and
     # returns the columns it declares; the key time series have data

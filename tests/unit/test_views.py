@@ -12,7 +12,15 @@ from typing import Any
 from rich.console import Console as RichConsole
 
 from streams import board, console
-from streams.views import Console, ViewCache, ViewConfig, bearer_ok, health, healths
+from streams.views import (
+    Console,
+    ViewCache,
+    ViewConfig,
+    bearer_ok,
+    health,
+    healths,
+    security_series,
+)
 
 AT = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
 CFG = ViewConfig(
@@ -89,6 +97,29 @@ async def test_a_console_document_costs_its_queries_once() -> None:
     for _ in range(20):
         await service.security()
     assert engine.queries == first
+
+
+async def test_the_security_page_charts_every_minute_of_the_hour_by_kind() -> None:
+    seen: list[tuple[str, dict[str, Any]]] = []
+    t0 = int(AT.timestamp()) - 3600  # the first minute of the hour before AT
+
+    async def run(sql: str, params: dict[str, Any]) -> Sequence[Sequence[Any]]:
+        seen.append((sql, params))
+        return [(t0 + 60, "security.auth_failure", 7), (t0 + 60, "security.tenant_violation", 1),
+                (t0 + 600, "security.auth_failure", 2)]  # fmt: skip
+
+    series = await security_series(run, "vigil", AT)
+    assert len(series) == 60 and series[0]["t"] == t0 and series[-1]["t"] == t0 + 59 * 60
+    assert series[1] == {"t": t0 + 60, "auth_failures": 7, "access_denied": 0,
+                         "tenant_violations": 1, "webhook_signature_failures": 0}  # fmt: skip
+    assert series[10]["auth_failures"] == 2 and sum(s["auth_failures"] for s in series) == 9
+    sql, params = seen[0]
+    assert "signature_valid = 1" in sql and params["at"] == AT  # failed signatures only
+    doc = {"as_of": "x", "series": series, "cross_tenant": [], "by_rule": [],
+           "top_ip_prefixes": []}  # fmt: skip
+    html = console.security_page(doc, 10)
+    polylines = re.findall(r'<polyline[^>]*points="([^"]+)"', html)
+    assert [len(p.split()) for p in polylines] == [60, 60, 60, 60]
 
 
 def test_the_token_is_checked_from_the_header_or_the_cookie() -> None:
