@@ -109,6 +109,9 @@ class IncidentEvidence(_Doc):
     generated_at: datetime
     incident_id: str
     tenant_id: str
+    #: the tenants of its alerts (a release's incident: tenant_id "" and every tenant whose
+    #: canary failed)
+    tenants: list[str] = []
     category: str
     severity: str
     status: str

@@ -20,6 +20,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from streams.console import whose
 from streams.errors import VigilError
 
 _BARS = "▁▂▃▄▅▆▇█"
@@ -124,7 +125,7 @@ def render(doc: dict[str, Any], header: str = "") -> RenderableType:
     parts.append(firing)
     incidents = _table("Open incidents", ["incident", "sev", "status", "tenant", "alerts"])
     for i in doc["incidents"][:8]:
-        incidents.add_row(i["incident_id"], i["severity"], i["status"], i["tenant_id"],
+        incidents.add_row(i["incident_id"], i["severity"], i["status"], whose(i),
                           ", ".join(i["alertnames"]))  # fmt: skip
     parts.append(incidents)
     if "canary" in doc:

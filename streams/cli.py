@@ -435,10 +435,12 @@ def cmd_incidents(args: argparse.Namespace) -> int:
         where = "" if args.all else "WHERE status != 'resolved'"
         if args.tenant:
             safe = args.tenant.replace("'", "")
-            where += (" AND " if where else "WHERE ") + f"tenant_id = '{safe}'"
+            where += (" AND " if where else "WHERE ") + (
+                f"(tenant_id = '{safe}' OR has(tenants, '{safe}'))"
+            )
         columns, rows = run_query(
             settings,
-            "SELECT incident_id, status, severity, tenant_id, category, alertnames, "
+            "SELECT incident_id, status, severity, tenant_id, tenants, category, alertnames, "
             "detected_at, round(mttd_s) AS mttd_s, round(mtta_s) AS mtta_s, "
             f"round(mttr_s) AS mttr_s FROM {db}.incidents FINAL {where} "
             "ORDER BY detected_at DESC LIMIT 100",

@@ -202,9 +202,14 @@ def alerts_table(alerts: Sequence[dict[str, Any]], tenant_links: bool = True) ->
     return table(["event time", "status", "severity", "alert", "tenant"], rows, "no alerts")
 
 
+def whose(incident: dict[str, Any]) -> str:
+    """An incident's tenant, or the tenants it spans (a release's incident has none)."""
+    return str(incident["tenant_id"]) or ", ".join(incident.get("tenants", ()))
+
+
 def incidents_table(incidents: Sequence[dict[str, Any]]) -> str:
     rows = [
-        [esc(i["incident_id"]), _severity(i["severity"]), esc(i["status"]), esc(i["tenant_id"]),
+        [esc(i["incident_id"]), _severity(i["severity"]), esc(i["status"]), esc(whose(i)),
          esc(", ".join(i["alertnames"])), esc(i["detected_at"][11:19])]
         for i in incidents
     ]  # fmt: skip

@@ -217,7 +217,8 @@ def incident(query: Query, database: str, incident_id: str) -> IncidentEvidence:
 
     return IncidentEvidence(
         generated_at=datetime.now(UTC), incident_id=incident_id,
-        tenant_id=str(inc["tenant_id"]), category=str(inc["category"]),
+        tenant_id=str(inc["tenant_id"]), tenants=list(inc.get("tenants") or []),
+        category=str(inc["category"]),
         severity=str(inc["severity"]), status=str(inc["status"]),
         first_breach_at=_time(inc["first_breach_at"]), detected_at=_time(inc["detected_at"]),
         acknowledged_at=maybe(inc["acknowledged_at"]),
@@ -236,7 +237,7 @@ def postmortem(doc: IncidentEvidence) -> str:
     lines = [
         f"# Post-mortem draft: {doc.incident_id} ({doc.severity}, {doc.category})",
         "",
-        f"*Tenant:* {doc.tenant_id or '(several / none)'} · *status:* {doc.status}",
+        f"*Tenant:* {doc.tenant_id or ', '.join(doc.tenants) or '(none)'} · *status:* {doc.status}",
         "",
         "## Summary",
         "",

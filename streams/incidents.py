@@ -2,7 +2,10 @@
 
 An alert that starts firing joins the open incident that holds one of the trace ids its
 evidence names (``evidence.trace_ids``: a PII leak and a cross-tenant read in one request
-are one incident, whatever their tenants and categories); otherwise an open incident of
+are one incident, whatever their tenants and categories) or its cause
+(``evidence.incident_key``: the canary verdicts of one release, service-wide and per
+tenant, are one incident -- the release's, ``tenant_id`` '', its ``tenants`` those
+affected); otherwise an open incident of
 the same tenant (its routing ``tenant_id``; "" for alerts about an IP or a provider) and
 the same category when that incident's alerts were active within ``merge_window_s`` of
 the alert's start (they overlap in time); otherwise it opens one. An incident resolves
@@ -31,7 +34,7 @@ import hashlib
 import os
 import re
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -69,6 +72,8 @@ class Incident:
     firing: set[str] = field(default_factory=set)  # fingerprints firing now
     alerts: dict[str, str] = field(default_factory=dict)  # fingerprint -> alertname
     trace_ids: set[str] = field(default_factory=set)
+    keys: set[str] = field(default_factory=set)  # the causes its alerts named (incident_key)
+    tenants: set[str] = field(default_factory=set)  # the tenants of its alerts
     acknowledged_at: datetime | None = None
     acknowledged_by: str = ""
     resolved_at: datetime | None = None
@@ -118,7 +123,7 @@ class IncidentTracker:
         self._clock = clock or (lambda: datetime.now(UTC))
         self.open: dict[str, Incident] = {}
         self._by_alert: dict[str, str] = {}  # fingerprint -> open incident id
-        self._by_trace: dict[str, str] = {}  # trace id -> open incident id
+        self._by_link: dict[str, str] = {}  # "trace:<id>" or an incident key -> open incident
 
     def restore(self, incidents: list[Incident]) -> None:
         for incident in incidents:
@@ -126,8 +131,8 @@ class IncidentTracker:
                 self.open[incident.id] = incident
                 for fp in incident.alerts:
                     self._by_alert[fp] = incident.id
-                for trace in incident.trace_ids:
-                    self._by_trace[trace] = incident.id
+                for link in _links(incident.trace_ids, incident.keys):
+                    self._by_link[link] = incident.id
 
     async def observe(self, alert: Alert) -> Incident | None:
         """One published alert transition; the incident it changed, if any."""
@@ -153,19 +158,21 @@ class IncidentTracker:
             incident.last_active = max(incident.last_active, alert.time)
             return None  # a reminder: nothing new for the incident
         traces = _traces(data.evidence)
+        key = _key(data.evidence)
         shared = ""
         if incident is None:
-            for trace in traces:
-                incident = self.open.get(self._by_trace.get(trace, ""))
+            for link in _links(traces, [key] if key else []):
+                incident = self.open.get(self._by_link.get(link, ""))
                 if incident is not None:
-                    shared = trace
+                    shared = link.replace("trace:", "trace ", 1)
                     break
         if incident is None:
             incident = self._match(tenant, category, data.starts_at)
         if incident is None:
+            owner = "" if key else tenant  # a cause shared by tenants belongs to none of them
             incident = Incident(
-                _incident_id(tenant, category, fp, data.starts_at),
-                tenant,
+                _incident_id(owner, category, fp, data.starts_at),
+                owner,
                 category,
                 first_breach_at=data.starts_at,
                 detected_at=published,
@@ -176,13 +183,18 @@ class IncidentTracker:
             incident.note(data.starts_at, f"first breach ({data.alertname})")
             incident.note(published, f"opened: {data.alertname} published")
         elif shared:
-            incident.note(published, f"{data.alertname} joined (shared trace {shared})")
+            incident.note(published, f"{data.alertname} joined (shared {shared})")
         else:
             incident.note(published, f"{data.alertname} joined")
         for trace in traces:
             if len(incident.trace_ids) < MAX_TRACES and trace not in incident.trace_ids:
                 incident.trace_ids.add(trace)
-                self._by_trace.setdefault(trace, incident.id)
+                self._by_link.setdefault("trace:" + trace, incident.id)
+        if key and key not in incident.keys and len(incident.keys) < MAX_TRACES:
+            incident.keys.add(key)
+            self._by_link.setdefault(key, incident.id)
+        if tenant:
+            incident.tenants.add(tenant)
         self._by_alert[fp] = incident.id
         incident.alerts[fp] = data.alertname
         incident.firing.add(fp)
@@ -209,9 +221,9 @@ class IncidentTracker:
         for fp in incident.alerts:
             if self._by_alert.get(fp) == incident.id:
                 del self._by_alert[fp]
-        for trace in incident.trace_ids:
-            if self._by_trace.get(trace) == incident.id:
-                del self._by_trace[trace]
+        for link in _links(incident.trace_ids, incident.keys):
+            if self._by_link.get(link) == incident.id:
+                del self._by_link[link]
         mttr = incident.seconds()[2]
         if mttr is not None:
             self._metrics.incident_mttr.observe(max(mttr, 0.0))
@@ -258,11 +270,13 @@ class IncidentTracker:
         return changed
 
     def find(self, alertname: str, tenant: str) -> Incident | None:
-        """The newest open incident holding ``alertname`` for ``tenant``."""
+        """The newest open incident holding ``alertname`` for ``tenant`` (its own, or one
+        of the tenants it spans)."""
         found = [
             i
             for i in self.open.values()
-            if alertname in i.alerts.values() and (not tenant or i.tenant_id == tenant)
+            if alertname in i.alerts.values()
+            and (not tenant or i.tenant_id == tenant or tenant in i.tenants)
         ]
         return max(found, key=lambda i: i.detected_at) if found else None
 
@@ -293,6 +307,8 @@ def incident_columns(incidents: list[Incident]) -> dict[str, list[Any]]:
         cols["alertnames"].append(sorted(set(i.alerts.values())))
         cols["firing"].append(sorted(i.firing))
         cols["trace_ids"].append(sorted(i.trace_ids))
+        cols["incident_keys"].append(sorted(i.keys))
+        cols["tenants"].append(sorted(i.tenants))
         cols["mttd_s"].append(mttd)
         cols["mtta_s"].append(mtta)
         cols["mttr_s"].append(mttr)
@@ -304,8 +320,8 @@ def incident_columns(incidents: list[Incident]) -> dict[str, list[Any]]:
 INCIDENT_COLUMNS = (
     "incident_id", "tenant_id", "category", "status", "severity", "first_breach_at",
     "detected_at", "acknowledged_at", "acknowledged_by", "resolved_at",
-    "alerts", "alertnames", "firing", "trace_ids", "mttd_s", "mtta_s", "mttr_s", "timeline",
-    "version",
+    "alerts", "alertnames", "firing", "trace_ids", "incident_keys", "tenants", "mttd_s",
+    "mtta_s", "mttr_s", "timeline", "version",
 )  # fmt: skip
 
 
@@ -323,6 +339,7 @@ def incidents_from_rows(rows: list[tuple[Any, ...]]) -> list[Incident]:
             first_breach_at=utc(r["first_breach_at"]), detected_at=utc(r["detected_at"]),
             last_active=utc(r["detected_at"]), severity=str(r["severity"]),
             firing=set(r["firing"]), trace_ids=set(r["trace_ids"]),
+            keys=set(r["incident_keys"]), tenants=set(r["tenants"]),
             acknowledged_at=utc(r["acknowledged_at"]),
             acknowledged_by=str(r["acknowledged_by"]), resolved_at=utc(r["resolved_at"]),
             timeline=orjson.loads(r["timeline"]), version=int(r["version"]),
@@ -360,6 +377,16 @@ def _traces(evidence: dict[str, Any]) -> list[str]:
     return [str(t) for t in found if t][:MAX_TRACES_PER_ALERT]
 
 
+def _key(evidence: dict[str, Any]) -> str:
+    found = evidence.get("incident_key") if isinstance(evidence, dict) else None
+    return str(found) if found else ""
+
+
+def _links(traces: Iterable[str], keys: Iterable[str]) -> list[str]:
+    """What an incident is found by: its causes' keys, then its traces."""
+    return [*keys, *("trace:" + t for t in traces)]
+
+
 def open_incidents(client: Any, database: str) -> list[Incident]:
     """The open incidents stored by the previous run (newest version of each)."""
     names = ", ".join(INCIDENT_COLUMNS)
@@ -372,7 +399,8 @@ def open_incidents(client: Any, database: str) -> list[Incident]:
 STORED_OPEN = "SELECT status FROM {db}.incidents FINAL WHERE incident_id = {{i:String}}"
 STORED_MATCH = (
     "SELECT incident_id FROM {db}.incidents FINAL WHERE status != 'resolved' "
-    "AND has(alertnames, {{a:String}}) AND ({{t:String}} = '' OR tenant_id = {{t:String}}) "
+    "AND has(alertnames, {{a:String}}) AND ({{t:String}} = '' OR tenant_id = {{t:String}} "
+    "OR has(tenants, {{t:String}})) "
     "ORDER BY detected_at DESC LIMIT 1"
 )
 

@@ -65,7 +65,8 @@ def tenant_month(
         query,
         "SELECT incident_id, severity, category, status, alertnames, "
         "toString(first_breach_at) AS first_breach_at, toString(resolved_at) AS resolved_at, "
-        f"mttd_s, mtta_s, mttr_s FROM {database}.incidents FINAL WHERE tenant_id = {t} "
+        f"mttd_s, mtta_s, mttr_s FROM {database}.incidents FINAL WHERE (tenant_id = {t} "
+        f"OR has(tenants, {t})) "
         f"AND detected_at >= {_time(start)} AND detected_at < {_time(end)} "
         "ORDER BY first_breach_at",
     )

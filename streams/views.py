@@ -203,15 +203,17 @@ async def firing(run: Run, db: str, tenant: str | None) -> dict[str, int]:
 
 async def incidents(run: Run, db: str, tenant: str | None) -> list[dict[str, Any]]:
     rows = await run(
-        "SELECT incident_id, tenant_id, category, severity, status, alertnames, detected_at, "
-        f"acknowledged_by FROM {db}.incidents FINAL WHERE status != 'resolved' "
-        "AND ({t:String} = '' OR tenant_id = {t:String}) ORDER BY detected_at DESC LIMIT 20",
+        "SELECT incident_id, tenant_id, tenants, category, severity, status, alertnames, "
+        f"detected_at, acknowledged_by FROM {db}.incidents FINAL WHERE status != 'resolved' "
+        "AND ({t:String} = '' OR tenant_id = {t:String} OR has(tenants, {t:String})) "
+        "ORDER BY detected_at DESC LIMIT 20",
         {"t": tenant or ""},
     )
     return [
-        {"incident_id": i, "tenant_id": t, "category": c, "severity": sev, "status": st,
-         "alertnames": list(names), "detected_at": _iso(at), "acknowledged_by": by}
-        for i, t, c, sev, st, names, at, by in rows
+        {"incident_id": i, "tenant_id": t, "tenants": list(ts), "category": c,
+         "severity": sev, "status": st, "alertnames": list(names), "detected_at": _iso(at),
+         "acknowledged_by": by}
+        for i, t, ts, c, sev, st, names, at, by in rows
     ]  # fmt: skip
 
 

@@ -356,6 +356,8 @@ def test_the_demo_incidents_page_and_pii_is_stored_nowhere_raw(tmp_path: Path) -
     assert "opened: CanaryVerdict" in shown.stdout, shown.stdout  # Marginal, then Fail
     assert "first breach (CanaryVerdict" in shown.stdout, shown.stdout
     assert canary_incidents[0]["mttd_s"] is not None
+    # one bad release is one incident, not one per tenant: its tenants' verdicts join it
+    assert any(len(i["tenants"]) >= 2 for i in canary_incidents), canary_incidents
     # the evidence documents, valid against their JSON Schemas
     import jsonschema
 

@@ -194,3 +194,50 @@ async def test_requests_received_elsewhere_are_applied_once_by_the_owner() -> No
     assert metrics.registry.get_sample_value("vigil_incident_mtta_seconds_sum") == 180.0
     await tracker.apply_requests([(incident.id, "resolve", "bob", at(9))])
     assert incident.status == "resolved" and not tracker.open
+
+
+async def test_a_release_failing_for_several_tenants_is_one_incident_of_the_release() -> None:
+    publisher, tracker, wall, rows, _ = harness()
+    key = {"incident_key": "release:web/2.8.0"}
+    service_wide = spec("CanaryVerdictFail", "critical", service="web", release="2.8.0")
+    acme = spec("CanaryVerdictFail", "critical", service="web", release="2.8.0", tenant_id="acme")
+    globex = spec("CanaryVerdictFail", "critical", service="web", release="2.8.0",
+                  tenant_id="globex")  # fmt: skip
+    errors = spec("TenantErrorRateHigh", "high", tenant_id="acme")  # acme's own, earlier
+    await publisher.fire(errors, 0.07, 0.05, at(0), starts_at=at(0))
+    wall.now = at(2)
+    await publisher.fire(acme, 0, 75, at(2), key, starts_at=at(1))
+    await publisher.fire(service_wide, 0, 75, at(2), key, starts_at=at(1))
+    await publisher.fire(globex, 0, 75, at(2), key, starts_at=at(1))
+    # another release of the same service is another cause
+    other = spec("CanaryVerdictFail", "critical", service="web", release="2.9.0")
+    await publisher.fire(other, 0, 75, at(2), {"incident_key": "release:web/2.9.0"},
+                         starts_at=at(1))  # fmt: skip
+    one = tracker.find("CanaryVerdictFail", "globex")
+    assert one is not None and tracker.find("CanaryVerdictFail", "acme") is one
+    # acme's canary joined acme's open availability incident; the release's key brought
+    # the service-wide verdict and globex's into it
+    assert set(one.alerts.values()) == {"TenantErrorRateHigh", "CanaryVerdictFail"}
+    assert len(one.alerts) == 4 and one.tenants == {"acme", "globex"}
+    assert one.keys == {"release:web/2.8.0"}
+    assert "CanaryVerdictFail joined (shared release:web/2.8.0)" in [
+        t["what"] for t in one.timeline
+    ]
+    assert len(tracker.open) == 2
+    second = next(i for i in tracker.open.values() if i is not one)
+    assert second.tenant_id == "" and second.keys == {"release:web/2.9.0"}  # nobody's
+    # stored with its keys and tenants: after a restart the release still groups
+    latest: dict[str, tuple[Any, ...]] = {}
+    for cols in rows:
+        for values in zip(*cols.values(), strict=True):
+            latest[values[0]] = values
+    restored = IncidentTracker(None, Metrics(CollectorRegistry()))
+    restored.restore(incidents_from_rows(list(latest.values())))
+    assert restored.open[one.id].tenants == {"acme", "globex"}
+    hooli = spec("CanaryVerdictFail", "critical", service="web", release="2.8.0",
+                 tenant_id="hooli")  # fmt: skip
+    restored_pub = AlertPublisher(None, Topic().send, "a", Metrics(CollectorRegistry()), 300,
+                                  clock=wall, incidents=restored)  # fmt: skip
+    await restored_pub.fire(hooli, 0, 75, at(3), key, starts_at=at(3))
+    assert restored.find("CanaryVerdictFail", "hooli") is restored.open[one.id]
+    assert len(restored.open) == 2

@@ -581,6 +581,9 @@ class CanaryJudge:
             "score": state.score,
             "failing_intervals": state.stage.failing_run,
             "comparison": state.comparison,
+            # the release is the cause: its verdicts for the service and each tenant are
+            # one incident (streams/incidents.py)
+            "incident_key": f"release:{service}/{release}",
             "query": (
                 "SELECT interval_start, verdict, score, canary_requests, baseline_requests, "
                 f"metrics FROM {self._db}.canary_verdicts FINAL WHERE service = "
