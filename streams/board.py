@@ -146,13 +146,13 @@ def render(doc: dict[str, Any], header: str = "") -> RenderableType:
         )
     )
     for f in doc["funnels"]:
-        heads = ["step", "reached", "of previous", "of decided", "alert below"]
+        heads = ["step", "reached", "of previous", "within X, judged now", "alert below"]
         funnel = _table(f"Funnel {f['funnel']} ({f['entered']:,} entered)", heads)
         for s in f["steps"]:
-            decided, below = s["decided_conversion"], s["alert_below"]
-            bad = decided is not None and below is not None and decided < below
+            timely, below = s["in_time_conversion"], s["alert_below"]
+            bad = timely is not None and below is not None and timely < below
             funnel.add_row(s["step"], f"{s['reached']:,}", _pct(s["conversion"]),
-                           Text(_pct(decided), style="bold red" if bad else ""),
+                           Text(_pct(timely), style="bold red" if bad else ""),
                            "" if below is None else f"{100 * below:g}%")  # fmt: skip
         parts.append(funnel)
     if "tenants" in doc:

@@ -224,20 +224,32 @@ def funnels_html(funnels: Sequence[dict[str, Any]]) -> str:
     for f in funnels:
         rows = []
         for s in f["steps"]:
-            conv, below = s["decided_conversion"], s["alert_below"]
+            conv, below = s["in_time_conversion"], s["alert_below"]
             cls = "muted" if conv is None or below is None else ("bad" if conv < below else "ok")
+            timely = (
+                f'<span class="num {cls}">{_pct(conv)}</span> '
+                f"<span class=muted>({s['judged']:,} in {_duration(s['within_s'])})</span>"
+                if s["within_s"]
+                else "<span class=muted>n/a</span>"
+            )
             rows.append(
                 [esc(s["step"]), f'<span class="num">{s["reached"]:,}</span>',
                  f'<span class="num">{s["pending"]:,}</span>',
-                 f'<span class="num">{_pct(s["conversion"])}</span>',
-                 f'<span class="num {cls}">{_pct(conv)}</span> '
-                 f'<span class=muted>({s["decided"]:,})</span>',
+                 f'<span class="num">{_pct(s["conversion"])}</span>', timely,
                  esc("" if below is None else f"≥ {100 * below:g} %")]
             )  # fmt: skip
-        head = ["step", "reached", "pending", "of previous", "of decided", "alert below"]
+        head = ["step", "reached", "pending", "of previous", "within X, judged now",
+                "alert below"]  # fmt: skip
         out.append(f"<p><b>{esc(f['funnel'])}</b> · {f['entered']:,} entered (today and "
                    "yesterday's cohorts)</p>" + table(head, rows))  # fmt: skip
     return "".join(out)
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g} {unit}"
+    return f"{seconds:g} s"
 
 
 def canary_table(canary: Sequence[dict[str, Any]]) -> str:

@@ -5,7 +5,7 @@ API render the same documents).
 The views are anchored at the newest closed latency window rather than the wall clock,
 so a replay or the time-compressed demo shows its own last hour. Each document is built
 by a handful of aggregate queries (``run``: SQL + parameters -> rows), never from raw
-events except the security page's IP prefixes; :class:`ViewCache` keeps each built
+events except the security page's (its chart and IP prefixes); :class:`ViewCache` keeps each built
 document for ``refresh_s``, so pages and boards cost at most one build per interval
 whatever the number of viewers.
 
@@ -18,11 +18,10 @@ Tenant health score (0-100), documented in the README ("Views"):
 * budget -- the error budget left over the rolling period (30 days): 1 - (5xx share /
   (1 - objective)), clamped to 0..1;
 * security -- 1 / (1 + security detections naming the tenant in the last 24 h);
-* funnel -- each stage's conversion in the tenant's newest daily cohorts against the
-  stage's alert threshold, the worst min(1, conversion / threshold) (1 without funnels).
-  A stage's conversion counts decided journeys only: reached / (reached + dropped one
-  step earlier), so journeys still inside their window do not drag it down, and only
-  once 30 are decided.
+* funnel -- each stage's conversion as its alert judges it (:func:`in_time`: of the
+  journeys that reached the previous step in the judged period, those that converted
+  within the stage's X) against the stage's alert threshold, the worst
+  min(1, conversion / threshold), counted once 30 journeys are judged (1 without funnels).
 """
 
 from __future__ import annotations
@@ -44,8 +43,8 @@ HEALTH_WEIGHTS = {"slo": 0.4, "budget": 0.3, "security": 0.2, "funnel": 0.1}
 SERIES_MINUTES = 60
 #: SLO samples examined for the trailing run of failures (30-s samples: 10 minutes)
 STREAK_SAMPLES = 20
-#: decided journeys a stage needs before its conversion counts in the health score
-MIN_DECIDED = 30
+#: judged journeys a stage needs before its conversion counts in the health score
+MIN_JUDGED = 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +60,13 @@ class ViewConfig:
     funnels: Mapping[str, tuple[tuple[str, ...], tuple[float | None, ...]]] = field(
         default_factory=dict
     )
+    #: funnel name -> each stage's X in ms (None for step 1 and for stages judged within
+    #: their observed p95, which the views do not know)
+    funnel_within: Mapping[str, tuple[int | None, ...]] = field(default_factory=dict)
+    #: the funnel detector's judged period and marks (rules file: funnels.period, ...)
+    funnel_window_ms: Mapping[str, int] = field(default_factory=dict)
+    funnel_period_ms: int = 1_800_000
+    funnel_every_ms: int = 60_000
 
 
 def _iso(value: Any) -> str:
@@ -254,14 +260,21 @@ async def funnels(
         "AND tenant_id = {t:String} AND cohort >= {since:DateTime} GROUP BY funnel ORDER BY funnel",
         {"t": tenant or "*", "since": (at - timedelta(days=1)).replace(tzinfo=None)},
     )
+    timely: dict[str, list[tuple[int, int]]] = {}
+    for (_, name), stages in (await in_time(run, cfg, at, tenant)).items():
+        total = timely.setdefault(name, [(0, 0)] * len(stages))
+        timely[name] = [(a + n, b + g) for (a, b), (n, g) in zip(total, stages, strict=True)]
     out = []
     for name, entered, reached, pending, dropped in rows:
         labels, thresholds = cfg.funnels.get(str(name), ((), ()))
+        within = cfg.funnel_within.get(str(name), ())
         reached = [int(x) for x in reached]
         steps = []
         for i, n in enumerate(reached):
             prev = reached[i - 1] if i else 0
             decided = _decided(reached, dropped, i)
+            judged, good = _at(timely.get(str(name), ()), i)
+            x = within[i] if i < len(within) else None
             steps.append(
                 {
                     "step": labels[i] if i < len(labels) else f"step {i + 1}",
@@ -272,11 +285,64 @@ async def funnels(
                     # of those decided: reached, or dropped at the previous step
                     "decided": decided,
                     "decided_conversion": n / decided if decided else None,
+                    # what the stage alert judges: of the journeys that reached the
+                    # previous step in the judged period, those that converted within X
+                    "within_s": x / 1000 if x is not None else None,
+                    "judged": judged,
+                    "in_time_conversion": good / judged if judged else None,
                     "alert_below": _threshold(thresholds, i),
                 }
             )
         out.append({"funnel": name, "entered": int(entered), "steps": steps})
     return out
+
+
+async def in_time(
+    run: Run, cfg: ViewConfig, at: datetime, tenant: str | None
+) -> dict[tuple[str, str], list[tuple[int, int]]]:
+    """(tenant, funnel) -> per step: (journeys judged, converted within X) -- what
+    FunnelStageConversionLow judges at the mark ``at``: journeys that reached the previous
+    step in [until - period, until), until = at - X in whole marks, and of those the ones
+    that reached the step within X (the alert evidence's SQL, per stage). Step 1 and
+    stages without a configured X: (0, 0)."""
+    at_ms = int(at.timestamp() * 1000)
+    every, period = cfg.funnel_every_ms, cfg.funnel_period_ms
+    out: dict[tuple[str, str], list[tuple[int, int]]] = {}
+    for name, within in cfg.funnel_within.items():
+        judged, converted, oldest = ["0"], ["0"], at_ms
+        for k, x in enumerate(within[1:], start=2):
+            if x is None:
+                judged.append("0")
+                converted.append("0")
+                continue
+            until = (at_ms - x) // every * every
+            since = until - period
+            oldest = min(oldest, since)
+            prev = f"reached_ms[{k - 1}] >= {since} AND reached_ms[{k - 1}] < {until}"
+            judged.append(f"countIf({prev})")
+            converted.append(
+                f"countIf({prev} AND reached_ms[{k}] >= 0 "
+                f"AND reached_ms[{k}] - reached_ms[{k - 1}] <= {x})"
+            )
+        if len(judged) == 1 or oldest == at_ms:
+            continue
+        rows = await run(
+            f"SELECT tenant_id, [{', '.join(judged)}], [{', '.join(converted)}] "
+            f"FROM {cfg.database}.funnel_progress FINAL WHERE funnel = {{f:String}} "
+            "AND ({t:String} = '' OR tenant_id = {t:String}) "
+            "AND entered_at >= {oldest:DateTime64(3)} GROUP BY tenant_id",
+            {"f": name, "t": tenant or "",
+             # a journey reaches its steps within its window of entering
+             "oldest": datetime.fromtimestamp(oldest / 1000, UTC)
+             - timedelta(milliseconds=cfg.funnel_window_ms.get(name, 86_400_000))},
+        )  # fmt: skip
+        for t, n, good in rows:
+            out[(str(t), name)] = [(int(a), int(b)) for a, b in zip(n, good, strict=True)]
+    return out
+
+
+def _at(stages: Sequence[tuple[int, int]], i: int) -> tuple[int, int]:
+    return stages[i] if i < len(stages) else (0, 0)
 
 
 def _decided(reached: Sequence[int], dropped: Sequence[Any], i: int) -> int:
@@ -359,19 +425,12 @@ async def healths(
         "WHERE first_hold >= {since:DateTime64(3)} GROUP BY t",
         params,
     )
-    stages = await run(
-        "SELECT tenant_id, funnel, sumForEach(reached), sumForEach(dropped) "
-        f"FROM {db}.funnel_cohorts FINAL WHERE grain = 'day' AND tenant_id != '*' AND {mine} "
-        "AND cohort >= {day:DateTime} GROUP BY tenant_id, funnel",
-        {**params, "day": (at - timedelta(days=1)).replace(tzinfo=None)},
-    )
+    stages = await in_time(run, cfg, at, only)
     slo_by = {str(t): (int(p), int(f)) for t, p, f in decided}
     det_by = {str(t): int(n) for t, n in detections}
-    funnel_by: dict[str, list[tuple[str, list[int], list[int]]]] = {}
-    for t, name, reached, dropped in stages:
-        funnel_by.setdefault(str(t), []).append(
-            (str(name), [int(x) for x in reached], [int(x) for x in dropped])
-        )
+    funnel_by: dict[str, list[tuple[str, list[tuple[int, int]]]]] = {}
+    for (t, name), counts in stages.items():
+        funnel_by.setdefault(t, []).append((name, counts))
     out = {}
     for t, requests, errors in budget:
         t = str(t)
@@ -391,20 +450,19 @@ def _health(
     requests: int,
     errors: int,
     n_detections: int,
-    funnels_of: list[tuple[str, list[int], list[int]]],
+    funnels_of: list[tuple[str, list[tuple[int, int]]]],
 ) -> dict[str, Any]:
     slo_part = passes / (passes + fails) if passes + fails else 1.0
     burned = (errors / requests) / (1 - cfg.objective) if requests else 0.0
     budget_part = min(1.0, max(0.0, 1.0 - burned))
     security_part = 1.0 / (1 + n_detections)
     funnel_part = 1.0
-    for name, reached, dropped in funnels_of:
+    for name, counts in funnels_of:
         _, thresholds = cfg.funnels.get(name, ((), ()))
-        for i in range(1, len(reached)):
+        for i, (judged, good) in enumerate(counts):
             below = _threshold(thresholds, i)
-            decided = _decided(reached, dropped, i)
-            if below and decided >= MIN_DECIDED:
-                funnel_part = min(funnel_part, reached[i] / decided / below)
+            if below and judged >= MIN_JUDGED:
+                funnel_part = min(funnel_part, good / judged / below)
     parts = {"slo": slo_part, "budget": budget_part, "security": security_part,
              "funnel": funnel_part}  # fmt: skip
     score = 100 * sum(HEALTH_WEIGHTS[k] * v for k, v in parts.items())
@@ -556,6 +614,16 @@ def view_config(settings: Any, rules: Any) -> ViewConfig:
             )
             for f in funnels_cfg.definitions
         },
+        funnel_within={
+            f.name: (
+                None,
+                *(None if f.auto_within(k) else f.within_ms(k) for k in range(2, len(f.steps) + 1)),
+            )
+            for f in funnels_cfg.definitions
+        },
+        funnel_window_ms={f.name: f.window_ms for f in funnels_cfg.definitions},
+        funnel_period_ms=funnels_cfg.period_ms,
+        funnel_every_ms=funnels_cfg.every_ms,
     )
 
 

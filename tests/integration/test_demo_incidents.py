@@ -231,6 +231,9 @@ def test_the_demo_incidents_page_and_pii_is_stored_nowhere_raw(tmp_path: Path) -
             overview = json.loads(r.read())
         with urllib.request.urlopen(base + "/api/v1/views/security", timeout=60) as r:  # noqa: S310
             security_view = json.loads(r.read())
+        acme_url = base + "/api/v1/views/overview?tenant=acme"
+        with urllib.request.urlopen(acme_url, timeout=60) as r:  # noqa: S310
+            acme_view = json.loads(r.read())
         board_text = vigil("status", "--tenant", "acme", env=env, cwd=tmp_path)
         grafana_sql = run_dashboard_sql(base)
         from tests.browser import open_console
@@ -291,6 +294,10 @@ def test_the_demo_incidents_page_and_pii_is_stored_nowhere_raw(tmp_path: Path) -
     assert "initech" in pages["/console/security"][1]
     assert overview["series"] and overview["series"][-1]["p95_ms"] > 0
     assert set(overview["firing"]) & names, (overview["firing"], names)
+    # acme's e-mail verification collapse shows on its page as its alert judges it
+    verified = acme_view["funnels"][0]["steps"][1]
+    assert verified["judged"] >= 30 and verified["in_time_conversion"] < 0.8, verified
+    assert acme_view["health"]["parts"]["funnel"] < 1
     acme_score = {t["tenant_id"]: t["score"] for t in overview["tenants"]}["acme"]
     assert 0 <= acme_score < 100  # acme's latency incident and cross-tenant read cost it
     assert sum(overview["pii_findings"].values()) >= 1  # the demo's PII leak, redacted

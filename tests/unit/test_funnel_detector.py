@@ -291,3 +291,47 @@ async def test_a_stage_without_within_is_judged_within_its_observed_p95() -> Non
     good = [j for j in n if j[1] is not None and j[1] - j[0] <= x_ms]
     assert (ev["reached_previous"], ev["converted_within"]) == (len(n), len(good))
     assert f"<= {int(x_ms)}" in ev["query"]
+
+
+async def test_the_console_judges_a_stage_as_its_alert_does(ch_client: Any, database: str) -> None:
+    """The console's "within X, judged now" and the tenant health's funnel part
+    (streams/views.in_time) are the alert's numbers: the journey rows the detector wrote,
+    stored in the real engine, give at the alert's mark exactly the counts in its
+    evidence, and at every other minute the brute-force count over the journeys."""
+    from datetime import UTC, datetime
+
+    from streams.views import in_time, view_config
+
+    events, journeys = traffic(130, lambda m: 0.1 if 40 <= m < 70 else 0.9)
+    h = Harness()
+    await run(h, events)
+    fired = next(a for a in h.alerts() if a["alertname"] == "FunnelStageConversionLow")
+    ev = fired["evidence"]
+    latest: dict[tuple[str, Any], dict[str, Any]] = {}
+    for r in h.rows:
+        latest[(r["user_id_hash"], r["entered_at"])] = r
+    rows = list(latest.values())
+    ch_client.insert(  # times as the writer sends them
+        f"{database}.funnel_progress",
+        [[datetime.fromtimestamp(v, UTC) if k.endswith("_at") else v for k, v in r.items()]
+         for r in rows],
+        column_names=list(rows[0]),
+    )  # fmt: skip
+
+    async def query(sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        return [tuple(r) for r in ch_client.query(sql, parameters=params).result_rows]
+
+    settings = type("S", (), {"clickhouse_database": database})()
+    cfg = view_config(settings, load_rules(None))
+    until = _ms(ev["period"][1])
+    at = datetime.fromtimestamp((until + 10 * MIN) / 1000, UTC)  # the alert's mark
+    stages = (await in_time(query, cfg, at, "acme"))[("acme", "onboarding")]
+    assert stages[1] == (ev["reached_previous"], ev["converted_within"])
+    for minute in (45, 60, 75, 100):  # and at other marks: the brute-force count
+        mark = T0 + minute * MIN
+        lo, hi = mark - 10 * MIN - 30 * MIN, mark - 10 * MIN
+        n = [j for j in journeys if lo <= j[0] < hi]
+        good = [j for j in n if j[1] is not None and j[1] - j[0] <= 10 * MIN]
+        at = datetime.fromtimestamp(mark / 1000, UTC)
+        counts = (await in_time(query, cfg, at, None))[("acme", "onboarding")]
+        assert counts[1] == (len(n), len(good)), minute

@@ -28,6 +28,7 @@ CFG = ViewConfig(
     slo_rules={"P95LatencyBreach": ("p95_ms", ">", 500.0)},
     objective=0.999,
     funnels={"onboarding": (("a", "b", "c"), (None, 0.8, 0.5))},
+    funnel_within={"onboarding": (None, 600_000, 1_800_000)},  # X: 10 and 30 minutes
 )
 
 
@@ -51,9 +52,9 @@ async def test_the_health_score_follows_its_documented_formula() -> None:
             # 0.05 % 5xx: half the 0.1 % budget burned
             "latency_windows": [("acme", 100_000, 50), ("globex", 1000, 0)],
             "security_detections": [("acme", 1)],  # one detection: 1 / (1 + 1)
-            # stage b: 40 reached of 40 + 10 decided (80 %) against 0.8 -> 1.0;
-            # stage c: 10 reached of 10 + 30 decided (25 %) against 0.5 -> 0.5
-            "funnel_cohorts": [("acme", "onboarding", [100, 40, 10], [10, 30, 0])],
+            # judged as the stage alerts judge: stage b 40 of 50 within X (80 %) against
+            # 0.8 -> 1.0; stage c 10 of 40 (25 %) against 0.5 -> 0.5
+            "funnel_progress": [("acme", [0, 50, 40], [0, 40, 10])],
         }
     )
     h = await health(engine.run, CFG, AT, "acme")
@@ -66,8 +67,8 @@ async def test_the_health_score_follows_its_documented_formula() -> None:
         "acme": h["score"], "globex": 100.0,
     }  # fmt: skip
     assert engine.queries - queries == 4
-    # a stage with fewer than 30 decided journeys does not count yet
-    engine.answers["funnel_cohorts"] = [("acme", "onboarding", [10, 2, 0], [3, 2, 0])]
+    # a stage with fewer than 30 judged journeys does not count yet
+    engine.answers["funnel_progress"] = [("acme", [0, 29, 20], [0, 2, 0])]
     assert (await health(engine.run, CFG, AT, "acme"))["parts"]["funnel"] == 1.0
 
 
