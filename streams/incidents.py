@@ -31,6 +31,7 @@ open incidents every ``VIGIL_INCIDENT_POLL_S`` (:meth:`IncidentTracker.apply_req
 from __future__ import annotations
 
 import hashlib
+import hmac
 import os
 import re
 import socket
@@ -368,6 +369,18 @@ def pagerduty_ack(payload: Any) -> tuple[str, str, str, datetime | None] | None:
     when = event.get("occurred_at")
     at = datetime.fromisoformat(str(when).replace("Z", "+00:00")) if when else None
     return match["alertname"], match["tenant"] or "", who, at
+
+
+def pagerduty_signed(secret: bytes, body: bytes, header: str) -> bool:
+    """Whether ``header`` (``X-PagerDuty-Signature``: comma-separated ``v1=<hex>``, more
+    than one while a secret is rotated) holds the HMAC-SHA256 of the raw ``body`` under
+    ``secret``; compared in constant time."""
+    expected = hmac.new(secret, body, hashlib.sha256).hexdigest()
+    return any(
+        hmac.compare_digest(part.strip().removeprefix("v1="), expected)
+        for part in header.split(",")
+        if part.strip().startswith("v1=")
+    )
 
 
 def _traces(evidence: dict[str, Any]) -> list[str]:

@@ -169,6 +169,11 @@ class Settings(BaseSettings):
     # Per-tenant API tokens (vigil token create): how often a worker reloads them when a
     # request needs it -- the most a revocation takes to reach every worker.
     token_refresh_s: float = Field(default=2.0, gt=0)
+    # PagerDuty v3 webhook (POST /pagerduty/webhook): the subscription's signing secret.
+    # With it, only requests whose X-PagerDuty-Signature holds a matching v1 HMAC-SHA256
+    # of the body are read; without it, production mode refuses every request (anyone
+    # reaching the port could acknowledge incidents) and embedded mode accepts unsigned ones.
+    pagerduty_webhook_secret: SecretStr | None = None
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 

@@ -16,18 +16,28 @@ from __future__ import annotations
 
 import asyncio
 import html
+import logging
 import re
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from faust.web import View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from streams.detectors.canary.detector import stored_verdict_sql
 from streams.errors import QueryRejected, VigilError
-from streams.incidents import UnknownIncident, pagerduty_ack, request_elsewhere, stored_match
+from streams.incidents import (
+    UnknownIncident,
+    pagerduty_ack,
+    pagerduty_signed,
+    request_elsewhere,
+    stored_match,
+)
 from streams.metrics import Metrics
 from streams.settings import Settings
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from streams.app import VigilApp
@@ -60,6 +70,23 @@ STATS: dict[str, str] = {
     "alerts": "vigil_alerts_published_total",
     "lag": "vigil_consumer_lag_messages",
 }
+
+
+def pagerduty_refusal(settings: Settings, body: bytes, signature: str) -> str | None:
+    """Why a PagerDuty webhook request is refused (None: read it). With
+    ``VIGIL_PAGERDUTY_WEBHOOK_SECRET`` its signature must match; without, production mode
+    refuses every request and embedded mode (the local demo) reads unsigned ones."""
+    secret = settings.pagerduty_webhook_secret
+    if secret is not None and secret.get_secret_value():
+        if pagerduty_signed(secret.get_secret_value().encode(), body, signature):
+            return None
+        return "invalid signature" if signature else "missing X-PagerDuty-Signature"
+    if settings.mode == "production":
+        return (
+            "VIGIL_PAGERDUTY_WEBHOOK_SECRET is not set: unsigned acknowledgements are "
+            "refused in production"
+        )
+    return None
 
 
 def stats_snapshot(metrics: Metrics) -> dict[str, float]:
@@ -239,9 +266,16 @@ def register_views(app: VigilApp, settings: Settings, metrics: Metrics) -> None:
 
         async def post(self, request: Any) -> Any:
             tracker = app.runtime.incidents
+            body = await request.read()
+            refused = pagerduty_refusal(
+                settings, body, request.headers.get("X-PagerDuty-Signature", "")
+            )
+            if refused is not None:
+                log.warning("PagerDuty webhook refused: %s", refused)
+                return self.json({"error": "forbidden", "reason": refused}, status=403)
             try:
-                payload = await request.json()
-            except ValueError:
+                payload = orjson.loads(body)
+            except orjson.JSONDecodeError:
                 return self.json({"error": "not JSON"}, status=400)
             ack = pagerduty_ack(payload)
             if ack is None or tracker is None:

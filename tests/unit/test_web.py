@@ -1,9 +1,14 @@
 from __future__ import annotations
 
+import hashlib
+import hmac
+
 from prometheus_client import CollectorRegistry
 
+from streams.incidents import pagerduty_signed
 from streams.metrics import Metrics
-from streams.web import stats_snapshot
+from streams.settings import Settings
+from streams.web import pagerduty_refusal, stats_snapshot
 
 
 def test_stats_sum_every_label_of_each_metric() -> None:
@@ -27,3 +32,33 @@ def test_stats_sum_every_label_of_each_metric() -> None:
         "alerts": 1,
         "lag": 15,
     }
+
+
+def test_pagerduty_webhooks_are_read_only_when_signed_with_the_subscription_secret() -> None:
+    """PagerDuty v3 signs the raw body: X-PagerDuty-Signature = comma-separated
+    v1=<hex HMAC-SHA256> (two while a secret is rotated); at least one must match."""
+    body = b'{"event":{"event_type":"incident.acknowledged","data":{"title":"x"}}}'
+    secret = "whsec-test-0123456789"
+
+    def sign(key: str, data: bytes = body) -> str:
+        return "v1=" + hmac.new(key.encode(), data, hashlib.sha256).hexdigest()
+
+    assert pagerduty_signed(secret.encode(), body, sign(secret))
+    assert pagerduty_signed(secret.encode(), body, f"{sign('old-secret')}, {sign(secret)}")
+    assert not pagerduty_signed(secret.encode(), body + b" ", sign(secret))  # tampered
+    assert not pagerduty_signed(secret.encode(), body, sign("another"))
+    assert not pagerduty_signed(secret.encode(), body, sign(secret).removeprefix("v1="))
+    signed = Settings(pagerduty_webhook_secret=secret)
+    assert pagerduty_refusal(signed, body, sign(secret)) is None
+    assert pagerduty_refusal(signed, body, sign("another")) == "invalid signature"
+    assert pagerduty_refusal(signed, body, "") == "missing X-PagerDuty-Signature"
+    # without a secret: the local demo reads unsigned events, production refuses them all
+    assert pagerduty_refusal(Settings(), body, "") is None
+    production = Settings(mode="production", hash_key="k" * 32,
+                          clickhouse_url="http://ch:8123")  # fmt: skip
+    refusal = pagerduty_refusal(production, body, sign(secret))
+    assert refusal is not None and "VIGIL_PAGERDUTY_WEBHOOK_SECRET" in refusal
+    production_signed = production.model_copy(
+        update={"pagerduty_webhook_secret": signed.pagerduty_webhook_secret}
+    )
+    assert pagerduty_refusal(production_signed, body, sign(secret)) is None
