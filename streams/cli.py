@@ -465,9 +465,11 @@ def cmd_incidents(args: argparse.Namespace) -> int:
     url = (
         f"http://127.0.0.1:{settings.web_port}/api/v1/incidents/{args.id}/{args.incidents_command}"
     )
+    headers = {"Content-Type": "application/json"}
+    if settings.console_token is not None:
+        headers["Authorization"] = f"Bearer {settings.console_token.get_secret_value()}"
     request = urllib.request.Request(
-        url, data=json.dumps({"by": args.by}).encode(), method="POST",
-        headers={"Content-Type": "application/json"},
+        url, data=json.dumps({"by": args.by}).encode(), method="POST", headers=headers,
     )  # fmt: skip
     try:
         with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310

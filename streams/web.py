@@ -36,6 +36,7 @@ from streams.incidents import (
 )
 from streams.metrics import Metrics
 from streams.settings import Settings
+from streams.views import bearer_ok
 
 log = logging.getLogger(__name__)
 
@@ -221,6 +222,15 @@ def register_views(app: VigilApp, settings: Settings, metrics: Metrics) -> None:
         """``POST /api/v1/incidents/{id}/ack`` or ``/resolve`` with ``{"by": NAME}``."""
 
         async def post(self, request: Any, incident_id: str, action: str) -> Any:
+            token = settings.console_token
+            if token is not None and not bearer_ok(
+                token.get_secret_value(),
+                request.headers.get("Authorization", ""),
+                request.cookies.get("vigil_token", ""),
+            ):
+                metrics.console_denied.inc()
+                return self.json({"error": "console token required: Authorization: Bearer "
+                                  "<VIGIL_CONSOLE_TOKEN>"}, status=401)  # fmt: skip
             tracker = app.runtime.incidents
             if tracker is None:
                 return self.json({"error": "worker is still starting"}, status=503)

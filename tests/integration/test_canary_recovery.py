@@ -6,8 +6,12 @@ with -9 half-way leaves the same verdict rows and alerts as an uninterrupted run
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import random
 import time
+import urllib.error
+import urllib.request
 from typing import Any
 
 import orjson
@@ -34,6 +38,20 @@ ENV = {
     # the input is 40 minutes old: the wall clock must not close intervals early
     "VIGIL_CANARY_IDLE_TIMEOUT_S": "86400",
 }
+
+
+OPERATOR, PD_SECRET = "operator-token-test", "pagerduty-signing-secret-test"
+
+
+def post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, Any]:
+    request = urllib.request.Request(  # noqa: S310
+        url, data=body, method="POST", headers={"Content-Type": "application/json", **headers}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+            return response.status, orjson.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, orjson.loads(exc.read() or b"{}")
 
 
 def traffic() -> list[tuple[int, bytes]]:
@@ -108,7 +126,9 @@ def test_canary_verdicts_equal_sql_and_survive_kill_9(
         asyncio.run(ensure_topics(settings, [settings.events_topic], partitions=PARTITIONS))
 
     asyncio.run(produce(broker.bootstrap, f"{prefix}r.events", records))
-    reference = worker_for(broker.bootstrap, f"{prefix}r", VIGIL_CLICKHOUSE_DATABASE="ref", **ENV)
+    reference = worker_for(broker.bootstrap, f"{prefix}r", VIGIL_CLICKHOUSE_DATABASE="ref",
+                           VIGIL_CONSOLE_TOKEN=OPERATOR, VIGIL_PAGERDUTY_WEBHOOK_SECRET=PD_SECRET,
+                           **ENV)  # fmt: skip
     reference.start()
     wait_for(lambda: judged(reference, "ref") >= MINUTES, timeout_s=180)
     time.sleep(1.5)
@@ -133,6 +153,18 @@ def test_canary_verdicts_equal_sql_and_survive_kill_9(
     assert ("firing", "CanaryVerdictFail") in statuses
     assert ("resolved", "CanaryVerdictFail") in statuses
     assert all(a[3]["auto_rollback"] == "true" for a in expected_alerts if a[2].endswith("Fail"))
+    # who may change an incident: the operator token, and PagerDuty's signed webhook
+    ack = f"{reference.base_url}/api/v1/incidents/inc-nope/ack"
+    assert post(ack, b'{"by": "mallory"}', {})[0] == 401
+    assert post(ack, b'{"by": "alice"}', {"Authorization": f"Bearer {OPERATOR}"})[0] == 404
+    hook, event = f"{reference.base_url}/pagerduty/webhook", b'{"event": {}}'
+    signature = "v1=" + hmac.new(PD_SECRET.encode(), event, hashlib.sha256).hexdigest()
+    assert post(hook, event, {})[0] == 403
+    assert post(hook, event, {"X-PagerDuty-Signature": "v1=" + "0" * 64})[0] == 403
+    assert post(hook, event, {"X-PagerDuty-Signature": signature}) == (
+        200,
+        {"acknowledged": None, "reason": "not an acknowledgement"},
+    )
     reference.stop()
 
     half = len(records) // 2
