@@ -44,6 +44,17 @@ def harness() -> tuple[AlertPublisher, IncidentTracker, Wall, list[dict[str, lis
     return publisher, tracker, wall, rows, metrics
 
 
+def restart(rows: list[dict[str, list[Any]]]) -> IncidentTracker:
+    """A new tracker restored from the newest stored row of each incident."""
+    latest: dict[str, tuple[Any, ...]] = {}
+    for cols in rows:
+        for values in zip(*cols.values(), strict=True):
+            latest[values[0]] = values
+    restored = IncidentTracker(None, Metrics(CollectorRegistry()))
+    restored.restore(incidents_from_rows(list(latest.values())))
+    return restored
+
+
 def spec(name: str, severity: Any, **labels: str) -> AlertSpec:
     return AlertSpec(name, severity, labels, Annotations(summary=name))
 
@@ -159,12 +170,7 @@ async def test_alerts_sharing_a_trace_are_one_incident_across_tenants_and_catego
     assert "CrossTenantAccess joined (shared trace t-2)" in [t["what"] for t in one.timeline]
     assert len(tracker.open) == 2  # the access in another trace is its own incident
     # the trace ids are stored, and a restart groups by them again
-    latest: dict[str, tuple[Any, ...]] = {}
-    for cols in rows:
-        for values in zip(*cols.values(), strict=True):
-            latest[values[0]] = values
-    restored = IncidentTracker(None, Metrics(CollectorRegistry()))
-    restored.restore(incidents_from_rows(list(latest.values())))
+    restored = restart(rows)
     assert restored.open[one.id].trace_ids == one.trace_ids
     again = spec("PIILeakageDetected", "critical", tenant_id="hooli", entity="phone")
     restored_pub = AlertPublisher(None, Topic().send, "a", Metrics(CollectorRegistry()), 300,
@@ -227,12 +233,7 @@ async def test_a_release_failing_for_several_tenants_is_one_incident_of_the_rele
     second = next(i for i in tracker.open.values() if i is not one)
     assert second.tenant_id == "" and second.keys == {"release:web/2.9.0"}  # nobody's
     # stored with its keys and tenants: after a restart the release still groups
-    latest: dict[str, tuple[Any, ...]] = {}
-    for cols in rows:
-        for values in zip(*cols.values(), strict=True):
-            latest[values[0]] = values
-    restored = IncidentTracker(None, Metrics(CollectorRegistry()))
-    restored.restore(incidents_from_rows(list(latest.values())))
+    restored = restart(rows)
     assert restored.open[one.id].tenants == {"acme", "globex"}
     hooli = spec("CanaryVerdictFail", "critical", service="web", release="2.8.0",
                  tenant_id="hooli")  # fmt: skip
