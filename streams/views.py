@@ -249,7 +249,7 @@ async def pii(run: Run, db: str, at: datetime, tenant: str | None) -> dict[str, 
 
 
 async def funnels(
-    run: Run, cfg: ViewConfig, at: datetime, tenant: str | None
+    run: Run, cfg: ViewConfig, at: datetime, tenant: str | None, judged: InTime | None = None
 ) -> list[dict[str, Any]]:
     """Each funnel's newest daily cohorts (today and yesterday by entry): per step the
     journeys that reached it, are pending at it, and the stage's decided conversion."""
@@ -261,7 +261,9 @@ async def funnels(
         {"t": tenant or "*", "since": (at - timedelta(days=1)).replace(tzinfo=None)},
     )
     timely: dict[str, list[tuple[int, int]]] = {}
-    for (_, name), stages in (await in_time(run, cfg, at, tenant)).items():
+    if judged is None:
+        judged = await in_time(run, cfg, at, tenant)
+    for (_, name), stages in judged.items():
         total = timely.setdefault(name, [(0, 0)] * len(stages))
         timely[name] = [(a + n, b + g) for (a, b), (n, g) in zip(total, stages, strict=True)]
     out = []
@@ -273,7 +275,7 @@ async def funnels(
         for i, n in enumerate(reached):
             prev = reached[i - 1] if i else 0
             decided = _decided(reached, dropped, i)
-            judged, good = _at(timely.get(str(name), ()), i)
+            n_judged, good = _at(timely.get(str(name), ()), i)
             x = within[i] if i < len(within) else None
             steps.append(
                 {
@@ -288,8 +290,8 @@ async def funnels(
                     # what the stage alert judges: of the journeys that reached the
                     # previous step in the judged period, those that converted within X
                     "within_s": x / 1000 if x is not None else None,
-                    "judged": judged,
-                    "in_time_conversion": good / judged if judged else None,
+                    "judged": n_judged,
+                    "in_time_conversion": good / n_judged if n_judged else None,
                     "alert_below": _threshold(thresholds, i),
                 }
             )
@@ -297,9 +299,11 @@ async def funnels(
     return out
 
 
-async def in_time(
-    run: Run, cfg: ViewConfig, at: datetime, tenant: str | None
-) -> dict[tuple[str, str], list[tuple[int, int]]]:
+#: (tenant, funnel) -> per step (journeys judged, converted within X)
+InTime = dict[tuple[str, str], list[tuple[int, int]]]
+
+
+async def in_time(run: Run, cfg: ViewConfig, at: datetime, tenant: str | None) -> InTime:
     """(tenant, funnel) -> per step: (journeys judged, converted within X) -- what
     FunnelStageConversionLow judges at the mark ``at``: journeys that reached the previous
     step in [until - period, until), until = at - X in whole marks, and of those the ones
@@ -307,7 +311,7 @@ async def in_time(
     stages without a configured X: (0, 0)."""
     at_ms = int(at.timestamp() * 1000)
     every, period = cfg.funnel_every_ms, cfg.funnel_period_ms
-    out: dict[tuple[str, str], list[tuple[int, int]]] = {}
+    out: InTime = {}
     for name, within in cfg.funnel_within.items():
         judged, converted, oldest = ["0"], ["0"], at_ms
         for k, x in enumerate(within[1:], start=2):
@@ -376,6 +380,7 @@ async def ingest(run: Run, db: str, at: datetime) -> dict[str, Any]:
 async def overview(run: Run, cfg: ViewConfig) -> dict[str, Any]:
     at = await anchor(run, cfg.database)
     db = cfg.database
+    judged = await in_time(run, cfg, at, None)  # the funnel table and the health scores
     return {
         "as_of": _iso(at),
         "series": await series(run, db, at, None),
@@ -385,20 +390,22 @@ async def overview(run: Run, cfg: ViewConfig) -> dict[str, Any]:
         "incidents": await incidents(run, db, None),
         "canary": await canary(run, db, None),
         "pii_findings": await pii(run, db, at, None),
-        "funnels": await funnels(run, cfg, at, None),
+        "funnels": await funnels(run, cfg, at, None, judged),
         "ingest": await ingest(run, db, at),
-        "tenants": await tenant_scores(run, cfg, at),
+        "tenants": await tenant_scores(run, cfg, at, judged),
     }
 
 
-async def health(run: Run, cfg: ViewConfig, at: datetime, tenant: str) -> dict[str, Any]:
+async def health(
+    run: Run, cfg: ViewConfig, at: datetime, tenant: str, judged: InTime | None = None
+) -> dict[str, Any]:
     """The tenant's health score and its parts (formula in the module docstring)."""
-    found = await healths(run, cfg, at, tenant)
+    found = await healths(run, cfg, at, tenant, judged)
     return found.get(tenant) or _health(cfg, tenant, 0, 0, 0, 0, 0, [])
 
 
 async def healths(
-    run: Run, cfg: ViewConfig, at: datetime, only: str | None = None
+    run: Run, cfg: ViewConfig, at: datetime, only: str | None = None, judged: InTime | None = None
 ) -> dict[str, dict[str, Any]]:
     """Every tenant's health (or ``only``'s), from four grouped queries: the cost of the
     overview does not grow with a query per tenant."""
@@ -425,7 +432,7 @@ async def healths(
         "WHERE first_hold >= {since:DateTime64(3)} GROUP BY t",
         params,
     )
-    stages = await in_time(run, cfg, at, only)
+    stages = judged if judged is not None else await in_time(run, cfg, at, only)
     slo_by = {str(t): (int(p), int(f)) for t, p, f in decided}
     det_by = {str(t): int(n) for t, n in detections}
     funnel_by: dict[str, list[tuple[str, list[tuple[int, int]]]]] = {}
@@ -483,24 +490,27 @@ def _health(
     }
 
 
-async def tenant_scores(run: Run, cfg: ViewConfig, at: datetime) -> list[dict[str, Any]]:
-    found = await healths(run, cfg, at)
+async def tenant_scores(
+    run: Run, cfg: ViewConfig, at: datetime, judged: InTime | None = None
+) -> list[dict[str, Any]]:
+    found = await healths(run, cfg, at, None, judged)
     return [{"tenant_id": t, "score": found[t]["score"]} for t in sorted(found)]
 
 
 async def tenant(run: Run, cfg: ViewConfig, tenant_id: str) -> dict[str, Any]:
     at = await anchor(run, cfg.database)
     db = cfg.database
+    judged = await in_time(run, cfg, at, tenant_id)
     return {
         "as_of": _iso(at),
         "tenant_id": tenant_id,
-        "health": await health(run, cfg, at, tenant_id),
+        "health": await health(run, cfg, at, tenant_id, judged),
         "series": await series(run, db, at, tenant_id),
         "slo": await slo(run, cfg, at, tenant_id),
         "firing": await firing(run, db, tenant_id),
         "alerts": await alerts(run, db, tenant_id),
         "incidents": await incidents(run, db, tenant_id),
-        "funnels": await funnels(run, cfg, at, tenant_id),
+        "funnels": await funnels(run, cfg, at, tenant_id, judged),
         "pii_findings": await pii(run, db, at, tenant_id),
     }
 
