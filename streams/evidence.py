@@ -100,6 +100,14 @@ def baseline(
     )  # fmt: skip
 
 
+def _threshold(metric: str, baseline: list[float]) -> str:
+    """What fails ``metric``; a declared quantile threshold (``slo_<q>``, whose baseline
+    column holds the threshold itself) names its milliseconds."""
+    if metric.startswith("slo_") and baseline:
+        return f"canary {metric[4:]} <= {max(baseline):g} ms (the rules file's canary slo_ms)"
+    return THRESHOLDS.get(metric, "")
+
+
 def stage(
     query: Query, database: str, service: str, release: str, tenant: str = ""
 ) -> StageEvidence:
@@ -131,7 +139,7 @@ def stage(
     metrics = [
         StageMetric(
             metric=name, critical=bool(slot["critical"]), canary=_summary(slot["canary"]),
-            baseline=_summary(slot["baseline"]), threshold=THRESHOLDS.get(name, ""),
+            baseline=_summary(slot["baseline"]), threshold=_threshold(name, slot["baseline"]),
             high_intervals=int(slot["high"]),
             result="FAIL" if final.get(name, {}).get("outcome") == "High" else "PASS",
         )

@@ -376,6 +376,8 @@ def test_the_demo_incidents_page_and_pii_is_stored_nowhere_raw(tmp_path: Path) -
     jsonschema.validate(stage_doc, json.loads((schemas / "evidence.stage.schema.json").read_text()))
     assert stage_doc["decision"] == "ROLLBACK" and stage_doc["breach_count"] >= 2
     assert {m["metric"] for m in stage_doc["metrics"]} >= {"p50", "p95", "p99", "error_rate"}
+    declared = {m["metric"]: m["threshold"] for m in stage_doc["metrics"]}["slo_p95"]
+    assert declared.startswith("canary p95 <= 500 ms"), declared  # rules.demo.yaml
     draft = tmp_path / "postmortem.md"
     doc = vigil("evidence", "incident", canary_incidents[0]["incident_id"], "--markdown",
                 str(draft), env=env, cwd=tmp_path)  # fmt: skip
