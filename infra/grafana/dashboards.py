@@ -222,7 +222,8 @@ def business() -> dict[str, Any]:
             ("funnel", "entered", "reached_per_step", "dropped_per_step")),
         _ch(uid, "Open incidents of ${tenant}", "stat", """
             SELECT count() AS open_incidents FROM vigil.incidents FINAL
-            WHERE status != 'resolved' AND tenant_id = '${tenant}'""",
+            WHERE status != 'resolved'
+              AND (tenant_id = '${tenant}' OR has(tenants, '${tenant}'))""",
             ("open_incidents",)),
     ])  # fmt: skip
 
