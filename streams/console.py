@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
-from streams.views import MIN_JUDGED, SECURITY_SERIES
+from streams.views import SECURITY_SERIES
 
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'"
 
@@ -225,7 +225,7 @@ def funnels_html(funnels: Sequence[dict[str, Any]]) -> str:
         rows = []
         for s in f["steps"]:
             conv, below = s["in_time_conversion"], s["alert_below"]
-            small = s["judged"] < MIN_JUDGED  # the alert and the health score wait for more
+            small = s["judged"] < s["min_sample"]  # the alert and the score wait for more
             cls = (
                 "muted"
                 if conv is None or below is None or small

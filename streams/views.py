@@ -65,6 +65,11 @@ class ViewConfig:
     funnel_within: Mapping[str, tuple[int | None, ...]] = field(default_factory=dict)
     #: the funnel detector's judged period and marks (rules file: funnels.period, ...)
     funnel_window_ms: Mapping[str, int] = field(default_factory=dict)
+    #: (funnel, tenant) -> per step (alert threshold, minimum sample), tenant "" for every
+    #: tenant the rules file's overrides do not name (the alert applies the same)
+    funnel_overrides: Mapping[tuple[str, str], tuple[tuple[float | None, int], ...]] = field(
+        default_factory=dict
+    )
     funnel_period_ms: int = 1_800_000
     funnel_every_ms: int = 60_000
 
@@ -268,7 +273,7 @@ async def funnels(
         timely[name] = [(a + n, b + g) for (a, b), (n, g) in zip(total, stages, strict=True)]
     out = []
     for name, entered, reached, pending, dropped in rows:
-        labels, thresholds = cfg.funnels.get(str(name), ((), ()))
+        labels, _ = cfg.funnels.get(str(name), ((), ()))
         within = cfg.funnel_within.get(str(name), ())
         reached = [int(x) for x in reached]
         steps = []
@@ -276,6 +281,7 @@ async def funnels(
             prev = reached[i - 1] if i else 0
             decided = _decided(reached, dropped, i)
             n_judged, good = _at(timely.get(str(name), ()), i)
+            below, min_sample = stage_rule(cfg, str(name), tenant, i)
             x = within[i] if i < len(within) else None
             steps.append(
                 {
@@ -292,7 +298,8 @@ async def funnels(
                     "within_s": x / 1000 if x is not None else None,
                     "judged": n_judged,
                     "in_time_conversion": good / n_judged if n_judged else None,
-                    "alert_below": _threshold(thresholds, i),
+                    "alert_below": below,
+                    "min_sample": min_sample,
                 }
             )
         out.append({"funnel": name, "entered": int(entered), "steps": steps})
@@ -355,6 +362,18 @@ def _decided(reached: Sequence[int], dropped: Sequence[Any], i: int) -> int:
     if not i:
         return 0
     return reached[i] + (int(dropped[i - 1]) if i - 1 < len(dropped) else 0)
+
+
+def stage_rule(
+    cfg: ViewConfig, funnel: str, tenant: str | None, i: int
+) -> tuple[float | None, int]:
+    """(alert threshold, minimum sample) of step ``i`` (0-based) for ``tenant`` (its
+    override, else the funnel's)."""
+    own = cfg.funnel_overrides.get((funnel, tenant or "")) or cfg.funnel_overrides.get((funnel, ""))
+    if own is not None and i < len(own):
+        return own[i]
+    _, thresholds = cfg.funnels.get(funnel, ((), ()))
+    return _threshold(thresholds, i), MIN_JUDGED
 
 
 def _threshold(thresholds: Sequence[float | None], i: int) -> float | None:
@@ -465,10 +484,9 @@ def _health(
     security_part = 1.0 / (1 + n_detections)
     funnel_part = 1.0
     for name, counts in funnels_of:
-        _, thresholds = cfg.funnels.get(name, ((), ()))
         for i, (judged, good) in enumerate(counts):
-            below = _threshold(thresholds, i)
-            if below and judged >= MIN_JUDGED:
+            below, min_sample = stage_rule(cfg, name, tenant, i)
+            if below and judged >= min_sample:
                 funnel_part = min(funnel_part, good / judged / below)
     parts = {"slo": slo_part, "budget": budget_part, "security": security_part,
              "funnel": funnel_part}  # fmt: skip
@@ -632,9 +650,28 @@ def view_config(settings: Any, rules: Any) -> ViewConfig:
             for f in funnels_cfg.definitions
         },
         funnel_window_ms={f.name: f.window_ms for f in funnels_cfg.definitions},
+        funnel_overrides=_funnel_overrides(funnels_cfg),
         funnel_period_ms=funnels_cfg.period_ms,
         funnel_every_ms=funnels_cfg.every_ms,
     )
+
+
+def _funnel_overrides(
+    funnels_cfg: Any,
+) -> dict[tuple[str, str], tuple[tuple[float | None, int], ...]]:
+    """Each funnel's stage rules, for every tenant ("") and for those its overrides name,
+    as the alert applies them (FunnelConfig.threshold)."""
+    out = {}
+    for f in funnels_cfg.definitions:
+        named = {o.match["tenant"] for o in funnels_cfg.overrides if o.funnel == f.name}
+        for tenant in ("", *sorted(named)):  # "": every other tenant
+            rules: list[tuple[float | None, int]] = [(None, MIN_JUDGED)]
+            for k in range(2, len(f.steps) + 1):
+                rule = funnels_cfg.threshold(f, k, tenant)
+                rules.append((None, MIN_JUDGED) if rule is None else
+                             (rule.alert_below, rule.min_sample))  # fmt: skip
+            out[(f.name, tenant)] = tuple(rules)
+    return out
 
 
 class Console:

@@ -205,3 +205,41 @@ def test_the_terminal_board_shows_the_same_document() -> None:
                      "PII findings 24 h (must be 0): 2", "acme"):  # fmt: skip
         assert expected in text, expected
     assert board.sparkline([1.0, 2.0, None, 4.0]) == "▂▄█"
+
+
+async def test_a_tenants_funnel_override_is_its_threshold_on_the_console_too() -> None:
+    """The rules file lowers acme's e-mail verification threshold to 5 % (and its minimum
+    sample to 10): acme's page and health use them, other tenants keep the funnel's."""
+    from streams.detectors.funnel.rules import FunnelConfig
+    from streams.detectors.latency.slo import load_rules
+    from streams.views import funnels, stage_rule, view_config
+
+    rules = load_rules(None)
+    lower = {"auth.email_verified": {"alert_below": 0.05, "min_sample": 10}}
+    override = {"match": {"tenant": "acme"}, "funnel": "onboarding", "stages": lower}
+    funnel_cfg = FunnelConfig.model_validate(
+        {**rules.funnels.model_dump(), "overrides": [override]}
+    )
+    settings = type("S", (), {"clickhouse_database": "vigil"})()
+    cfg = view_config(settings, rules.model_copy(update={"funnels": funnel_cfg}))
+    assert stage_rule(cfg, "onboarding", "acme", 1) == (0.05, 10)
+    assert stage_rule(cfg, "onboarding", "globex", 1) == (0.8, 30)
+    assert stage_rule(cfg, "onboarding", None, 2) == (0.85, 30)
+    # 4 of 20 verified in time: 20 % -- below the funnel's 80 %, above acme's 5 %
+    steps = [0, 20] + [0] * 6
+    good = [0, 4] + [0] * 6
+    engine = FakeEngine({"funnel_progress": [("acme", steps, good)],
+                         "latency_windows": [("acme", 1000, 0), ("globex", 1000, 0)],
+                         "funnel_cohorts": [("onboarding", 40, [40, 10] + [0] * 6,
+                                             [20, 5] + [0] * 6, [0] * 8)]})  # fmt: skip
+    (acme,) = await funnels(engine.run, cfg, AT, "acme")
+    verified = acme["steps"][1]
+    assert (verified["alert_below"], verified["min_sample"]) == (0.05, 10)
+    assert (verified["judged"], verified["in_time_conversion"]) == (20, 0.2)
+    assert (await health(engine.run, cfg, AT, "acme"))["parts"]["funnel"] == 1.0
+    engine.answers["funnel_progress"] = [("globex", steps, good)]
+    globex = (await health(engine.run, cfg, AT, "globex"))["parts"]["funnel"]
+    assert globex == 1.0  # 20 judged: below globex's minimum sample of 30
+    engine.answers["funnel_progress"] = [("globex", [0, 40] + [0] * 6, [0, 8] + [0] * 6)]
+    globex = (await health(engine.run, cfg, AT, "globex"))["parts"]["funnel"]
+    assert globex == 0.25  # 20 % against 80 %
