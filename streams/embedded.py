@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
+from secrets import token_urlsafe
 from typing import Any
 
 from streams.alertmanager import AlertmanagerProcess, binary, local_config
@@ -83,6 +84,7 @@ class Stack:
         self.worker: WorkerProcess | None = None
         self.demo: Any = None
         self.alertmanager: AlertmanagerProcess | None = None
+        self.webhook_token = token_urlsafe(32)
         self.forwarder: Any = None
         self.memory = BrokerMemory(total_memory_bytes(), settings.broker_memory_warn_share)
 
@@ -99,6 +101,8 @@ class Stack:
             "VIGIL_KAFKA_SECURITY_PROTOCOL": "PLAINTEXT",
             "VIGIL_WEB_PORT": str(self.web_port),
             "VIGIL_DATA_DIR": str(self.settings.data_dir.resolve()),
+            # the worker reads the low alerts' webhook only from this stack's Alertmanager
+            "VIGIL_ALERTMANAGER_WEBHOOK_TOKEN": self.webhook_token,
         }
 
     def start(self) -> None:
@@ -191,6 +195,7 @@ class Stack:
             "pagerduty-performance": "local-placeholder",
             "smtp-password": "local-placeholder",
         }
+        (secrets / "vigil-webhook-token").write_text(self.webhook_token)  # this run's
         for name, value in placeholders.items():
             if not (secrets / name).exists():
                 (secrets / name).write_text(value)

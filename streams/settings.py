@@ -174,6 +174,11 @@ class Settings(BaseSettings):
     # of the body are read; without it, production mode refuses every request (anyone
     # reaching the port could acknowledge incidents) and embedded mode accepts unsigned ones.
     pagerduty_webhook_secret: SecretStr | None = None
+    # Alertmanager's webhook (POST /alertmanager/webhook: the low alerts of the daily
+    # report): the bearer token its http_config sends (secret file vigil-webhook-token).
+    # Without it, production refuses every notification; embedded reads them (`vigil up`
+    # sets one for its own Alertmanager).
+    alertmanager_webhook_token: SecretStr | None = None
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 

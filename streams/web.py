@@ -7,7 +7,8 @@ registered in embedded mode, where the web port is bound to 127.0.0.1.
 
 ``/alerts/<fingerprint>`` is every alert's ``generatorURL``: its recorded transitions
 with their evidence (JSON; HTML for a browser). ``/alertmanager/webhook`` is the webhook
-receiver of the shipped Alertmanager configuration (payload version 4): it records each
+receiver of the shipped Alertmanager configuration (payload version 4; bearer token
+``VIGIL_ALERTMANAGER_WEBHOOK_TOKEN``, see :func:`webhook_refusal`): it records each
 notified alert in ``alert_notifications`` (the daily report's low alerts) and answers
 200 only once the rows are stored, so Alertmanager retries otherwise.
 """
@@ -90,6 +91,21 @@ def pagerduty_refusal(settings: Settings, body: bytes, signature: str) -> str | 
     return None
 
 
+def webhook_refusal(settings: Settings, authorization: str) -> str | None:
+    """Why an Alertmanager webhook request is refused (None: read it). With
+    ``VIGIL_ALERTMANAGER_WEBHOOK_TOKEN`` it must bear it; without, production refuses
+    every request (fake notifications would fill the daily report) and embedded mode
+    reads them."""
+    token = settings.alertmanager_webhook_token
+    if token is not None and token.get_secret_value():
+        if bearer_ok(token.get_secret_value(), authorization, ""):
+            return None
+        return "invalid token" if authorization else "missing Authorization: Bearer <token>"
+    if settings.mode == "production":
+        return "VIGIL_ALERTMANAGER_WEBHOOK_TOKEN is not set: notifications are refused"
+    return None
+
+
 def stats_snapshot(metrics: Metrics) -> dict[str, float]:
     """Totals for the live summary of `vigil up` (sums over bounded labels), from one
     pass over the registry."""
@@ -156,6 +172,11 @@ def register_views(app: VigilApp, settings: Settings, metrics: Metrics) -> None:
 
     class WebhookView(View):  # type: ignore[misc]
         async def post(self, request: Any) -> Any:
+            refused = webhook_refusal(settings, request.headers.get("Authorization", ""))
+            if refused is not None:
+                metrics.webhook_rejected.inc()
+                log.warning("Alertmanager webhook refused: %s", refused)
+                return self.json({"error": "forbidden", "reason": refused}, status=403)
             try:
                 payload = await request.json()
                 columns = notification_columns(payload, datetime.now(UTC))

@@ -41,8 +41,8 @@ def alertmanager_view(
     stack: dict[str, object], found: list[dict[str, object]]
 ) -> tuple[set[tuple[str, str]], dict[str, set[str]], dict[str, Any]]:
     """What the running stack's Alertmanager shows (amtool, as a user would), the
-    evidence page behind a P95LatencyBreach's generatorURL, and a low alert handed back
-    through the webhook receiver, counted in ClickHouse."""
+    evidence page behind a P95LatencyBreach's generatorURL, and the webhook receiver's
+    answers to requests that do not come from the stack's Alertmanager."""
     url = str(stack["alertmanager_url"])
     assert url.startswith("http://127.0.0.1:")
     fingerprint = found[0]["data"]["fingerprint"]  # type: ignore[index]
@@ -70,18 +70,35 @@ def alertmanager_view(
         evidence = json.loads(r.read())
     hook = {
         "version": "4", "receiver": "daily-report", "status": "firing", "groupKey": "{}:{}",
-        "alerts": [{"status": "firing", "labels": {"alertname": "Example", "severity": "low"},
-                    "annotations": {"summary": "a low alert", "fingerprint": "f" * 32},
+        "alerts": [{"status": "firing", "labels": {"alertname": "Forged", "severity": "low"},
+                    "annotations": {"summary": "a forged alert", "fingerprint": "e" * 32},
                     "startsAt": "2026-12-06T10:00:00Z", "endsAt": "0001-01-01T00:00:00Z",
                     "fingerprint": "abc"}],
     }  # fmt: skip
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{stack['web_port']}/alertmanager/webhook",
-        data=json.dumps(hook).encode(), headers={"Content-Type": "application/json"},
-    )  # fmt: skip
-    with urllib.request.urlopen(request, timeout=30) as r:  # noqa: S310
-        assert json.loads(r.read()) == {"recorded": 1}
+    for auth in ({}, {"Authorization": "Bearer not-the-token"}):  # not from its Alertmanager
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{stack['web_port']}/alertmanager/webhook",
+            data=json.dumps(hook).encode(), headers={"Content-Type": "application/json", **auth},
+        )  # fmt: skip
+        try:
+            urllib.request.urlopen(request, timeout=30)  # noqa: S310
+            pytest.fail("the webhook read a notification without the stack's token")
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 403, exc
     return in_am, receivers, evidence
+
+
+def hand_back_a_low_alert(stack: dict[str, object]) -> None:
+    """A low alert posted to the stack's Alertmanager: routed to the daily-report webhook
+    (after its 30-s group wait), which bears the stack's token to the worker."""
+    low = [{"labels": {"alertname": "Example", "severity": "low"},
+            "annotations": {"summary": "a low alert", "fingerprint": "f" * 32}}]  # fmt: skip
+    request = urllib.request.Request(  # noqa: S310
+        f"{stack['alertmanager_url']}/api/v2/alerts", data=json.dumps(low).encode(),
+        headers={"Content-Type": "application/json"},
+    )  # fmt: skip
+    with urllib.request.urlopen(request, timeout=10) as r:  # noqa: S310
+        assert r.status == 200
 
 
 def run_dashboard_sql(base: str) -> dict[tuple[str, str], tuple[int, Any]]:
@@ -179,6 +196,7 @@ def test_the_demo_incidents_page_and_pii_is_stored_nowhere_raw(tmp_path: Path) -
     names: set[str] = set()
     recurring: set[str] = set()  # the alerts an AlertRecurring escalated
     topics = ""
+    handed_back = False
     try:
         deadline = time.monotonic() + 150
         while (
@@ -189,6 +207,9 @@ def test_the_demo_incidents_page_and_pii_is_stored_nowhere_raw(tmp_path: Path) -
             time.sleep(5)
             if not (tmp_path / ".vigil" / "stack.json").exists():
                 continue
+            if not handed_back:
+                hand_back_a_low_alert(json.loads((tmp_path / ".vigil" / "stack.json").read_text()))
+                handed_back = True
             shown = vigil("alerts", "--json", "--idle-timeout", "1", env=env, cwd=tmp_path)
             topics = shown.stdout
             for line in shown.stdout.splitlines():
@@ -402,7 +423,10 @@ def test_the_demo_incidents_page_and_pii_is_stored_nowhere_raw(tmp_path: Path) -
         "'daily-report' AND severity = 'low' AND fingerprint = '" + "f" * 32 + "'",
         "--format", "json", env=env, cwd=tmp_path,
     )  # fmt: skip
-    assert json.loads(notified.stdout)["n"] == 1  # the webhook receiver stored it
+    assert json.loads(notified.stdout)["n"] == 1  # Alertmanager handed it back, with the token
+    forged = vigil("query", "SELECT count() AS n FROM vigil.alert_notifications WHERE "
+                   "alertname = 'Forged'", "--format", "json", env=env, cwd=tmp_path)  # fmt: skip
+    assert json.loads(forged.stdout)["n"] == 0
     # ... and the daily report lists it with the day's alerts, incidents and dead letters
     daily = vigil("report", "daily", "--format", "json", env=env, cwd=tmp_path)
     assert daily.returncode == 0, daily.stderr

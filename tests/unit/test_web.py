@@ -8,7 +8,7 @@ from prometheus_client import CollectorRegistry
 from streams.incidents import pagerduty_signed
 from streams.metrics import Metrics
 from streams.settings import Settings
-from streams.web import pagerduty_refusal, stats_snapshot
+from streams.web import pagerduty_refusal, stats_snapshot, webhook_refusal
 
 
 def test_stats_sum_every_label_of_each_metric() -> None:
@@ -62,3 +62,14 @@ def test_pagerduty_webhooks_are_read_only_when_signed_with_the_subscription_secr
         update={"pagerduty_webhook_secret": signed.pagerduty_webhook_secret}
     )
     assert pagerduty_refusal(production_signed, body, sign(secret)) is None
+
+
+def test_the_alertmanager_webhook_reads_only_its_alertmanagers_token() -> None:
+    with_token = Settings(alertmanager_webhook_token="am-token-0123")
+    assert webhook_refusal(with_token, "Bearer am-token-0123") is None
+    assert webhook_refusal(with_token, "Bearer other") == "invalid token"
+    assert webhook_refusal(with_token, "") == "missing Authorization: Bearer <token>"
+    assert webhook_refusal(Settings(), "") is None  # embedded, no token: the local stack
+    production = Settings(mode="production", hash_key="k" * 32, clickhouse_url="http://ch:8123")
+    refusal = webhook_refusal(production, "Bearer anything")
+    assert refusal is not None and "VIGIL_ALERTMANAGER_WEBHOOK_TOKEN" in refusal
