@@ -177,11 +177,20 @@ async def test_critical_pages_inhibited_medium_does_not_silence_stops_resolution
                               note("failed logins from 203.0.113.0/24"))  # fmt: skip
             spike = AlertSpec("FailedLoginSpike", "high", {"tenant_id": "acme", "rule": "fl"},
                               note("failed logins of acme above 20"))  # fmt: skip
-            for spec in (critical, inhibited, medium, crit_funnel, brute, spike):
+            # a bad release: the service's verdict pages, each tenant's is inhibited by it
+            release = {"service": "web", "release": "2.8.0"}
+            canary = AlertSpec("CanaryVerdictFail", "critical", release,
+                               note("canary 2.8.0 of web fails"), auto_rollback=True)  # fmt: skip
+            canary_acme = AlertSpec("CanaryVerdictFail", "critical",
+                                    {**release, "tenant_id": "acme"},
+                                    note("canary 2.8.0 for acme fails"),
+                                    auto_rollback=True)  # fmt: skip
+            for spec in (critical, inhibited, medium, crit_funnel, brute, spike, canary,
+                         canary_acme):  # fmt: skip
                 await publisher.fire(spec, 1.0, 0.5, now)
             await deliver()
 
-            await until(lambda: len(received.pagerduty()) >= 3, "three PagerDuty pages")
+            await until(lambda: len(received.pagerduty()) >= 4, "four PagerDuty pages")
             pages = received.pagerduty()
             keys = {p["routing_key"] for p in received.pagerduty()}
             # ErrorRateSpike is availability, and so is a business funnel; BruteForce security
@@ -202,10 +211,12 @@ async def test_critical_pages_inhibited_medium_does_not_silence_stops_resolution
             assert "5xx share of acme" not in everything  # inhibited by the critical
             assert "profile 60 %" not in everything  # medium of the funnel family: inhibited
             assert "failed logins of acme" not in everything  # under the tenant-less attack
+            assert "canary 2.8.0 for acme" not in everything  # under the service's verdict
+            assert "canary 2.8.0 of web fails" in json.dumps(received.pagerduty())
             assert not received.slack("#alerts-high") and not received.slack("#alerts-medium")
             rollup = received.slack("#alerts-rollup")
             assert rollup, "the cross-tenant roll-up channel got the critical alerts"
-            assert len(received.pagerduty()) == 3  # paged once each, not again by the roll-up
+            assert len(received.pagerduty()) == 4  # paged once each, not again by the roll-up
 
             # a deployment window: silence globex's P95LatencyBreach, then it fires
             env = {**os.environ, "VIGIL_ALERTMANAGER_URL": am.url}
@@ -224,7 +235,7 @@ async def test_critical_pages_inhibited_medium_does_not_silence_stops_resolution
             await publisher.fire(muted, 900, 500, now)
             await publisher.fire(control, 0.03, 0.01, now)
             await deliver()
-            await until(lambda: len(received.pagerduty()) >= 4, "the control page")
+            await until(lambda: len(received.pagerduty()) >= 5, "the control page")
             await asyncio.sleep(3)
             assert "p95 900 ms" not in json.dumps(received.http)  # silenced
             assert "P95LatencyBreach" not in json.dumps(received.pagerduty())

@@ -55,7 +55,7 @@ def test_the_shipped_configuration_passes_amtool(config: Path) -> None:
         [amtool(), "check-config", str(config)], capture_output=True, text=True, check=False
     )
     assert run.returncode == 0, run.stdout + run.stderr
-    assert "8 receivers" in run.stdout and "3 inhibit rules" in run.stdout
+    assert "8 receivers" in run.stdout and "4 inhibit rules" in run.stdout
 
 
 @pytest.mark.parametrize("severity", ["critical", "high", "medium", "low"])
