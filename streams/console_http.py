@@ -26,6 +26,20 @@ def _error(status: int, message: str, **extra: Any) -> Reply:
     return Reply(status, {"error": message, **extra})
 
 
+def operator_denied(
+    settings: Settings, metrics: Metrics, authorization: str, cookie: str
+) -> Reply | None:
+    """None when the console token is unset or presented (header or cookie); else the
+    401 to answer, counted."""
+    token = settings.console_token
+    if token is None or not token.get_secret_value():
+        return None
+    if bearer_ok(token.get_secret_value(), authorization, cookie):
+        return None
+    metrics.console_denied.inc()
+    return _error(401, "console token required: Authorization: Bearer <VIGIL_CONSOLE_TOKEN>")
+
+
 class ConsoleHttp:
     def __init__(
         self, console: Console, tokens: tk.TokenStore, settings: Settings, metrics: Metrics
@@ -36,14 +50,7 @@ class ConsoleHttp:
         self.metrics = metrics
 
     def operator_denied(self, authorization: str, cookie: str) -> Reply | None:
-        """None when the console token is unset or presented (header or cookie)."""
-        token = self.settings.console_token
-        if token is None or not token.get_secret_value():
-            return None
-        if bearer_ok(token.get_secret_value(), authorization, cookie):
-            return None
-        self.metrics.console_denied.inc()
-        return _error(401, "console token required: Authorization: Bearer <VIGIL_CONSOLE_TOKEN>")
+        return operator_denied(self.settings, self.metrics, authorization, cookie)
 
     def _page(self, text: str) -> Reply:
         return Reply(html=text, headers={"Content-Security-Policy": pages.CSP})
