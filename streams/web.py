@@ -19,13 +19,16 @@ import asyncio
 import html
 import logging
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import orjson
 from faust.web import View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import SecretStr
 
+from streams.console_http import operator_denied
 from streams.detectors.canary.detector import stored_verdict_sql
 from streams.errors import QueryRejected, VigilError
 from streams.incidents import (
@@ -74,36 +77,52 @@ STATS: dict[str, str] = {
 }
 
 
-def pagerduty_refusal(settings: Settings, body: bytes, signature: str) -> str | None:
-    """Why a PagerDuty webhook request is refused (None: read it). With
-    ``VIGIL_PAGERDUTY_WEBHOOK_SECRET`` its signature must match; without, production mode
-    refuses every request and embedded mode (the local demo) reads unsigned ones."""
-    secret = settings.pagerduty_webhook_secret
+def inbound_refusal(
+    settings: Settings,
+    secret: SecretStr | None,
+    variable: str,
+    presented: str,
+    verify: Callable[[str, str], bool],
+    what: str,
+    header: str,
+) -> str | None:
+    """Why a request from a system outside Vigil (PagerDuty, Alertmanager) is refused
+    (None: read it). With its secret set (``variable``), what it presents in ``header``
+    must ``verify`` against it; without, production refuses every request (anyone who
+    reaches the port could write through it) and embedded mode, the local stack, reads
+    them."""
     if secret is not None and secret.get_secret_value():
-        if pagerduty_signed(secret.get_secret_value().encode(), body, signature):
+        if presented and verify(secret.get_secret_value(), presented):
             return None
-        return "invalid signature" if signature else "missing X-PagerDuty-Signature"
+        return f"invalid {what}" if presented else f"missing {header}"
     if settings.mode == "production":
-        return (
-            "VIGIL_PAGERDUTY_WEBHOOK_SECRET is not set: unsigned acknowledgements are "
-            "refused in production"
-        )
+        return f"{variable} is not set: every request is refused in production"
     return None
+
+
+def pagerduty_refusal(settings: Settings, body: bytes, signature: str) -> str | None:
+    """A PagerDuty v3 webhook: the v1 HMAC-SHA256 of ``body`` under
+    ``VIGIL_PAGERDUTY_WEBHOOK_SECRET`` in ``X-PagerDuty-Signature``."""
+    return inbound_refusal(
+        settings, settings.pagerduty_webhook_secret, "VIGIL_PAGERDUTY_WEBHOOK_SECRET",
+        signature, lambda secret, given: pagerduty_signed(secret.encode(), body, given),
+        "signature", "X-PagerDuty-Signature",
+    )  # fmt: skip
 
 
 def webhook_refusal(settings: Settings, authorization: str) -> str | None:
-    """Why an Alertmanager webhook request is refused (None: read it). With
-    ``VIGIL_ALERTMANAGER_WEBHOOK_TOKEN`` it must bear it; without, production refuses
-    every request (fake notifications would fill the daily report) and embedded mode
-    reads them."""
-    token = settings.alertmanager_webhook_token
-    if token is not None and token.get_secret_value():
-        if bearer_ok(token.get_secret_value(), authorization, ""):
-            return None
-        return "invalid token" if authorization else "missing Authorization: Bearer <token>"
-    if settings.mode == "production":
-        return "VIGIL_ALERTMANAGER_WEBHOOK_TOKEN is not set: notifications are refused"
-    return None
+    """Alertmanager's webhook (the daily report's low alerts): bearer
+    ``VIGIL_ALERTMANAGER_WEBHOOK_TOKEN``."""
+    return inbound_refusal(
+        settings, settings.alertmanager_webhook_token, "VIGIL_ALERTMANAGER_WEBHOOK_TOKEN",
+        authorization, lambda token, given: bearer_ok(token, given, ""),
+        "token", "Authorization: Bearer <token>",
+    )  # fmt: skip
+
+
+def credentials(request: Any) -> tuple[str, str]:
+    """The bearer header and the console cookie of a request."""
+    return request.headers.get("Authorization", ""), request.cookies.get("vigil_token", "")
 
 
 def stats_snapshot(metrics: Metrics) -> dict[str, float]:
@@ -243,15 +262,9 @@ def register_views(app: VigilApp, settings: Settings, metrics: Metrics) -> None:
         """``POST /api/v1/incidents/{id}/ack`` or ``/resolve`` with ``{"by": NAME}``."""
 
         async def post(self, request: Any, incident_id: str, action: str) -> Any:
-            token = settings.console_token
-            if token is not None and not bearer_ok(
-                token.get_secret_value(),
-                request.headers.get("Authorization", ""),
-                request.cookies.get("vigil_token", ""),
-            ):
-                metrics.console_denied.inc()
-                return self.json({"error": "console token required: Authorization: Bearer "
-                                  "<VIGIL_CONSOLE_TOKEN>"}, status=401)  # fmt: skip
+            refused = operator_denied(settings, metrics, *credentials(request))
+            if refused is not None:
+                return self.json(refused.json, status=refused.status)
             tracker = app.runtime.incidents
             if tracker is None:
                 return self.json({"error": "worker is still starting"}, status=503)
@@ -467,9 +480,6 @@ def register_console(app: VigilApp, settings: Settings) -> None:
         if reply.html is not None:
             return view.html(reply.html, status=reply.status, headers=reply.headers)
         return view.json(reply.json, status=reply.status, headers=reply.headers)
-
-    def credentials(request: Any) -> tuple[str, str]:
-        return request.headers.get("Authorization", ""), request.cookies.get("vigil_token", "")
 
     starting = Reply(503, {"error": "worker is still starting"})
 
