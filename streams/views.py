@@ -35,6 +35,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sinks.sqltext import as_utc, iso_z
+from streams.detectors.funnel.engine import judged_period
+from streams.detectors.funnel.rules import Funnel, FunnelConfig, stage_conditions
 
 #: run(sql, parameters) -> rows
 Run = Callable[[str, dict[str, Any]], Awaitable[Sequence[Sequence[Any]]]]
@@ -56,22 +58,9 @@ class ViewConfig:
     slo_rules: Mapping[str, tuple[str, str, float]] = field(default_factory=dict)
     objective: float = 0.999
     period_days: float = 30.0
-    #: funnel name -> (step labels, each stage's alert threshold; None for step 1)
-    funnels: Mapping[str, tuple[tuple[str, ...], tuple[float | None, ...]]] = field(
-        default_factory=dict
-    )
-    #: funnel name -> each stage's X in ms (None for step 1 and for stages judged within
-    #: their observed p95, which the views do not know)
-    funnel_within: Mapping[str, tuple[int | None, ...]] = field(default_factory=dict)
-    #: the funnel detector's judged period and marks (rules file: funnels.period, ...)
-    funnel_window_ms: Mapping[str, int] = field(default_factory=dict)
-    #: (funnel, tenant) -> per step (alert threshold, minimum sample), tenant "" for every
-    #: tenant the rules file's overrides do not name (the alert applies the same)
-    funnel_overrides: Mapping[tuple[str, str], tuple[tuple[float | None, int], ...]] = field(
-        default_factory=dict
-    )
-    funnel_period_ms: int = 1_800_000
-    funnel_every_ms: int = 60_000
+    #: the rules file's funnels: steps, thresholds and overrides, X, period and marks, as
+    #: the funnel detector applies them
+    funnels: FunnelConfig = field(default_factory=FunnelConfig)
 
 
 def _iso(value: Any) -> str:
@@ -273,8 +262,8 @@ async def funnels(
         timely[name] = [(a + n, b + g) for (a, b), (n, g) in zip(total, stages, strict=True)]
     out = []
     for name, entered, reached, pending, dropped in rows:
-        labels, _ = cfg.funnels.get(str(name), ((), ()))
-        within = cfg.funnel_within.get(str(name), ())
+        funnel = _funnel(cfg, str(name))
+        labels = [step.label for step in funnel.steps] if funnel is not None else []
         reached = [int(x) for x in reached]
         steps = []
         for i, n in enumerate(reached):
@@ -282,7 +271,7 @@ async def funnels(
             decided = _decided(reached, dropped, i)
             n_judged, good = _at(timely.get(str(name), ()), i)
             below, min_sample = stage_rule(cfg, str(name), tenant, i)
-            x = within[i] if i < len(within) else None
+            x = _within(funnel, i + 1) if funnel is not None else None
             steps.append(
                 {
                     "step": labels[i] if i < len(labels) else f"step {i + 1}",
@@ -317,38 +306,35 @@ async def in_time(run: Run, cfg: ViewConfig, at: datetime, tenant: str | None) -
     that reached the step within X (the alert evidence's SQL, per stage). Step 1 and
     stages without a configured X: (0, 0)."""
     at_ms = int(at.timestamp() * 1000)
-    every, period = cfg.funnel_every_ms, cfg.funnel_period_ms
+    config = cfg.funnels
     out: InTime = {}
-    for name, within in cfg.funnel_within.items():
+    for funnel in config.definitions:
         judged, converted, oldest = ["0"], ["0"], at_ms
-        for k, x in enumerate(within[1:], start=2):
+        for k in range(2, len(funnel.steps) + 1):
+            x = _within(funnel, k)
             if x is None:
                 judged.append("0")
                 converted.append("0")
                 continue
-            until = (at_ms - x) // every * every
-            since = until - period
+            since, until = judged_period(at_ms, x, config.every_ms, config.period_ms)
             oldest = min(oldest, since)
-            prev = f"reached_ms[{k - 1}] >= {since} AND reached_ms[{k - 1}] < {until}"
-            judged.append(f"countIf({prev})")
-            converted.append(
-                f"countIf({prev} AND reached_ms[{k}] >= 0 "
-                f"AND reached_ms[{k}] - reached_ms[{k - 1}] <= {x})"
-            )
-        if len(judged) == 1 or oldest == at_ms:
+            in_period, within_x = stage_conditions(k - 1, k, since, until, x)
+            judged.append(f"countIf({in_period})")
+            converted.append(f"countIf({in_period} AND {within_x})")
+        if oldest == at_ms:
             continue
         rows = await run(
             f"SELECT tenant_id, [{', '.join(judged)}], [{', '.join(converted)}] "
             f"FROM {cfg.database}.funnel_progress FINAL WHERE funnel = {{f:String}} "
             "AND ({t:String} = '' OR tenant_id = {t:String}) "
             "AND entered_at >= {oldest:DateTime64(3)} GROUP BY tenant_id",
-            {"f": name, "t": tenant or "",
+            {"f": funnel.name, "t": tenant or "",
              # a journey reaches its steps within its window of entering
              "oldest": datetime.fromtimestamp(oldest / 1000, UTC)
-             - timedelta(milliseconds=cfg.funnel_window_ms.get(name, 86_400_000))},
+             - timedelta(milliseconds=funnel.window_ms)},
         )  # fmt: skip
         for t, n, good in rows:
-            out[(str(t), name)] = [(int(a), int(b)) for a, b in zip(n, good, strict=True)]
+            out[(str(t), funnel.name)] = [(int(a), int(b)) for a, b in zip(n, good, strict=True)]
     return out
 
 
@@ -367,17 +353,23 @@ def _decided(reached: Sequence[int], dropped: Sequence[Any], i: int) -> int:
 def stage_rule(
     cfg: ViewConfig, funnel: str, tenant: str | None, i: int
 ) -> tuple[float | None, int]:
-    """(alert threshold, minimum sample) of step ``i`` (0-based) for ``tenant`` (its
-    override, else the funnel's)."""
-    own = cfg.funnel_overrides.get((funnel, tenant or "")) or cfg.funnel_overrides.get((funnel, ""))
-    if own is not None and i < len(own):
-        return own[i]
-    _, thresholds = cfg.funnels.get(funnel, ((), ()))
-    return _threshold(thresholds, i), MIN_JUDGED
+    """(alert threshold, minimum sample) of step ``i`` (0-based) for ``tenant``, as the
+    alert applies them (FunnelConfig.threshold: the tenant's override, else the funnel's)."""
+    f = _funnel(cfg, funnel)
+    if f is None or not 0 <= i < len(f.steps):
+        return None, MIN_JUDGED
+    rule = cfg.funnels.threshold(f, i + 1, tenant or "") if i else None
+    return (None, f.steps[i].min_sample) if rule is None else (rule.alert_below, rule.min_sample)
 
 
-def _threshold(thresholds: Sequence[float | None], i: int) -> float | None:
-    return thresholds[i] if i < len(thresholds) else None
+def _funnel(cfg: ViewConfig, name: str) -> Funnel | None:
+    return next((f for f in cfg.funnels.definitions if f.name == name), None)
+
+
+def _within(funnel: Funnel, k: int) -> int | None:
+    """X of the stage into step ``k`` (1-based) in ms; None for step 1 and for stages
+    judged within their observed p95 (which the views do not know)."""
+    return None if k < 2 or funnel.auto_within(k) else funnel.within_ms(k)
 
 
 async def ingest(run: Run, db: str, at: datetime) -> dict[str, Any]:
@@ -629,49 +621,13 @@ class ViewCache:
 def view_config(settings: Any, rules: Any) -> ViewConfig:
     """From the settings and the loaded rules file."""
     slo_cfg = rules.slo
-    funnels_cfg = rules.funnels
     return ViewConfig(
         database=settings.clickhouse_database,
         slo_rules={r.id: (r.sli, r.op, float(r.threshold)) for r in slo_cfg.rules},
         objective=slo_cfg.availability.objective,
         period_days=slo_cfg.availability.period_days,
-        funnels={
-            f.name: (
-                tuple(s.label for s in f.steps),
-                (None, *(s.alert_below for s in f.steps[1:])),
-            )
-            for f in funnels_cfg.definitions
-        },
-        funnel_within={
-            f.name: (
-                None,
-                *(None if f.auto_within(k) else f.within_ms(k) for k in range(2, len(f.steps) + 1)),
-            )
-            for f in funnels_cfg.definitions
-        },
-        funnel_window_ms={f.name: f.window_ms for f in funnels_cfg.definitions},
-        funnel_overrides=_funnel_overrides(funnels_cfg),
-        funnel_period_ms=funnels_cfg.period_ms,
-        funnel_every_ms=funnels_cfg.every_ms,
+        funnels=rules.funnels,
     )
-
-
-def _funnel_overrides(
-    funnels_cfg: Any,
-) -> dict[tuple[str, str], tuple[tuple[float | None, int], ...]]:
-    """Each funnel's stage rules, for every tenant ("") and for those its overrides name,
-    as the alert applies them (FunnelConfig.threshold)."""
-    out = {}
-    for f in funnels_cfg.definitions:
-        named = {o.match["tenant"] for o in funnels_cfg.overrides if o.funnel == f.name}
-        for tenant in ("", *sorted(named)):  # "": every other tenant
-            rules: list[tuple[float | None, int]] = [(None, MIN_JUDGED)]
-            for k in range(2, len(f.steps) + 1):
-                rule = funnels_cfg.threshold(f, k, tenant)
-                rules.append((None, MIN_JUDGED) if rule is None else
-                             (rule.alert_below, rule.min_sample))  # fmt: skip
-            out[(f.name, tenant)] = tuple(rules)
-    return out
 
 
 class Console:

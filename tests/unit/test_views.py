@@ -12,6 +12,7 @@ from typing import Any
 from rich.console import Console as RichConsole
 
 from streams import board, console
+from streams.detectors.funnel.rules import FunnelConfig
 from streams.views import (
     Console,
     ViewCache,
@@ -27,8 +28,20 @@ CFG = ViewConfig(
     database="vigil",
     slo_rules={"P95LatencyBreach": ("p95_ms", ">", 500.0)},
     objective=0.999,
-    funnels={"onboarding": (("a", "b", "c"), (None, 0.8, 0.5))},
-    funnel_within={"onboarding": (None, 600_000, 1_800_000)},  # X: 10 and 30 minutes
+    funnels=FunnelConfig.model_validate(
+        {
+            "definitions": [
+                {
+                    "name": "onboarding",
+                    "steps": [
+                        {"event": "a"},
+                        {"event": "b", "alert_below": 0.8, "within": "10m"},
+                        {"event": "c", "alert_below": 0.5, "within": "30m"},
+                    ],
+                }
+            ]
+        }
+    ),
 )
 
 
@@ -210,7 +223,6 @@ def test_the_terminal_board_shows_the_same_document() -> None:
 async def test_a_tenants_funnel_override_is_its_threshold_on_the_console_too() -> None:
     """The rules file lowers acme's e-mail verification threshold to 5 % (and its minimum
     sample to 10): acme's page and health use them, other tenants keep the funnel's."""
-    from streams.detectors.funnel.rules import FunnelConfig
     from streams.detectors.latency.slo import load_rules
     from streams.views import funnels, stage_rule, view_config
 

@@ -34,7 +34,7 @@ from sinks.sqltext import dt as _dt
 from sinks.sqltext import sql_string as _sql
 from streams.alerting import AlertPublisher, AlertSpec
 from streams.detectors.funnel.engine import DAY_MS, NO_TIME, FunnelPartition, Judged
-from streams.detectors.funnel.rules import FunnelConfig
+from streams.detectors.funnel.rules import FunnelConfig, stage_conditions
 from streams.gate import CommitGate
 from streams.ingest import IngestResult
 from streams.metrics import Metrics
@@ -295,12 +295,11 @@ class FunnelDetector:
         """SQL over ``funnel_progress`` that reproduces a judged stage's counts."""
         n_steps = len(self.config.definitions[j.funnel].steps)
         prev, cur = (1, n_steps) if j.stage == n_steps + 1 else (j.stage - 1, j.stage)
+        judged, converted = stage_conditions(prev, cur, j.since_ms, j.until_ms, j.within_ms)
         return (
-            f"SELECT count() AS reached_previous, countIf(reached_ms[{cur}] >= 0 AND "
-            f"reached_ms[{cur}] - reached_ms[{prev}] <= {j.within_ms}) AS converted_within "
+            f"SELECT count() AS reached_previous, countIf({converted}) AS converted_within "
             f"FROM {self._db}.funnel_progress FINAL WHERE tenant_id = {_sql(j.tenant)} "
-            f"AND funnel = {_sql(funnel)} AND reached_ms[{prev}] >= {j.since_ms} "
-            f"AND reached_ms[{prev}] < {j.until_ms}"
+            f"AND funnel = {_sql(funnel)} AND {judged}"
         )
 
     # --- checkpoints and restarts -------------------------------------------------------

@@ -449,9 +449,7 @@ class FunnelPartition:
             mark -= mark % every
             stop = min(last, hi)
             while mark <= stop:
-                until = mark - within
-                until -= until % every
-                since = until - period
+                since, until = judged_period(mark, within, every, period)
                 a = bisect_left(keys, since)
                 b = bisect_left(keys, until)
                 n = cum_n[b] - cum_n[a]
@@ -506,9 +504,7 @@ class FunnelPartition:
                         edge = b
                         break
                 within = min(window, self._edge_ms(edge))
-                until = mark - within
-                until -= until % every
-                since = until - period
+                since, until = judged_period(mark, within, every, period)
                 n = good = 0
                 for m in keys[bisect_left(keys, since) : bisect_left(keys, until)]:
                     n += minutes[m][0]
@@ -574,6 +570,14 @@ class FunnelPartition:
     def open_journeys(self) -> int:
         """Journeys written and still open (kept as a count: the gauge reads it per tick)."""
         return self.open_count
+
+
+def judged_period(mark_ms: int, within_ms: int, every_ms: int, period_ms: int) -> tuple[int, int]:
+    """[since, until) of the previous-step times a stage is judged over at ``mark_ms``:
+    the period ending ``within_ms`` before the mark, in whole marks."""
+    until = mark_ms - within_ms
+    until -= until % every_ms
+    return until - period_ms, until
 
 
 def _sketch(bins: dict[int, int]) -> Sketch:

@@ -82,6 +82,17 @@ class Step(_Strict):
         return " AND ".join(cond)
 
 
+def stage_conditions(
+    prev: int, cur: int, since_ms: int, until_ms: int, within_ms: int
+) -> tuple[str, str]:
+    """ClickHouse conditions over ``funnel_progress`` for a judged stage (steps ``prev``
+    -> ``cur``, 1-based): the journey reached ``prev`` in [since, until), and it reached
+    ``cur`` within ``within_ms`` of it."""
+    judged = f"reached_ms[{prev}] >= {since_ms} AND reached_ms[{prev}] < {until_ms}"
+    converted = f"reached_ms[{cur}] >= 0 AND reached_ms[{cur}] - reached_ms[{prev}] <= {within_ms}"
+    return judged, converted
+
+
 def _quote(text: str) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
