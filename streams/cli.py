@@ -434,10 +434,10 @@ def cmd_incidents(args: argparse.Namespace) -> int:
     if args.incidents_command == "list":
         where = "" if args.all else "WHERE status != 'resolved'"
         if args.tenant:
-            safe = args.tenant.replace("'", "")
-            where += (" AND " if where else "WHERE ") + (
-                f"(tenant_id = '{safe}' OR has(tenants, '{safe}'))"
-            )
+            from sinks.sqltext import sql_string
+            from streams.incidents import of_tenant
+
+            where += (" AND " if where else "WHERE ") + of_tenant(sql_string(args.tenant))
         columns, rows = run_query(
             settings,
             "SELECT incident_id, status, severity, tenant_id, tenants, category, alertnames, "

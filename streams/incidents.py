@@ -409,11 +409,18 @@ def open_incidents(client: Any, database: str) -> list[Incident]:
     return incidents_from_rows(rows)
 
 
+def of_tenant(tenant: str) -> str:
+    """SQL condition on ``incidents``: the tenant's own, or one it is among the ``tenants``
+    of (a release's incident); ``tenant`` is an SQL expression (a literal or a bound
+    parameter)."""
+    return f"(tenant_id = {tenant} OR has(tenants, {tenant}))"
+
+
 STORED_OPEN = "SELECT status FROM {db}.incidents FINAL WHERE incident_id = {{i:String}}"
 STORED_MATCH = (
     "SELECT incident_id FROM {db}.incidents FINAL WHERE status != 'resolved' "
-    "AND has(alertnames, {{a:String}}) AND ({{t:String}} = '' OR tenant_id = {{t:String}} "
-    "OR has(tenants, {{t:String}})) "
+    "AND has(alertnames, {{a:String}}) "
+    "AND ({{t:String}} = '' OR " + of_tenant("{{t:String}}") + ") "
     "ORDER BY detected_at DESC LIMIT 1"
 )
 

@@ -19,6 +19,7 @@ from typing import Any
 from sinks.sqltext import sql_string, sql_time
 from streams.errors import VigilError
 from streams.evidence import Query, records
+from streams.incidents import of_tenant
 
 
 def _time(value: datetime) -> str:
@@ -65,8 +66,7 @@ def tenant_month(
         query,
         "SELECT incident_id, severity, category, status, alertnames, "
         "toString(first_breach_at) AS first_breach_at, toString(resolved_at) AS resolved_at, "
-        f"mttd_s, mtta_s, mttr_s FROM {database}.incidents FINAL WHERE (tenant_id = {t} "
-        f"OR has(tenants, {t})) "
+        f"mttd_s, mtta_s, mttr_s FROM {database}.incidents FINAL WHERE {of_tenant(t)} "
         f"AND detected_at >= {_time(start)} AND detected_at < {_time(end)} "
         "ORDER BY first_breach_at",
     )

@@ -37,6 +37,7 @@ from typing import Any
 from sinks.sqltext import as_utc, iso_z
 from streams.detectors.funnel.engine import judged_period
 from streams.detectors.funnel.rules import Funnel, FunnelConfig, stage_conditions
+from streams.incidents import of_tenant
 
 #: run(sql, parameters) -> rows
 Run = Callable[[str, dict[str, Any]], Awaitable[Sequence[Sequence[Any]]]]
@@ -205,7 +206,7 @@ async def incidents(run: Run, db: str, tenant: str | None) -> list[dict[str, Any
     rows = await run(
         "SELECT incident_id, tenant_id, tenants, category, severity, status, alertnames, "
         f"detected_at, acknowledged_by FROM {db}.incidents FINAL WHERE status != 'resolved' "
-        "AND ({t:String} = '' OR tenant_id = {t:String} OR has(tenants, {t:String})) "
+        "AND ({t:String} = '' OR " + of_tenant("{t:String}") + ") "
         "ORDER BY detected_at DESC LIMIT 20",
         {"t": tenant or ""},
     )
