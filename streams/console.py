@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
+from streams.detectors.funnel.rules import duration_text
 from streams.views import SECURITY_SERIES
 
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'"
@@ -233,7 +234,8 @@ def funnels_html(funnels: Sequence[dict[str, Any]]) -> str:
             )
             timely = (
                 f'<span class="num {cls}">{_pct(conv)}</span> '
-                f"<span class=muted>({s['judged']:,} in {_duration(s['within_s'])})</span>"
+                f"<span class=muted>({s['judged']:,} in "
+                f"{duration_text(s['within_s'] * 1000)})</span>"
                 if s["within_s"]
                 else "<span class=muted>n/a</span>"
             )
@@ -248,13 +250,6 @@ def funnels_html(funnels: Sequence[dict[str, Any]]) -> str:
         out.append(f"<p><b>{esc(f['funnel'])}</b> · {f['entered']:,} entered (today and "
                    "yesterday's cohorts)</p>" + table(head, rows))  # fmt: skip
     return "".join(out)
-
-
-def _duration(seconds: float) -> str:
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{seconds / size:g} {unit}"
-    return f"{seconds:g} s"
 
 
 def canary_table(canary: Sequence[dict[str, Any]]) -> str:

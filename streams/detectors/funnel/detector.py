@@ -34,7 +34,7 @@ from sinks.sqltext import dt as _dt
 from sinks.sqltext import sql_string as _sql
 from streams.alerting import AlertPublisher, AlertSpec
 from streams.detectors.funnel.engine import DAY_MS, NO_TIME, FunnelPartition, Judged
-from streams.detectors.funnel.rules import FunnelConfig, stage_conditions
+from streams.detectors.funnel.rules import FunnelConfig, duration_text, stage_conditions
 from streams.gate import CommitGate
 from streams.ingest import IngestResult
 from streams.metrics import Metrics
@@ -253,7 +253,7 @@ class FunnelDetector:
 
     def _spec(self, funnel: str, stage: str, j: Judged, severity: Any, limit: float) -> AlertSpec:
         labels = {"tenant_id": j.tenant, "funnel": funnel, "stage": stage}
-        within = _duration(j.within_ms) + (" (its observed p95)" if j.basis else "")
+        within = duration_text(j.within_ms) + (" (its observed p95)" if j.basis else "")
         note = Annotations(
             summary=f"{funnel} {stage} conversion of {j.tenant} below {limit:.0%}",
             description=(
@@ -435,11 +435,3 @@ class FunnelDetector:
 
     def open_journeys(self) -> int:
         return sum(p.engine.open_journeys() for p in self.parts.values())
-
-
-def _duration(ms: int) -> str:
-    s = ms / 1000
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if s >= size and s % size == 0:
-            return f"{int(s // size)}{unit}"
-    return f"{s:g}s"

@@ -93,6 +93,15 @@ def stage_conditions(
     return judged, converted
 
 
+def duration_text(ms: float) -> str:
+    """A stage's X as the rules file writes it: 10m, 1h, 1d, 90s."""
+    s = ms / 1000
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if s >= size and s % size == 0:
+            return f"{int(s // size)}{unit}"
+    return f"{s:g}s"
+
+
 def _quote(text: str) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
